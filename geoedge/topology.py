@@ -1,0 +1,397 @@
+"""The topology file: one TOML document describing zones, regions, edges and health checks.
+
+``load_topology(path)`` reads and validates it and returns a frozen :class:`Topology`; any
+problem raises :class:`ConfigError` naming the key (``regions[1].latitude``) and what is wrong.
+Nothing is read at import time; callers decide when to (re)load.
+
+Shape (see ``examples/demo.toml`` for a complete file)::
+
+    default_region = "us-east"
+    [dns]      listen, tcp_idle_timeout, max_udp_payload, answer_cache_size
+    [geoip]    database ("" = the embedded GeoLite2-City), watch_interval
+    [health]   path, interval, timeout, rise, fall
+    [[regions]] name, latitude, longitude, countries, continents,
+                edges = [{ name, ipv4, ipv6, port, check_address }]
+    [[zones]]  origin, ttl, soa = {...}, records = [{ name, type, value, ttl }],
+               geo = [{ name, ttl, regions }]
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dnslib
+
+from geodata.regions import Region
+from geoedge.validate import (
+    ConfigError,
+    check_keys,
+    get,
+    host_port,
+    ip_address,
+    join,
+    number_in,
+    positive,
+    str_list,
+)
+
+CONTINENTS = frozenset({"AF", "AN", "AS", "EU", "NA", "OC", "SA"})
+STATIC_TYPES = frozenset({"A", "AAAA", "CNAME", "TXT", "MX", "CAA", "NS", "SRV", "PTR"})
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    name: str
+    region: str
+    ipv4: str | None
+    ipv6: str | None
+    port: int
+    check_address: str  # where health probes go (defaults to ipv4, else ipv6)
+
+    @property
+    def check_url_base(self) -> str:
+        host = f"[{self.check_address}]" if ":" in self.check_address else self.check_address
+        return f"http://{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class RegionConfig:
+    region: Region
+    edges: tuple[Edge, ...]
+
+    @property
+    def name(self) -> str:
+        return self.region.name
+
+
+@dataclass(frozen=True, slots=True)
+class DnsSettings:
+    listen: tuple[tuple[str, int], ...] = (("127.0.0.1", 5353), ("::1", 5353))
+    tcp_idle_timeout: float = 10.0
+    max_udp_payload: int = 1232
+    answer_cache_size: int = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class GeoIPSettings:
+    database: str | None = None  # None: the embedded GeoLite2-City
+    watch_interval: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class HealthSettings:
+    path: str = "/healthz"
+    interval: float = 1.0
+    timeout: float = 1.0
+    rise: int = 2
+    fall: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class GeoName:
+    name: str  # absolute, lower case, with trailing dot
+    ttl: int
+    regions: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Zone:
+    origin: str  # absolute, lower case, with trailing dot
+    soa: dnslib.RR
+    records: tuple[dnslib.RR, ...]
+    geo: tuple[GeoName, ...]
+
+    @property
+    def negative_ttl(self) -> int:
+        """RFC 2308 §5: the lesser of the SOA's TTL and its MINIMUM field."""
+        return min(self.soa.ttl, self.soa.rdata.times[4])
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    source: str
+    default_region: str
+    regions: tuple[RegionConfig, ...]
+    zones: tuple[Zone, ...]
+    dns: DnsSettings
+    geoip: GeoIPSettings
+    health: HealthSettings
+
+    def region(self, name: str) -> RegionConfig:
+        for rc in self.regions:
+            if rc.name == name:
+                return rc
+        raise KeyError(name)
+
+    @property
+    def edges(self) -> tuple[Edge, ...]:
+        return tuple(e for rc in self.regions for e in rc.edges)
+
+
+def load_topology(path: str | Path) -> Topology:
+    """Read and validate a topology file; raises ConfigError (or OSError if unreadable)."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("", f"{path}: not valid TOML: {exc}") from None
+    return parse_topology(data, source=str(path))
+
+
+def parse_topology(data: dict[str, Any], source: str = "<memory>") -> Topology:
+    top = check_keys(
+        data, "", {"default_region", "dns", "geoip", "health", "regions", "zones"},
+        {"default_region", "regions", "zones"},
+    )
+    regions = _regions(get(top, "", "regions", list))
+    names = [rc.name for rc in regions]
+    default = get(top, "", "default_region", str)
+    if default not in names:
+        raise ConfigError("default_region", f"{default!r} is not one of the regions {names}")
+    zones = _zones(get(top, "", "zones", list), names)
+    return Topology(
+        source=source,
+        default_region=default,
+        regions=regions,
+        zones=zones,
+        dns=_dns(top.get("dns", {})),
+        geoip=_geoip(top.get("geoip", {})),
+        health=_health(top.get("health", {})),
+    )
+
+
+def _dns(table: Any) -> DnsSettings:
+    p = "dns"
+    t = check_keys(table, p, {"listen", "tcp_idle_timeout", "max_udp_payload", "answer_cache_size"})
+    d = DnsSettings()
+    listen = d.listen
+    if "listen" in t:
+        items = str_list(t, p, "listen")
+        if not items:
+            raise ConfigError(join(p, "listen"), "needs at least one HOST:PORT")
+        listen = tuple(host_port(v, join(join(p, "listen"), i)) for i, v in enumerate(items))
+    payload = get(t, p, "max_udp_payload", int, d.max_udp_payload)
+    number_in(payload, join(p, "max_udp_payload"), 512, 65535)
+    cache = get(t, p, "answer_cache_size", int, d.answer_cache_size)
+    number_in(cache, join(p, "answer_cache_size"), 16, 10_000_000)
+    idle = get(t, p, "tcp_idle_timeout", float, d.tcp_idle_timeout)
+    positive(idle, join(p, "tcp_idle_timeout"))
+    return DnsSettings(listen, idle, payload, cache)
+
+
+def _geoip(table: Any) -> GeoIPSettings:
+    t = check_keys(table, "geoip", {"database", "watch_interval"})
+    db = get(t, "geoip", "database", str, "") or None
+    watch = get(t, "geoip", "watch_interval", float, GeoIPSettings.watch_interval)
+    positive(watch, "geoip.watch_interval")
+    return GeoIPSettings(db, watch)
+
+
+def _health(table: Any) -> HealthSettings:
+    p = "health"
+    t = check_keys(table, p, {"path", "interval", "timeout", "rise", "fall"})
+    d = HealthSettings()
+    path = get(t, p, "path", str, d.path)
+    if not path.startswith("/"):
+        raise ConfigError(join(p, "path"), f"must start with '/', got {path!r}")
+    interval = positive(get(t, p, "interval", float, d.interval), join(p, "interval"))
+    timeout = positive(get(t, p, "timeout", float, d.timeout), join(p, "timeout"))
+    rise = int(number_in(get(t, p, "rise", int, d.rise), join(p, "rise"), 1, 100))
+    fall = int(number_in(get(t, p, "fall", int, d.fall), join(p, "fall"), 1, 100))
+    return HealthSettings(path, interval, timeout, rise, fall)
+
+
+def _regions(items: list) -> tuple[RegionConfig, ...]:
+    if not items:
+        raise ConfigError("regions", "at least one region is required")
+    seen: set[str] = set()
+    edge_names: set[str] = set()
+    out = []
+    for i, item in enumerate(items):
+        p = join("regions", i)
+        t = check_keys(
+            item, p, {"name", "latitude", "longitude", "countries", "continents", "edges"},
+            {"name", "latitude", "longitude", "edges"},
+        )
+        name = get(t, p, "name", str)
+        if not name or not name.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(join(p, "name"), f"must be letters, digits, '-' or '_', got {name!r}")
+        if name in seen:
+            raise ConfigError(join(p, "name"), f"duplicate region {name!r}")
+        seen.add(name)
+        lat = number_in(get(t, p, "latitude", float), join(p, "latitude"), -90, 90)
+        lon = number_in(get(t, p, "longitude", float), join(p, "longitude"), -180, 180)
+        countries = str_list(t, p, "countries")
+        for j, c in enumerate(countries):
+            if len(c) != 2 or not c.isalpha() or not c.isupper():
+                raise ConfigError(join(join(p, "countries"), j), f"not an ISO country code: {c!r}")
+        continents = str_list(t, p, "continents")
+        for j, c in enumerate(continents):
+            if c not in CONTINENTS:
+                raise ConfigError(
+                    join(join(p, "continents"), j),
+                    f"not a continent code: {c!r} (one of {', '.join(sorted(CONTINENTS))})",
+                )
+        edges = _edges(get(t, p, "edges", list), join(p, "edges"), name, edge_names)
+        region = Region(name, lat, lon, frozenset(countries), frozenset(continents))
+        out.append(RegionConfig(region, edges))
+    return tuple(out)
+
+
+def _edges(items: list, path: str, region: str, seen: set[str]) -> tuple[Edge, ...]:
+    if not items:
+        raise ConfigError(path, "a region needs at least one edge")
+    out = []
+    for i, item in enumerate(items):
+        p = join(path, i)
+        t = check_keys(item, p, {"name", "ipv4", "ipv6", "port", "check_address"}, {"name"})
+        name = get(t, p, "name", str)
+        if name in seen:
+            raise ConfigError(join(p, "name"), f"duplicate edge {name!r}")
+        seen.add(name)
+        v4 = get(t, p, "ipv4", str, None)
+        v6 = get(t, p, "ipv6", str, None)
+        if v4 is None and v6 is None:
+            raise ConfigError(p, "an edge needs an ipv4 or an ipv6 address")
+        v4 = ip_address(v4, join(p, "ipv4"), 4) if v4 is not None else None
+        v6 = ip_address(v6, join(p, "ipv6"), 6) if v6 is not None else None
+        port = int(number_in(get(t, p, "port", int, 80), join(p, "port"), 1, 65535))
+        check = get(t, p, "check_address", str, None)
+        check = ip_address(check, join(p, "check_address")) if check else (v4 or v6)
+        out.append(Edge(name, region, v4, v6, port, check))
+    return tuple(out)
+
+
+def _zones(items: list, region_names: list[str]) -> tuple[Zone, ...]:
+    if not items:
+        raise ConfigError("zones", "at least one zone is required")
+    out: list[Zone] = []
+    origins: set[str] = set()
+    for i, item in enumerate(items):
+        p = join("zones", i)
+        t = check_keys(item, p, {"origin", "ttl", "soa", "records", "geo"}, {"origin", "soa"})
+        origin = _absolute(get(t, p, "origin", str), ".", join(p, "origin"))
+        if origin in origins:
+            raise ConfigError(join(p, "origin"), f"duplicate zone {origin!r}")
+        origins.add(origin)
+        ttl = int(number_in(get(t, p, "ttl", int, 3600), join(p, "ttl"), 0, 2**31 - 1))
+        soa = _soa(t["soa"], join(p, "soa"), origin, ttl)
+        records = tuple(
+            _record(r, join(join(p, "records"), j), origin, ttl)
+            for j, r in enumerate(get(t, p, "records", list, []))
+        )
+        geo = tuple(
+            _geo(g, join(join(p, "geo"), j), origin, region_names)
+            for j, g in enumerate(get(t, p, "geo", list, []))
+        )
+        _check_zone_consistency(p, origin, records, geo)
+        out.append(Zone(origin, soa, records, geo))
+    return tuple(out)
+
+
+def _absolute(name: str, origin: str, path: str) -> str:
+    """Turn a zone-relative name ('www', '@') or an absolute one ('www.example.') into
+    a lower-case absolute name and check it is a valid DNS name."""
+    if not name:
+        raise ConfigError(path, "empty name")
+    if name == "@":
+        full = origin
+    elif name.endswith("."):
+        full = name
+    else:
+        full = f"{name}.{origin}" if origin != "." else f"{name}."
+    full = full.lower()
+    labels = full.rstrip(".").split(".") if full != "." else []
+    for label in labels:
+        if not label or len(label.encode()) > 63:
+            raise ConfigError(path, f"invalid DNS name {name!r}")
+    if len(full.encode()) > 254:
+        raise ConfigError(path, f"name too long: {name!r}")
+    return full
+
+
+def _in_zone(name: str, origin: str) -> bool:
+    return name == origin or name.endswith("." + origin)
+
+
+def _soa(table: Any, path: str, origin: str, zone_ttl: int) -> dnslib.RR:
+    keys = {"mname", "rname", "serial", "refresh", "retry", "expire", "minimum", "ttl"}
+    t = check_keys(table, path, keys, {"mname", "rname", "serial"})
+    mname = _absolute(get(t, path, "mname", str), origin, join(path, "mname"))
+    rname = _absolute(get(t, path, "rname", str), origin, join(path, "rname"))
+
+    def num(key: str, default: int) -> int:
+        return int(number_in(get(t, path, key, int, default), join(path, key), 0, 2**32 - 1))
+
+    times = (num("serial", 1), num("refresh", 3600), num("retry", 600), num("expire", 604800),
+             num("minimum", 60))
+    soa = dnslib.SOA(mname, rname, times)
+    return dnslib.RR(origin, dnslib.QTYPE.SOA, rdata=soa, ttl=num("ttl", zone_ttl))
+
+
+def _record(table: Any, path: str, origin: str, zone_ttl: int) -> dnslib.RR:
+    t = check_keys(table, path, {"name", "type", "value", "ttl"}, {"name", "type", "value"})
+    name = _absolute(get(t, path, "name", str), origin, join(path, "name"))
+    if not _in_zone(name, origin):
+        raise ConfigError(join(path, "name"), f"{name!r} is outside its zone {origin!r}")
+    rtype = get(t, path, "type", str).upper()
+    if rtype not in STATIC_TYPES:
+        known = ", ".join(sorted(STATIC_TYPES))
+        raise ConfigError(join(path, "type"), f"unsupported type {rtype!r} (one of {known})")
+    ttl = int(number_in(get(t, path, "ttl", int, zone_ttl), join(path, "ttl"), 0, 2**31 - 1))
+    value = get(t, path, "value", str)
+    if rtype == "NS" and name != origin:
+        raise ConfigError(join(path, "name"), "NS records are only supported at the zone apex")
+    try:
+        rrs = dnslib.RR.fromZone(f"{name} {ttl} IN {rtype} {value}", origin=dnslib.DNSLabel(origin))
+    except (dnslib.DNSError, ValueError, IndexError, KeyError) as exc:
+        raise ConfigError(join(path, "value"), f"bad {rtype} data {value!r}: {exc}") from None
+    if len(rrs) != 1:
+        raise ConfigError(join(path, "value"), f"bad {rtype} data {value!r}")
+    rr = rrs[0]
+    if rtype == "AAAA":
+        ip_address(value, join(path, "value"), 6)
+    elif rtype == "A":
+        ip_address(value, join(path, "value"), 4)
+    return rr
+
+
+def _geo(table: Any, path: str, origin: str, region_names: list[str]) -> GeoName:
+    t = check_keys(table, path, {"name", "ttl", "regions"}, {"name"})
+    name = _absolute(get(t, path, "name", str), origin, join(path, "name"))
+    if not _in_zone(name, origin):
+        raise ConfigError(join(path, "name"), f"{name!r} is outside its zone {origin!r}")
+    ttl = int(number_in(get(t, path, "ttl", int, 30), join(path, "ttl"), 0, 86400))
+    regions = str_list(t, path, "regions") or tuple(region_names)
+    for j, r in enumerate(regions):
+        if r not in region_names:
+            raise ConfigError(join(join(path, "regions"), j), f"unknown region {r!r}")
+    return GeoName(name, ttl, regions)
+
+
+def _check_zone_consistency(
+    path: str, origin: str, records: tuple[dnslib.RR, ...], geo: tuple[GeoName, ...]
+) -> None:
+    types: dict[str, set[str]] = {}
+    for rr in records:
+        types.setdefault(str(rr.rname).lower(), set()).add(dnslib.QTYPE[rr.rtype])
+    for name, ts in types.items():
+        if "CNAME" in ts and len(ts) > 1:
+            raise ConfigError(join(path, "records"), f"{name} has a CNAME and other data")
+    if "CNAME" in types.get(origin, set()):
+        raise ConfigError(join(path, "records"), "a CNAME cannot be at the zone apex")
+    if "NS" not in types.get(origin, set()):
+        raise ConfigError(join(path, "records"), "the zone apex needs at least one NS record")
+    seen: set[str] = set()
+    for j, g in enumerate(geo):
+        p = join(join(path, "geo"), j)
+        if g.name in seen:
+            raise ConfigError(join(p, "name"), f"duplicate geo name {g.name!r}")
+        seen.add(g.name)
+        clash = types.get(g.name, set()) & {"A", "AAAA", "CNAME"}
+        if clash:
+            raise ConfigError(join(p, "name"), f"{g.name} also has static {sorted(clash)} records")
