@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--config", required=True, help="topology file (TOML)")
     explain.add_argument("ip", help="client address (or ECS subnet address)")
     explain.add_argument("name", nargs="?", help="geo-routed name (default: every geo name)")
+    explain.add_argument("--probe", action="store_true",
+                         help="probe the edges' health first (default: assume up)")
 
     demo = sub.add_parser("demo", help="run the local multi-region demo")
     demo.add_argument("--config", default="examples/demo.toml", help="topology file (TOML)")
@@ -63,7 +65,7 @@ def _cmd_dns(args: argparse.Namespace) -> int:
 def _cmd_explain(args: argparse.Namespace) -> int:
     from geodns.explain import run_explain
 
-    return run_explain(args.config, args.ip, args.name)
+    return run_explain(args.config, args.ip, args.name, probe=args.probe)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

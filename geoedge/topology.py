@@ -18,6 +18,7 @@ Shape (see ``examples/demo.toml`` for a complete file)::
 
 from __future__ import annotations
 
+import struct
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,12 @@ from geoedge.validate import (
 
 CONTINENTS = frozenset({"AF", "AN", "AS", "EU", "NA", "OC", "SA"})
 STATIC_TYPES = frozenset({"A", "AAAA", "CNAME", "TXT", "MX", "CAA", "NS", "SRV", "PTR"})
+# For types whose value holds a domain name: how many whitespace-separated fields the value has
+# (dnslib silently ignores extra ones: "CNAME a b" would become "a") and which one is the name.
+# The name is made absolute here: dnslib leaves '@' as a label and ignores the origin for SRV.
+_NAME_VALUES = {"CNAME": (1, 0), "NS": (1, 0), "PTR": (1, 0), "MX": (2, 1), "SRV": (4, 3)}
+# Characters that would change how the zone-file line handed to dnslib is parsed.
+_ZONE_SPECIAL = frozenset(';()"\\')
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,13 +139,18 @@ class Topology:
 
 
 def load_topology(path: str | Path) -> Topology:
-    """Read and validate a topology file; raises ConfigError (or OSError if unreadable)."""
+    """Read and validate a topology file; raises ConfigError."""
     path = Path(path)
     try:
         with path.open("rb") as f:
             data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError("", f"{path}: cannot read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("", f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError("", f"{path}: not valid TOML: not UTF-8 ({exc.reason} at byte "
+                              f"{exc.start})") from None
     return parse_topology(data, source=str(path))
 
 
@@ -186,7 +198,7 @@ def _dns(table: Any) -> DnsSettings:
 def _geoip(table: Any) -> GeoIPSettings:
     t = check_keys(table, "geoip", {"database", "watch_interval"})
     db = get(t, "geoip", "database", str, "") or None
-    watch = get(t, "geoip", "watch_interval", float, GeoIPSettings.watch_interval)
+    watch = get(t, "geoip", "watch_interval", float, GeoIPSettings().watch_interval)
     positive(watch, "geoip.watch_interval")
     return GeoIPSettings(db, watch)
 
@@ -218,7 +230,8 @@ def _regions(items: list) -> tuple[RegionConfig, ...]:
             {"name", "latitude", "longitude", "edges"},
         )
         name = get(t, p, "name", str)
-        if not name or not name.replace("-", "").replace("_", "").isalnum():
+        bare = name.replace("-", "").replace("_", "")
+        if not name or not bare.isascii() or not bare.isalnum():
             raise ConfigError(join(p, "name"), f"must be letters, digits, '-' or '_', got {name!r}")
         if name in seen:
             raise ConfigError(join(p, "name"), f"duplicate region {name!r}")
@@ -250,6 +263,8 @@ def _edges(items: list, path: str, region: str, seen: set[str]) -> tuple[Edge, .
         p = join(path, i)
         t = check_keys(item, p, {"name", "ipv4", "ipv6", "port", "check_address"}, {"name"})
         name = get(t, p, "name", str)
+        if not name:
+            raise ConfigError(join(p, "name"), "must not be empty")
         if name in seen:
             raise ConfigError(join(p, "name"), f"duplicate edge {name!r}")
         seen.add(name)
@@ -259,9 +274,11 @@ def _edges(items: list, path: str, region: str, seen: set[str]) -> tuple[Edge, .
             raise ConfigError(p, "an edge needs an ipv4 or an ipv6 address")
         v4 = ip_address(v4, join(p, "ipv4"), 4) if v4 is not None else None
         v6 = ip_address(v6, join(p, "ipv6"), 6) if v6 is not None else None
+        if v6 is not None and "%" in v6:
+            raise ConfigError(join(p, "ipv6"), f"must not have a zone index (%...), got {v6!r}")
         port = int(number_in(get(t, p, "port", int, 80), join(p, "port"), 1, 65535))
         check = get(t, p, "check_address", str, None)
-        check = ip_address(check, join(p, "check_address")) if check else (v4 or v6)
+        check = ip_address(check, join(p, "check_address")) if check is not None else (v4 or v6)
         out.append(Edge(name, region, v4, v6, port, check))
     return tuple(out)
 
@@ -305,7 +322,10 @@ def _absolute(name: str, origin: str, path: str) -> str:
     else:
         full = f"{name}.{origin}" if origin != "." else f"{name}."
     full = full.lower()
-    labels = full.rstrip(".").split(".") if full != "." else []
+    for ch in full:
+        if ch in _ZONE_SPECIAL or ch.isspace() or not ch.isprintable():
+            raise ConfigError(path, f"invalid DNS name {name!r}: {ch!r} is not allowed")
+    labels = full[:-1].split(".") if full != "." else []  # full always ends with one '.'
     for label in labels:
         if not label or len(label.encode()) > 63:
             raise ConfigError(path, f"invalid DNS name {name!r}")
@@ -346,13 +366,28 @@ def _record(table: Any, path: str, origin: str, zone_ttl: int) -> dnslib.RR:
     value = get(t, path, "value", str)
     if rtype == "NS" and name != origin:
         raise ConfigError(join(path, "name"), "NS records are only supported at the zone apex")
+    rdata = value
+    if rtype in _NAME_VALUES:
+        fields, at = _NAME_VALUES[rtype]
+        parts = value.split()
+        if len(parts) != fields:
+            raise ConfigError(
+                join(path, "value"),
+                f"bad {rtype} data {value!r}: expected {fields} field{'s' if fields > 1 else ''}",
+            )
+        parts[at] = _absolute(parts[at], origin, join(path, "value"))
+        rdata = " ".join(parts)
     try:
-        rrs = dnslib.RR.fromZone(f"{name} {ttl} IN {rtype} {value}", origin=dnslib.DNSLabel(origin))
+        rrs = dnslib.RR.fromZone(f"{name} {ttl} IN {rtype} {rdata}", origin=dnslib.DNSLabel(origin))
     except (dnslib.DNSError, ValueError, IndexError, KeyError) as exc:
         raise ConfigError(join(path, "value"), f"bad {rtype} data {value!r}: {exc}") from None
     if len(rrs) != 1:
         raise ConfigError(join(path, "value"), f"bad {rtype} data {value!r}")
     rr = rrs[0]
+    try:  # dnslib checks some field ranges only when packing (e.g. CAA flags > 255)
+        rr.pack(dnslib.DNSBuffer())
+    except (dnslib.DNSError, struct.error, ValueError) as exc:
+        raise ConfigError(join(path, "value"), f"bad {rtype} data {value!r}: {exc}") from None
     if rtype == "AAAA":
         ip_address(value, join(path, "value"), 6)
     elif rtype == "A":
@@ -377,13 +412,20 @@ def _check_zone_consistency(
     path: str, origin: str, records: tuple[dnslib.RR, ...], geo: tuple[GeoName, ...]
 ) -> None:
     types: dict[str, set[str]] = {}
+    cnames: dict[str, int] = {}
     for rr in records:
-        types.setdefault(str(rr.rname).lower(), set()).add(dnslib.QTYPE[rr.rtype])
+        name = str(rr.rname).lower()
+        rtype = dnslib.QTYPE[rr.rtype]
+        types.setdefault(name, set()).add(rtype)
+        if rtype == "CNAME":
+            cnames[name] = cnames.get(name, 0) + 1
+    if "CNAME" in types.get(origin, set()):
+        raise ConfigError(join(path, "records"), "a CNAME cannot be at the zone apex")
     for name, ts in types.items():
         if "CNAME" in ts and len(ts) > 1:
             raise ConfigError(join(path, "records"), f"{name} has a CNAME and other data")
-    if "CNAME" in types.get(origin, set()):
-        raise ConfigError(join(path, "records"), "a CNAME cannot be at the zone apex")
+        if cnames.get(name, 0) > 1:
+            raise ConfigError(join(path, "records"), f"{name} has more than one CNAME")
     if "NS" not in types.get(origin, set()):
         raise ConfigError(join(path, "records"), "the zone apex needs at least one NS record")
     seen: set[str] = set()

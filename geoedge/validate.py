@@ -7,6 +7,7 @@ can find the line to fix. Nothing here reads files; the callers pass parsed TOML
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -65,7 +66,10 @@ def get(table: Mapping[str, Any], path: str, key: str, kind: type[T], default: A
         return default
     value = table[key]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)  # type: ignore[return-value]
+        try:
+            return float(value)  # type: ignore[return-value]
+        except OverflowError:
+            raise ConfigError(full, "number too large") from None
     if kind is int and isinstance(value, bool):
         raise ConfigError(full, f"must be {type_name(kind)}, got a boolean")
     if not isinstance(value, kind):
@@ -73,15 +77,19 @@ def get(table: Mapping[str, Any], path: str, key: str, kind: type[T], default: A
     return value
 
 
+def _num(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"  # ':g' would print 2**32-1 as 4.29497e+09
+
+
 def number_in(value: float, path: str, low: float, high: float) -> float:
     if not low <= value <= high:
-        raise ConfigError(path, f"must be between {low:g} and {high:g}, got {value!r}")
+        raise ConfigError(path, f"must be between {_num(low)} and {_num(high)}, got {value!r}")
     return value
 
 
 def positive(value: float, path: str) -> float:
-    if value <= 0:
-        raise ConfigError(path, f"must be greater than 0, got {value!r}")
+    if not (value > 0 and math.isfinite(value)):  # also rejects nan and inf
+        raise ConfigError(path, f"must be a finite number greater than 0, got {value!r}")
     return value
 
 
@@ -110,10 +118,9 @@ def host_port(value: str, path: str) -> tuple[str, int]:
         raise ConfigError(path, f"must be HOST:PORT, got {value!r}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ConfigError(path, f"port must be a number, got {port_text!r}") from None
+    if not (port_text.isascii() and port_text.isdigit()):  # int() would allow ' 53', '5_3'
+        raise ConfigError(path, f"port must be a number, got {port_text!r}")
+    port = int(port_text)
     if not 0 <= port <= 65535:
         raise ConfigError(path, f"port must be 0..65535, got {port}")
     if ":" in host or host.replace(".", "").isdigit():

@@ -1,0 +1,171 @@
+"""Authoritative answer building: a pure function of the zones, the question and the geo choice.
+
+Rules (RFC 1034 §4.3.2, RFC 2308, RFC 6604, RFC 8482):
+
+- A name in no zone we serve: REFUSED, AA=0, no records.
+- Class other than IN (or ANY): REFUSED. QTYPE OPT is FORMERR; AXFR/IXFR are REFUSED (zone
+  transfers are not offered); other meta types (128-254) are NOTIMP.
+- CNAME at the name (and QTYPE is not CNAME): the CNAME goes in the answer and the lookup
+  restarts at its target, for targets in any zone we serve, at most 16 links (a loop stops
+  there). The final name's result sets the RCODE (RFC 6604).
+- A name that exists with no data of the type: NOERROR/NODATA with the zone's SOA in the
+  authority section, its TTL the negative TTL (min of SOA TTL and MINIMUM, RFC 2308 §5).
+- A name that does not exist (not even as an empty non-terminal): NXDOMAIN with the SOA likewise.
+- Geo names answer A/AAAA with the addresses ``GeoResolver`` gives for the client; such answers
+  are flagged ``location_dependent`` (the ECS scope then comes from the database network).
+- ANY over UDP gets one synthesized HINFO "RFC8482" RRset (RFC 8482 §4.2); over TCP every RRset.
+- NS and MX answers carry in-zone A/AAAA for their targets in the additional section.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import dnslib
+
+from geodns.wire import text_to_name
+from geodns.zonedata import ZoneData, ZoneSet
+from geoedge.topology import GeoName
+
+A, NS, CNAME, SOA, MX, AAAA, OPT = 1, 2, 5, 6, 15, 28, 41
+HINFO, IXFR, AXFR, ANY = 13, 251, 252, 255
+CLASS_IN, CLASS_ANY = 1, 255
+NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
+MAX_CHAIN = 16
+
+GeoResolver = Callable[[GeoName], tuple[tuple[str, ...], tuple[str, ...]]]
+"""Given a geo name, the (IPv4, IPv6) addresses to answer with for the current client."""
+
+
+@dataclass(slots=True)
+class Answer:
+    rcode: int = NOERROR
+    authoritative: bool = True
+    answer: list[dnslib.RR] = field(default_factory=list)
+    authority: list[dnslib.RR] = field(default_factory=list)
+    additional: list[dnslib.RR] = field(default_factory=list)
+    location_dependent: bool = False
+
+
+def _label(wire: bytes) -> dnslib.DNSLabel:
+    labels = []
+    pos = 0
+    while wire[pos]:
+        labels.append(wire[pos + 1 : pos + 1 + wire[pos]])
+        pos += 1 + wire[pos]
+    return dnslib.DNSLabel(labels)
+
+
+def _geo_rrs(name: bytes, geo: GeoName, qtype: int, resolve: GeoResolver) -> list[dnslib.RR]:
+    v4, v6 = resolve(geo)
+    label = _label(name)
+    out: list[dnslib.RR] = []
+    if qtype in (A, ANY):
+        out += [dnslib.RR(label, A, rdata=dnslib.A(ip), ttl=geo.ttl) for ip in v4]
+    if qtype in (AAAA, ANY):
+        out += [dnslib.RR(label, AAAA, rdata=dnslib.AAAA(ip), ttl=geo.ttl) for ip in v6]
+    return out
+
+
+def _negative(zone: ZoneData) -> dnslib.RR:
+    soa = zone.soa
+    return dnslib.RR(soa.rname, SOA, rdata=soa.rdata, ttl=zone.negative_ttl)
+
+
+def _rfc8482(name: bytes) -> dnslib.RR:
+    rdata = dnslib.RD(b"\x07RFC8482\x00")  # HINFO CPU="RFC8482", OS=""
+    return dnslib.RR(_label(name), HINFO, rdata=rdata, ttl=3600)
+
+
+def build_answer(zones: ZoneSet, qname: bytes, qtype: int, qclass: int,
+                 resolve: GeoResolver, tcp: bool) -> Answer:
+    if qtype == OPT:
+        return Answer(rcode=FORMERR, authoritative=False)
+    zone = zones.find(qname)
+    if zone is None or qclass not in (CLASS_IN, CLASS_ANY) or qtype in (AXFR, IXFR):
+        return Answer(rcode=REFUSED, authoritative=False)
+    if 128 <= qtype < ANY:
+        return Answer(rcode=NOTIMP, authoritative=False)
+    out = Answer()
+    name = qname
+    for _ in range(MAX_CHAIN):
+        sets = zone.rrsets.get(name, {})
+        geo = zone.geo.get(name)
+        cname = sets.get(CNAME)
+        if cname and qtype != CNAME:
+            out.answer += cname
+            target = text_to_name(str(cname[0].rdata.label))
+            next_zone = zones.find(target)
+            if next_zone is None:
+                return out
+            name, zone = target, next_zone
+            continue
+        if not zone.exists(name):
+            out.rcode = NXDOMAIN
+            out.authority.append(_negative(zone))
+            return out
+        if qtype == ANY and not tcp:
+            out.answer.append(_rfc8482(name))
+            return out
+        if geo is not None and qtype in (A, AAAA, ANY):
+            out.location_dependent = True
+            out.answer += _geo_rrs(name, geo, qtype, resolve)
+        if qtype == ANY:
+            for rrs in sets.values():
+                out.answer += rrs
+        else:
+            out.answer += sets.get(qtype, [])
+        if len(out.answer) == 0 or out.answer[-1].rtype == CNAME:
+            out.authority.append(_negative(zone))
+        _add_glue(zones, out, qtype)
+        return out
+    return out  # CNAME chain too long: answer with what we have
+
+
+def _add_glue(zones: ZoneSet, out: Answer, qtype: int) -> None:
+    if qtype not in (NS, MX):
+        return
+    seen: set[bytes] = set()
+    for rr in out.answer:
+        if rr.rtype == NS or rr.rtype == MX:
+            target = str(rr.rdata.label)
+        else:
+            continue
+        name = text_to_name(target)
+        zone = zones.find(name)
+        if zone is None or name in seen:
+            continue
+        seen.add(name)
+        sets = zone.rrsets.get(name, {})
+        out.additional += sets.get(A, []) + sets.get(AAAA, [])
+
+
+@dataclass(frozen=True, slots=True)
+class Packed:
+    """An answer in wire format minus the header and the question: it is appended to a
+    12-byte header and the query's own question bytes (same length, so the compression pointers
+    into the question, at offset 12, stay right and the answer echoes the query's case)."""
+
+    flags: int  # AA and RCODE bits
+    ancount: int
+    nscount: int
+    arcount: int
+    body: bytes
+    location_dependent: bool
+
+
+def pack_answer(ans: Answer, qname: bytes, qtype: int, qclass: int) -> Packed:
+    header = dnslib.DNSHeader(id=0, qr=1, aa=int(ans.authoritative), ra=0, rcode=ans.rcode)
+    record = dnslib.DNSRecord(header, q=dnslib.DNSQuestion(_label(qname), qtype, qclass))
+    for rr in ans.answer:
+        record.add_answer(rr)
+    for rr in ans.authority:
+        record.add_auth(rr)
+    for rr in ans.additional:
+        record.add_ar(rr)
+    wire = record.pack()
+    flags = (0x0400 if ans.authoritative else 0) | (ans.rcode & 0xF)
+    body = wire[12 + len(qname) + 4 :]
+    return Packed(flags, len(ans.answer), len(ans.authority), len(ans.additional), body,
+                  ans.location_dependent)

@@ -1,0 +1,241 @@
+"""The answering engine: bytes in, bytes out, with caches so the hot path does no heavy work.
+
+Rules:
+
+- Responses: QR=1, AA as the answer says, RA=0, RD and CD copied from the query, TC only when
+  the answer does not fit. The question section is the query's own bytes (its case echoed).
+- EDNS (RFC 6891): an OPT goes back only when the query had one, with our payload size and the
+  DO bit echoed; a version above 0 gets BADVERS (extended RCODE 16) and no answer.
+- UDP size: 512 without EDNS, else min(client's size, ``dns.max_udp_payload``). An answer that
+  does not fit goes back empty with TC=1 (the client retries over TCP).
+- Client location (RFC 7871 §7.1.1): the ECS address when present, unless its source prefix is 0
+  or it is not a global address, in which case the resolver's own address is used.
+- ECS in the response: family, source prefix and address echoed; SCOPE is the prefix length of
+  the database network holding the address when the answer depends on location and ECS was
+  used, else 0.
+- Caches: ``decisions`` (client key -> ranking), ``rankings`` (location -> ranking),
+  ``packed`` (question + ranking -> wire answer) and ``wire_udp``/``wire_tcp`` (query bytes
+  after the ID -> response bytes after the ID). The health-dependent ones are replaced by new
+  dicts on every health change, so a thread that computed an answer against old health can only
+  write it into a dict nobody reads any more. All are bounded (flushed when full).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from geodata import GeoReader, Location, rank_regions, select_region
+from geodns.answer import FORMERR, REFUSED, Answer, Packed, build_answer, pack_answer
+from geodns.wire import Drop, Ecs, Edns, FormErr, Query, parse_query
+from geodns.zonedata import ZoneSet, compile_zone
+from geoedge.topology import GeoName, Topology
+
+_HEADER = struct.Struct("!HHHHHH")
+_OPT_FIXED = struct.Struct("!BHHIH")
+_ECS_HEAD = struct.Struct("!HHHBB")
+BADVERS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    order: tuple[str, ...]  # regions, nearest first
+    scope: int  # ECS scope prefix length to return for location-dependent answers
+    location: Location | None
+
+
+class Engine:
+    """Everything needed to answer, built from one topology and one database.
+
+    ``health`` maps edge names to up/down; an edge that is absent counts as up. It is replaced
+    (never mutated) through :meth:`set_health`.
+    """
+
+    def __init__(self, topology: Topology, reader: GeoReader, cache_size: int | None = None):
+        self.topology = topology
+        self.reader = reader
+        self.zones = ZoneSet([compile_zone(z) for z in topology.zones])
+        self.dependent = self.zones.location_dependent_names()
+        self.regions = [rc.region for rc in topology.regions]
+        self.edges = {rc.name: rc.edges for rc in topology.regions}
+        self.max_udp = topology.dns.max_udp_payload
+        self.cache_size = cache_size or topology.dns.answer_cache_size
+        self.health: Mapping[str, bool] = {}
+        self.decisions: dict[object, Decision | None] = {}
+        self.rankings: dict[object, tuple[str, ...]] = {}
+        self.selections: dict[tuple[str, ...], tuple[str, bool]] = {}
+        self.packed: dict[tuple, Packed] = {}
+        self.wire_udp: dict[bytes, bytes | dict[str, bytes]] = {}
+        self.wire_tcp: dict[bytes, bytes | dict[str, bytes]] = {}
+
+    # -- health -------------------------------------------------------------------------------
+    def set_health(self, health: Mapping[str, bool]) -> None:
+        self.health = dict(health)
+        self.selections = {}
+        self.packed = {}
+        self.wire_udp = {}
+        self.wire_tcp = {}
+
+    def region_up(self, region: str) -> bool:
+        health = self.health
+        return any(health.get(e.name, True) for e in self.edges[region])
+
+    def select(self, order: tuple[str, ...]) -> tuple[str, bool]:
+        """(region, failed_open) for a ranking, cached until health changes."""
+        selections = self.selections
+        hit = selections.get(order)
+        if hit is None:
+            sel = select_region(order, self.region_up)
+            hit = selections[order] = (sel.region, sel.failed_open)
+        return hit
+
+    def addresses(self, geo: GeoName, order: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+        allowed = tuple(r for r in order if r in geo.regions)
+        region, failed_open = self.select(allowed)
+        edges = self.edges[region]
+        if not failed_open:
+            edges = tuple(e for e in edges if self.health.get(e.name, True))
+        v4 = tuple(e.ipv4 for e in edges if e.ipv4)
+        v6 = tuple(e.ipv6 for e in edges if e.ipv6)
+        return v4, v6
+
+    # -- location -----------------------------------------------------------------------------
+    def decide(self, ecs: Ecs | None, client_ip: str) -> Decision:
+        """The ranking for a client: by its ECS subnet when usable, else by the resolver."""
+        decisions = self.decisions
+        if ecs is not None and ecs.source:
+            ecs_key = (ecs.family, ecs.source, ecs.address)
+            hit = decisions.get(ecs_key, False)
+            if hit is False:
+                addr = ipaddress.ip_address(ecs.padded())
+                hit = self._locate(addr, scoped=True) if addr.is_global else None
+                self._remember(decisions, ecs_key, hit)
+            if hit is not None:
+                return hit
+        hit = decisions.get(client_ip)
+        if hit is None:
+            ip = ipaddress.ip_address(client_ip)
+            if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+                ip = ip.ipv4_mapped
+            hit = self._locate(ip, scoped=False)
+            self._remember(decisions, client_ip, hit)
+        return hit
+
+    def _locate(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, scoped: bool) -> Decision:
+        location = self.reader.locate(ip)
+        loc_key = (location.found, location.latitude, location.longitude, location.country,
+                   location.continent)
+        order = self.rankings.get(loc_key)
+        if order is None:
+            order = rank_regions(location, self.regions, self.topology.default_region).order
+            self._remember(self.rankings, loc_key, order)
+        return Decision(order, location.prefix_len if scoped else 0, location)
+
+    def _remember(self, cache: dict, key: object, value: object) -> None:
+        if len(cache) >= self.cache_size:
+            cache.clear()  # bounded; a full flush is cheaper than LRU bookkeeping per query
+        cache[key] = value
+
+    # -- answering ----------------------------------------------------------------------------
+    def respond(self, data: bytes, client_ip: str, tcp: bool = False) -> bytes | None:
+        """The response to one query, or None when the packet gets no answer.
+
+        Fast path: a response depends only on the query's bytes after the ID (and, for
+        location-dependent answers located by the resolver's address, on that address), so
+        responses are cached by those bytes and only the ID is patched in.
+        """
+        cache = self.wire_tcp if tcp else self.wire_udp
+        key = data[2:]
+        hit = cache.get(key)
+        if hit is not None:
+            if hit.__class__ is bytes:
+                return data[:2] + hit
+            by_client = hit.get(client_ip)
+            if by_client is not None:
+                return data[:2] + by_client
+        response, per_client = self.respond_uncached(data, client_ip, tcp)
+        if response is not None:
+            if per_client:
+                if hit is None or hit.__class__ is bytes:
+                    hit = {}
+                    self._remember(cache, key, hit)
+                self._remember(hit, client_ip, response[2:])
+            else:
+                self._remember(cache, key, response[2:])
+        return response
+
+    def respond_uncached(self, data: bytes, client_ip: str, tcp: bool) -> tuple[bytes | None, bool]:
+        """(response, whether it depends on the client's own address)."""
+        try:
+            q = parse_query(data)
+        except Drop:
+            return None, False
+        except FormErr as err:
+            return self._error(err.id, err.flags, err.question, err.edns, FORMERR), False
+        edns = q.edns
+        if edns is not None and edns.version > 0:
+            return self._error(q.id, q.flags, q.question, edns, BADVERS), False
+        if q.opcode != 0:
+            return self._error(q.id, q.flags, q.question, edns, 4), False  # NOTIMP
+        ecs = edns.ecs if edns is not None else None
+        order: tuple[str, ...] | None = None
+        scope = 0
+        by_resolver = False
+        if q.qname in self.dependent:
+            decision = self.decide(ecs, client_ip)
+            order, scope, by_resolver = decision.order, decision.scope, not decision.scope
+        key = (q.qname, q.qtype, q.qclass, order, tcp and q.qtype == 255)
+        packed_cache = self.packed
+        entry = packed_cache.get(key)
+        if entry is None:
+            entry = self._build(q, order, tcp)
+            self._remember(packed_cache, key, entry)
+        if not entry.location_dependent:
+            scope, by_resolver = 0, False
+        return self._assemble(q, entry, ecs, scope, tcp), by_resolver
+
+    def _build(self, q: Query, order: tuple[str, ...] | None, tcp: bool) -> Packed:
+        def resolve(geo: GeoName) -> tuple[tuple[str, ...], ...]:
+            return self.addresses(geo, order or (self.topology.default_region,))
+
+        answer: Answer = build_answer(self.zones, q.qname, q.qtype, q.qclass, resolve, tcp)
+        return pack_answer(answer, q.qname, q.qtype, q.qclass)
+
+    def _opt(self, edns: Edns, ecs: Ecs | None, scope: int, ext_rcode: int = 0) -> bytes:
+        options = b""
+        if ecs is not None:
+            options = _ECS_HEAD.pack(8, 4 + len(ecs.address), ecs.family, ecs.source, scope)
+            options += ecs.address
+        ttl = (ext_rcode << 24) | (0x8000 if edns.do else 0)
+        return _OPT_FIXED.pack(0, 41, self.max_udp, ttl, len(options)) + options
+
+    def _assemble(self, q: Query, entry: Packed, ecs: Ecs | None, scope: int, tcp: bool) -> bytes:
+        flags = 0x8000 | (q.flags & 0x7910) | entry.flags  # QR, opcode/RD/CD copied, AA/RCODE
+        edns = q.edns
+        opt = b"" if edns is None else self._opt(edns, ecs, scope)
+        extra = 1 if opt else 0
+        wire = b"".join((
+            _HEADER.pack(q.id, flags, 1, entry.ancount, entry.nscount, entry.arcount + extra),
+            q.question, entry.body, opt,
+        ))
+        if not tcp:
+            limit = 512 if edns is None else min(edns.udp_size, self.max_udp)
+            if len(wire) > limit:
+                header = _HEADER.pack(q.id, flags | 0x0200, 1, 0, 0, extra)
+                wire = header + q.question + opt
+        return wire
+
+    def _error(self, id_: int, flags: int, question: bytes | None, edns: Edns | None,
+               rcode: int) -> bytes:
+        out_flags = 0x8000 | (flags & 0x7910) | (rcode & 0xF)
+        opt = b""
+        if edns is not None:
+            opt = self._opt(edns, edns.ecs if rcode != FORMERR else None, 0, rcode >> 4)
+        qd = 1 if question else 0
+        header = _HEADER.pack(id_, out_flags, qd, 0, 0, 1 if opt else 0)
+        return header + (question or b"") + opt
+
+
+__all__ = ["REFUSED", "Decision", "Engine"]

@@ -1,0 +1,99 @@
+"""``geoedge explain``: show how the server would answer one client, with the same engine.
+
+Health: ``explain`` does not probe; it shows every edge as the server would see it before its
+first probe (up), unless ``--probe`` is asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import sys
+
+from geodata import GeoDatabaseError, rank_regions
+from geodns.engine import Engine
+from geodns.health import HealthChecker
+from geodns.main import load_engine
+from geodns.wire import Ecs, text_to_name
+
+
+def _ecs_for(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Ecs:
+    """The ECS option a resolver would send for this address (/24 or /56, RFC 7871 §11.1)."""
+    source = 24 if ip.version == 4 else 56
+    packed = ip.packed[: (source + 7) // 8]
+    return Ecs(1 if ip.version == 4 else 2, source, packed)
+
+
+def explain_lines(engine: Engine, ip_text: str, names: list[str]) -> list[str]:
+    ip = ipaddress.ip_address(ip_text)
+    ecs = _ecs_for(ip)
+    decision = engine.decide(ecs, "127.0.0.1" if ip.version == 4 else "::1")
+    loc = decision.location
+    reader = engine.reader
+    lines = [f"client      {ip} (as ECS {ip}/{ecs.source})",
+             f"database    {reader.path} ({reader.database_type})"]
+    if loc is None or not loc.found:
+        net = f" in {loc.network}" if loc else ""
+        lines.append(f"location    not in the database{net}: default region")
+    else:
+        coords = (f"{loc.latitude:.4f}, {loc.longitude:.4f}" if loc.latitude is not None
+                  else "no coordinates")
+        lines.append(f"location    country {loc.country or '-'}, continent {loc.continent or '-'}"
+                     f", {coords}; database network {loc.network}")
+    if decision.scope == 0 and loc is not None and loc.found is False:
+        lines.append("note        the address is not global, so servers ignore it as ECS and "
+                     "use the resolver's address")
+    ranking = rank_regions(loc, engine.regions, engine.topology.default_region)
+    lines.append(f"ranking     by {ranking.method}")
+    for i, (name, dist) in enumerate(zip(ranking.order, ranking.distances_km, strict=True), 1):
+        edges = engine.edges[name]
+        health = ", ".join(
+            f"{e.name} {'up' if engine.health.get(e.name, True) else 'DOWN'}" for e in edges)
+        km = f"{dist:8.0f} km" if dist is not None else "       - km"
+        lines.append(f"  {i}. {name:<16}{km}   {health}")
+    geo = engine.zones.geo_names()
+    wanted = [text_to_name(n if n.endswith(".") else n + ".") for n in names] or list(geo)
+    for wire in wanted:
+        g = geo.get(wire)
+        if g is None:
+            lines.append(f"answer      {wire!r}: not a geo-routed name")
+            continue
+        allowed = tuple(r for r in decision.order if r in g.regions)
+        region, failed_open = engine.select(allowed)
+        v4, v6 = engine.addresses(g, decision.order)
+        note = " (every region is down: failing open to the nearest)" if failed_open else ""
+        lines.append(f"answer      {g.name} -> {region}{note}")
+        lines.append(f"              A    {' '.join(v4) or '-'}   TTL {g.ttl}")
+        lines.append(f"              AAAA {' '.join(v6) or '-'}   TTL {g.ttl}")
+    lines.append(f"ecs scope   /{decision.scope} for geo-routed names, /0 for the others")
+    return lines
+
+
+async def _probe_all(engine: Engine) -> None:
+    topology = engine.topology
+    checker = HealthChecker(topology.edges, topology.health, engine.set_health)
+    await checker.start()
+    try:
+        for _ in range(max(topology.health.fall, topology.health.rise)):
+            results = await asyncio.gather(*(checker.probe(e) for e in topology.edges))
+            for edge, ok in zip(topology.edges, results, strict=True):
+                checker.record(edge.name, ok)
+    finally:
+        await checker.stop()
+
+
+def run_explain(config: str, ip: str, name: str | None, probe: bool = False) -> int:
+    try:
+        engine = load_engine(config)
+    except GeoDatabaseError as exc:
+        print(f"geoedge: geoip database error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        ipaddress.ip_address(ip)
+    except ValueError:
+        print(f"geoedge: not an IP address: {ip!r}", file=sys.stderr)
+        return 2
+    if probe:
+        asyncio.run(_probe_all(engine))
+    print("\n".join(explain_lines(engine, ip, [name] if name else [])))
+    return 0

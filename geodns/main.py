@@ -1,0 +1,205 @@
+"""``geoedge dns``: load the topology, start the listeners, health checks and hot reload.
+
+Reload rules: when the topology file or the database file changes (checked every
+``geoip.watch_interval`` seconds by size and mtime), or on SIGHUP, the new files are loaded and
+validated off the event loop, then a new engine is swapped in at once. A file that does not load
+is logged and the running configuration is kept. Listen addresses are fixed at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from geodata import GeoDatabaseError, GeoReader, embedded_database_path
+from geodns.engine import Engine
+from geodns.health import HealthChecker
+from geodns.server import DnsServer
+from geoedge.topology import Topology, load_topology
+from geoedge.validate import ConfigError
+
+log = logging.getLogger("geoedge.dns")
+
+
+def load_engine(config_path: str | Path) -> Engine:
+    """Load and validate everything an engine needs; raises ConfigError or GeoDatabaseError."""
+    topology = load_topology(config_path)
+    return Engine(topology, open_database(topology))
+
+
+def open_database(topology: Topology) -> GeoReader:
+    path = topology.geoip.database
+    if path is not None and not os.path.isabs(path):
+        path = str(Path(topology.source).parent / path)
+    return GeoReader(path)
+
+
+def _fingerprint(paths: list[Path]) -> tuple:
+    out = []
+    for p in paths:
+        try:
+            st = p.stat()
+            out.append((str(p), st.st_mtime_ns, st.st_size, st.st_ino))
+        except OSError:
+            out.append((str(p), None))
+    return tuple(out)
+
+
+@dataclass
+class Service:
+    """One process's running DNS service: server, health checker and reload watcher."""
+
+    config_path: Path
+    server: DnsServer
+    health: HealthChecker
+
+    def watched(self) -> list[Path]:
+        engine = self.server.engine
+        return [self.config_path, Path(engine.reader.path)]
+
+    def apply_health(self, health: dict[str, bool]) -> None:
+        self.server.engine.set_health(health)
+
+    async def reload(self, reason: str) -> bool:
+        try:
+            engine = await asyncio.to_thread(load_engine, self.config_path)
+        except (ConfigError, GeoDatabaseError, OSError) as exc:
+            log.error("reload (%s) failed, keeping the running configuration: %s", reason, exc)
+            return False
+        topology = engine.topology
+        self.health.reconfigure(topology.edges, topology.health)
+        engine.set_health(self.health.snapshot())
+        self.server.engine = engine
+        log.warning("reloaded (%s): %d zones, %d regions, database %s (%s)", reason,
+                    len(topology.zones), len(topology.regions), engine.reader.path,
+                    engine.reader.database_type)
+        return True
+
+    async def watch(self) -> None:
+        seen = _fingerprint(self.watched())
+        while True:
+            await asyncio.sleep(self.server.engine.topology.geoip.watch_interval)
+            now = _fingerprint(self.watched())
+            if now != seen:
+                # Remember what was seen *before* loading: a file still being written when we
+                # read it changes again, and the next check loads the finished one.
+                seen = now
+                await self.reload("file changed")
+
+
+async def serve(config_path: Path, engine: Engine, listen: list[tuple[str, int]],
+                reuse_port: bool, ready: asyncio.Event | None = None) -> None:
+    topology = engine.topology
+    server = DnsServer(engine, listen, topology.dns.tcp_idle_timeout, reuse_port)
+    service = Service(config_path, server, HealthChecker(topology.edges, topology.health,
+                                                         lambda h: service.apply_health(h)))
+    addresses = await server.start()
+    await service.health.start()
+    for host, port in addresses:
+        log.warning("serving DNS on %s port %d (udp+tcp), pid %d", host, port, os.getpid())
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    tasks: set[asyncio.Task[bool]] = set()
+
+    def on_hup() -> None:
+        task = loop.create_task(service.reload("SIGHUP"))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    watcher = loop.create_task(service.watch())
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        watcher.cancel()
+        await service.health.stop()
+        await server.stop()
+        log.warning("stopped")
+
+
+def _run_one(config_path: Path, engine: Engine, listen: list[tuple[str, int]],
+             reuse_port: bool) -> int:
+    try:
+        import uvloop
+    except ImportError:  # uvloop is optional on platforms without it
+        asyncio.run(serve(config_path, engine, listen, reuse_port))
+    else:
+        uvloop.run(serve(config_path, engine, listen, reuse_port))
+    return 0
+
+
+def run_dns(config: str, listen: list[tuple[str, int]] | None, workers: int = 1,
+            log_level: str = "info") -> int:
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    config_path = Path(config)
+    try:
+        engine = load_engine(config_path)
+    except GeoDatabaseError as exc:
+        print(f"geoedge: geoip database error: {exc}", file=sys.stderr)
+        return 2
+    addrs = listen or list(engine.topology.dns.listen)
+    log.info("topology %s: %d zones, %d regions; database %s (%s)", config_path,
+             len(engine.topology.zones), len(engine.topology.regions), engine.reader.path,
+             engine.reader.database_type)
+    if engine.reader.path == str(embedded_database_path()):
+        log.info("This product includes GeoLite2 data created by MaxMind.")
+    if workers < 1:
+        print("geoedge: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if workers == 1:
+        return _run_one(config_path, engine, addrs, reuse_port=False)
+    if any(port == 0 for _, port in addrs):
+        print("geoedge: --workers > 1 needs fixed ports (port 0 cannot be shared)",
+              file=sys.stderr)
+        return 2
+    return _supervise(config_path, engine, addrs, workers)
+
+
+def _supervise(config_path: Path, engine: Engine, addrs: list[tuple[str, int]],
+               workers: int) -> int:
+    """Fork ``workers`` processes that each bind the addresses with SO_REUSEPORT."""
+    children: set[int] = set()
+    stopping = False
+
+    def spawn() -> None:
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGHUP, signal.SIG_DFL)
+            os._exit(_run_one(config_path, engine, addrs, reuse_port=True))
+        children.add(pid)
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            stopping = True
+        for pid in list(children):
+            try:
+                os.kill(pid, signal.SIGTERM if signum == signal.SIGINT else signum)
+            except ProcessLookupError:
+                children.discard(pid)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    for _ in range(workers):
+        spawn()
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        children.discard(pid)
+        if not stopping:
+            log.error("worker %d exited (status %d); restarting it", pid, status)
+            spawn()
+    return 0

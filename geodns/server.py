@@ -1,0 +1,165 @@
+"""DNS transports: UDP and TCP listeners that hand bytes to the current :class:`Engine`.
+
+- UDP: one thread per socket doing blocking ``recvfrom``/``sendto`` (no socket timeout: that
+  would add a poll() per packet; ``stop()`` wakes the thread with an empty datagram). The answer
+  path is plain CPU work on cached bytes; a thread avoids the event loop's per-datagram
+  overhead, and the GIL is released while the thread waits for packets.
+- TCP (RFC 7766): two-byte length framing, several queries per connection, answered in order
+  as they arrive (pipelining), closed after ``idle_timeout`` seconds without a complete query,
+  at most ``max_tcp_clients`` connections at once (further ones are closed at once).
+- A packet that makes the engine fail is logged and dropped; the listener keeps serving.
+- ``engine`` is read once per query, so a reload that assigns a new engine takes effect for the
+  next packet without locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import struct
+import threading
+
+from geodns.engine import Engine
+
+log = logging.getLogger("geoedge.dns")
+_LEN = struct.Struct("!H")
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _bind(host: str, port: int, kind: socket.SocketKind, reuse_port: bool) -> socket.socket:
+    sock = socket.socket(_family(host), kind)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if sock.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if kind == socket.SOCK_DGRAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def bind_pair(host: str, port: int, reuse_port: bool) -> tuple[socket.socket, socket.socket]:
+    """A UDP and a TCP socket on the same address and port (port 0: a free one for both)."""
+    for _ in range(20):
+        udp = _bind(host, port, socket.SOCK_DGRAM, reuse_port)
+        try:
+            tcp = _bind(host, udp.getsockname()[1], socket.SOCK_STREAM, reuse_port)
+        except OSError:
+            udp.close()
+            if port:
+                raise
+            continue
+        return udp, tcp
+    raise OSError(f"no free port for UDP and TCP on {host}")
+
+
+class DnsServer:
+    def __init__(self, engine: Engine, listen: list[tuple[str, int]], idle_timeout: float = 10.0,
+                 reuse_port: bool = False, max_tcp_clients: int = 1000) -> None:
+        self.engine = engine
+        self.listen = listen
+        self.idle_timeout = idle_timeout
+        self.reuse_port = reuse_port
+        self.max_tcp_clients = max_tcp_clients
+        self.addresses: list[tuple[str, int]] = []
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._udp: list[socket.socket] = []
+        self._tcp_servers: list[asyncio.base_events.Server] = []
+        self._tcp_clients: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> list[tuple[str, int]]:
+        for host, port in self.listen:
+            udp, tcp = bind_pair(host, port, self.reuse_port)
+            self._udp.append(udp)
+            tcp.listen(512)
+            tcp.setblocking(False)
+            server = await asyncio.start_server(self._tcp_client, sock=tcp)
+            self._tcp_servers.append(server)
+            self.addresses.append((host, udp.getsockname()[1]))
+            thread = threading.Thread(target=self._udp_loop, args=(udp,), daemon=True,
+                                      name=f"dns-udp-{host}")
+            thread.start()
+            self._threads.append(thread)
+        return self.addresses
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        for sock in self._udp:  # wake the blocked receivers with an empty datagram
+            with contextlib.suppress(OSError):
+                sock.sendto(b"", sock.getsockname()[:2])
+        for server in self._tcp_servers:
+            server.close()
+        for task in list(self._tcp_clients):
+            task.cancel()
+        await asyncio.gather(*self._tcp_clients, return_exceptions=True)
+        for server in self._tcp_servers:
+            await server.wait_closed()
+        await asyncio.to_thread(self._join_udp)
+
+    def _join_udp(self) -> None:
+        for thread in self._threads:
+            thread.join()
+        for sock in self._udp:
+            sock.close()
+
+    def _answer(self, data: bytes, client: str, tcp: bool) -> bytes | None:
+        try:
+            return self.engine.respond(data, client, tcp)
+        except Exception:  # last-resort guard, logged: one bad packet never stops a listener
+            log.exception("failed to answer a %d-byte query from %s", len(data), client)
+            return None
+
+    def _udp_loop(self, sock: socket.socket) -> None:
+        recv, send, answer = sock.recvfrom, sock.sendto, self._answer
+        stopping = self._stopping.is_set
+        while not stopping():
+            try:
+                data, addr = recv(65535)
+            except OSError as exc:
+                if stopping():
+                    return
+                log.warning("udp receive failed: %s", exc)
+                continue
+            response = answer(data, addr[0], False)
+            if response is not None:
+                try:
+                    send(response, addr)
+                except OSError as exc:
+                    log.debug("udp send to %s failed: %s", addr[0], exc)
+
+    async def _tcp_client(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if len(self._tcp_clients) >= self.max_tcp_clients:
+            writer.close()
+            return
+        self._tcp_clients.add(task)
+        peer = writer.get_extra_info("peername")
+        client = peer[0] if peer else "0.0.0.0"
+        try:
+            while True:
+                async with asyncio.timeout(self.idle_timeout):
+                    (length,) = _LEN.unpack(await reader.readexactly(2))
+                    data = await reader.readexactly(length)
+                response = self._answer(data, client, True)
+                if response is None:
+                    continue
+                writer.write(_LEN.pack(len(response)) + response)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
+            pass
+        finally:
+            self._tcp_clients.discard(task)
+            writer.close()
