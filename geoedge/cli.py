@@ -35,6 +35,21 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--probe", action="store_true",
                          help="probe the edges' health first (default: assume up)")
 
+    edge = sub.add_parser("edge", help="run an edge node (caching reverse proxy)")
+    edge.add_argument("--config", required=True, help="topology file (TOML)")
+    edge.add_argument("--name", required=True, help="the edge's name in the topology")
+    edge.add_argument("--listen", type=_listen, metavar="HOST:PORT",
+                      help="address to serve on (default: the edge's ipv4 and port)")
+    edge.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    origin = sub.add_parser("origin", help="run an origin web server")
+    origin.add_argument("--config", required=True, help="topology file (TOML)")
+    origin.add_argument("--name", required=True, help="the origin's name in [[origins]]")
+    origin.add_argument("--listen", type=_listen, metavar="HOST:PORT",
+                        help="address to serve on (default: the origin's host and port)")
+    origin.add_argument("--log-level", default="info",
+                        choices=["debug", "info", "warning", "error"])
+
     demo = sub.add_parser("demo", help="run the local multi-region demo")
     demo.add_argument("--config", default="examples/demo.toml", help="topology file (TOML)")
     return parser
@@ -46,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "dns": _cmd_dns,
         "explain": _cmd_explain,
         "demo": _cmd_demo,
+        "edge": _cmd_edge,
+        "origin": _cmd_origin,
     }
     try:
         return handlers[args.command](args)
@@ -66,6 +83,18 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from geodns.explain import run_explain
 
     return run_explain(args.config, args.ip, args.name, probe=args.probe)
+
+
+def _cmd_edge(args: argparse.Namespace) -> int:
+    from edge.main import run_edge
+
+    return run_edge(args.config, args.name, listen=args.listen, log_level=args.log_level)
+
+
+def _cmd_origin(args: argparse.Namespace) -> int:
+    from origin.main import run_origin
+
+    return run_origin(args.config, args.name, listen=args.listen, log_level=args.log_level)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

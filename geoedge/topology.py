@@ -14,19 +14,21 @@ Shape (see ``examples/demo.toml`` for a complete file)::
                 edges = [{ name, ipv4, ipv6, port, check_address }]
     [[zones]]  origin, ttl, soa = {...}, records = [{ name, type, value, ttl }],
                geo = [{ name, ttl, regions }]
+    [edge], [[origins]], [origin]   the CDN part: see geoedge/cdnconfig.py
 """
 
 from __future__ import annotations
 
 import struct
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dnslib
 
 from geodata.regions import Region
+from geoedge.cdnconfig import CdnSettings, parse_cdn
 from geoedge.validate import (
     ConfigError,
     check_keys,
@@ -126,6 +128,13 @@ class Topology:
     dns: DnsSettings
     geoip: GeoIPSettings
     health: HealthSettings
+    cdn: CdnSettings = field(default_factory=CdnSettings)
+
+    def find_edge(self, name: str) -> Edge:
+        for e in self.edges:
+            if e.name == name:
+                return e
+        raise KeyError(name)
 
     def region(self, name: str) -> RegionConfig:
         for rc in self.regions:
@@ -156,7 +165,9 @@ def load_topology(path: str | Path) -> Topology:
 
 def parse_topology(data: dict[str, Any], source: str = "<memory>") -> Topology:
     top = check_keys(
-        data, "", {"default_region", "dns", "geoip", "health", "regions", "zones"},
+        data, "",
+        {"default_region", "dns", "geoip", "health", "regions", "zones", "edge", "origins",
+         "origin"},
         {"default_region", "regions", "zones"},
     )
     regions = _regions(get(top, "", "regions", list))
@@ -173,6 +184,7 @@ def parse_topology(data: dict[str, Any], source: str = "<memory>") -> Topology:
         dns=_dns(top.get("dns", {})),
         geoip=_geoip(top.get("geoip", {})),
         health=_health(top.get("health", {})),
+        cdn=parse_cdn(top, source),
     )
 
 

@@ -1,0 +1,173 @@
+"""The CDN part of the topology file: edge settings, the origin pool and origin content rules.
+
+Shape::
+
+    [edge]          settings every edge node shares (cache size, limits, timeouts, purge token,
+                    load balancing); all keys optional, see EdgeSettings for defaults
+    [[origins]]     name, host, port, weight = 1: the origin pool the edges fetch from
+    [origin]        root (directory served by `geoedge origin`, relative to the topology
+                    file), rules = [{ path, cache_control, cdn_cache_control, surrogate_key }]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from geoedge.validate import ConfigError, check_keys, get, join, number_in, str_list
+
+LB_ALGORITHMS = ("round_robin", "least_conn", "ewma", "ip_hash", "consistent_hash")
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeSettings:
+    cache_max_bytes: int = 256 * 1024 * 1024
+    max_object_bytes: int = 16 * 1024 * 1024
+    purge_token: str | None = None  # None: purging is disabled
+    admin_path: str = "/.geoedge"
+    lb: str = "round_robin"
+    connect_timeout: float = 2.0
+    read_timeout: float = 30.0
+    client_header_timeout: float = 10.0
+    keepalive_timeout: float = 30.0
+    max_header_bytes: int = 16 * 1024
+    max_body_bytes: int = 10 * 1024 * 1024
+    coalesce_timeout: float = 30.0
+    coalesce_max_waiters: int = 10_000
+    hit_for_miss_ttl: float = 10.0
+    targeted_cache_control: tuple[str, ...] = ("CDN-Cache-Control",)
+    origin_health_path: str = "/healthz"
+    origin_health_interval: float = 2.0
+    max_fails: int = 3
+    fail_window: float = 10.0
+    fail_timeout: float = 10.0
+    retries: int = 1
+    drain_seconds: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class OriginServer:
+    name: str
+    host: str
+    port: int
+    weight: int = 1
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ContentRule:
+    path: str  # a glob over the URL path, e.g. "/static/*"
+    cache_control: str | None = None
+    cdn_cache_control: str | None = None
+    surrogate_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OriginSettings:
+    root: Path | None = None
+    rules: tuple[ContentRule, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CdnSettings:
+    edge: EdgeSettings = field(default_factory=EdgeSettings)
+    origins: tuple[OriginServer, ...] = ()
+    origin: OriginSettings = field(default_factory=OriginSettings)
+
+
+_FLOATS = {"connect_timeout", "read_timeout", "client_header_timeout", "keepalive_timeout",
+           "coalesce_timeout", "hit_for_miss_ttl", "origin_health_interval", "fail_window",
+           "fail_timeout", "drain_seconds"}
+_INTS = {"cache_max_bytes": (1024, 2**48), "max_object_bytes": (1, 2**40),
+         "max_header_bytes": (1024, 1024 * 1024), "max_body_bytes": (0, 2**40),
+         "coalesce_max_waiters": (1, 10_000_000), "max_fails": (1, 1000), "retries": (0, 10)}
+
+
+def parse_cdn(top: dict[str, Any], source: str) -> CdnSettings:
+    edge = _edge(top.get("edge", {}))
+    origins = _origins(top.get("origins", []))
+    origin = _origin(top.get("origin", {}), Path(source).parent)
+    return CdnSettings(edge, origins, origin)
+
+
+def _edge(table: Any) -> EdgeSettings:
+    p = "edge"
+    allowed = set(EdgeSettings.__dataclass_fields__)
+    t = check_keys(table, p, allowed)
+    d = EdgeSettings()
+    values: dict[str, Any] = {}
+    for key in _FLOATS:
+        value = get(t, p, key, float, getattr(d, key))
+        if not math.isfinite(value) or value <= 0:
+            raise ConfigError(join(p, key), f"must be a finite number above 0, got {value!r}")
+        values[key] = value
+    for key, (low, high) in _INTS.items():
+        values[key] = int(number_in(get(t, p, key, int, getattr(d, key)), join(p, key), low, high))
+    token = get(t, p, "purge_token", str, None)
+    if token is not None and len(token) < 8:
+        raise ConfigError(join(p, "purge_token"), "must be at least 8 characters")
+    values["purge_token"] = token
+    for key in ("admin_path", "origin_health_path"):
+        path = get(t, p, key, str, getattr(d, key))
+        if not path.startswith("/"):
+            raise ConfigError(join(p, key), f"must start with '/', got {path!r}")
+        values[key] = path
+    lb = get(t, p, "lb", str, d.lb)
+    if lb not in LB_ALGORITHMS:
+        raise ConfigError(join(p, "lb"), f"unknown algorithm {lb!r} (one of {LB_ALGORITHMS})")
+    values["lb"] = lb
+    targeted = str_list(t, p, "targeted_cache_control") if "targeted_cache_control" in t else (
+        d.targeted_cache_control)
+    values["targeted_cache_control"] = tuple(targeted)
+    if values["max_object_bytes"] > values["cache_max_bytes"]:
+        raise ConfigError(join(p, "max_object_bytes"), "must not exceed edge.cache_max_bytes")
+    return EdgeSettings(**values)
+
+
+def _origins(items: Any) -> tuple[OriginServer, ...]:
+    if not isinstance(items, list):
+        raise ConfigError("origins", f"must be an array of tables, got {type(items).__name__}")
+    out: list[OriginServer] = []
+    names: set[str] = set()
+    for i, item in enumerate(items):
+        p = join("origins", i)
+        t = check_keys(item, p, {"name", "host", "port", "weight"}, {"name", "host", "port"})
+        name = get(t, p, "name", str)
+        if not name or name in names:
+            raise ConfigError(join(p, "name"), f"empty or duplicate origin name {name!r}")
+        names.add(name)
+        host = get(t, p, "host", str)
+        if not host or any(c.isspace() for c in host):
+            raise ConfigError(join(p, "host"), f"not a host name or address: {host!r}")
+        port = int(number_in(get(t, p, "port", int), join(p, "port"), 1, 65535))
+        weight = int(number_in(get(t, p, "weight", int, 1), join(p, "weight"), 1, 1000))
+        out.append(OriginServer(name, host, port, weight))
+    return tuple(out)
+
+
+def _origin(table: Any, base: Path) -> OriginSettings:
+    p = "origin"
+    t = check_keys(table, p, {"root", "rules"})
+    root_text = get(t, p, "root", str, "")
+    root = (base / root_text) if root_text else None
+    rules = []
+    for i, item in enumerate(get(t, p, "rules", list, [])):
+        rp = join(join(p, "rules"), i)
+        r = check_keys(item, rp, {"path", "cache_control", "cdn_cache_control", "surrogate_key"},
+                       {"path"})
+        path = get(r, rp, "path", str)
+        if not path.startswith("/"):
+            raise ConfigError(join(rp, "path"), f"must start with '/', got {path!r}")
+        rules.append(ContentRule(
+            path,
+            get(r, rp, "cache_control", str, None),
+            get(r, rp, "cdn_cache_control", str, None),
+            get(r, rp, "surrogate_key", str, None),
+        ))
+    return OriginSettings(root, tuple(rules))
