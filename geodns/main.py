@@ -151,7 +151,7 @@ def run_dns(config: str, listen: list[tuple[str, int]] | None, workers: int = 1,
     log.info("topology %s: %d zones, %d regions; database %s (%s)", config_path,
              len(engine.topology.zones), len(engine.topology.regions), engine.reader.path,
              engine.reader.database_type)
-    if engine.reader.path == str(embedded_database_path()):
+    if engine.reader.path == embedded_database_path():
         log.info("This product includes GeoLite2 data created by MaxMind.")
     if workers < 1:
         print("geoedge: --workers must be at least 1", file=sys.stderr)
