@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 
 import dnslib
 
+from geodns.pack import pack_records, suffix_offsets
 from geodns.wire import text_to_name
-from geodns.zonedata import ZoneData, ZoneSet
+from geodns.zonedata import ZoneSet
 from geoedge.topology import GeoName
 
 A, NS, CNAME, SOA, MX, AAAA, OPT = 1, 2, 5, 6, 15, 28, 41
@@ -68,14 +69,22 @@ def _geo_rrs(name: bytes, geo: GeoName, qtype: int, resolve: GeoResolver) -> lis
     return out
 
 
-def _negative(zone: ZoneData) -> dnslib.RR:
-    soa = zone.soa
-    return dnslib.RR(soa.rname, SOA, rdata=soa.rdata, ttl=zone.negative_ttl)
-
-
 def _rfc8482(name: bytes) -> dnslib.RR:
     rdata = dnslib.RD(b"\x07RFC8482\x00")  # HINFO CPU="RFC8482", OS=""
     return dnslib.RR(_label(name), HINFO, rdata=rdata, ttl=3600)
+
+
+def nxdomain_fast(zones: ZoneSet, qname: bytes, qtype: int, qclass: int) -> Packed | None:
+    """The NXDOMAIN for a name that plainly does not exist, packed directly; None when the
+    general path must decide. Same result as ``pack_answer(build_answer(...))``."""
+    if qclass not in (CLASS_IN, CLASS_ANY) or qtype in (OPT, AXFR, IXFR) or 128 <= qtype < ANY:
+        return None
+    zone = zones.find(qname)
+    if zone is None or zone.exists(qname):
+        return None
+    pointer = 0xC000 | (12 + len(qname) - len(zone.origin))
+    body = pointer.to_bytes(2, "big") + zone.negative_tail
+    return Packed(0x0400 | NXDOMAIN, 0, 1, 0, body, False)
 
 
 def build_answer(zones: ZoneSet, qname: bytes, qtype: int, qclass: int,
@@ -103,7 +112,7 @@ def build_answer(zones: ZoneSet, qname: bytes, qtype: int, qclass: int,
             continue
         if not zone.exists(name):
             out.rcode = NXDOMAIN
-            out.authority.append(_negative(zone))
+            out.authority.append(zone.negative_soa)
             return out
         if qtype == ANY and not tcp:
             out.answer.append(_rfc8482(name))
@@ -117,7 +126,7 @@ def build_answer(zones: ZoneSet, qname: bytes, qtype: int, qclass: int,
         else:
             out.answer += sets.get(qtype, [])
         if len(out.answer) == 0 or out.answer[-1].rtype == CNAME:
-            out.authority.append(_negative(zone))
+            out.authority.append(zone.negative_soa)
         _add_glue(zones, out, qtype)
         return out
     return out  # CNAME chain too long: answer with what we have
@@ -155,17 +164,14 @@ class Packed:
     location_dependent: bool
 
 
-def pack_answer(ans: Answer, qname: bytes, qtype: int, qclass: int) -> Packed:
-    header = dnslib.DNSHeader(id=0, qr=1, aa=int(ans.authoritative), ra=0, rcode=ans.rcode)
-    record = dnslib.DNSRecord(header, q=dnslib.DNSQuestion(_label(qname), qtype, qclass))
-    for rr in ans.answer:
-        record.add_answer(rr)
-    for rr in ans.authority:
-        record.add_auth(rr)
-    for rr in ans.additional:
-        record.add_ar(rr)
-    wire = record.pack()
+def pack_answer(ans: Answer, qname: bytes, qtype: int, qclass: int,
+                known: dict[int, tuple[bytes, bytes]] | None = None) -> Packed:
+    """Pack the sections; ``known`` holds pre-packed zone records (``ZoneSet.packed``)."""
+    del qtype, qclass  # the question is the query's own bytes
+    offsets = suffix_offsets(qname)
+    known = known or {}
+    body = b"".join(pack_records(section, offsets, known)
+                    for section in (ans.answer, ans.authority, ans.additional) if section)
     flags = (0x0400 if ans.authoritative else 0) | (ans.rcode & 0xF)
-    body = wire[12 + len(qname) + 4 :]
     return Packed(flags, len(ans.answer), len(ans.authority), len(ans.additional), body,
                   ans.location_dependent)

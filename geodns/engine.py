@@ -28,7 +28,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from geodata import GeoReader, Location, rank_regions, select_region
-from geodns.answer import FORMERR, REFUSED, Answer, Packed, build_answer, pack_answer
+from geodns.answer import (
+    FORMERR,
+    REFUSED,
+    Answer,
+    Packed,
+    build_answer,
+    nxdomain_fast,
+    pack_answer,
+)
 from geodns.wire import Drop, Ecs, Edns, FormErr, Query, parse_query
 from geodns.zonedata import ZoneSet, compile_zone
 from geoedge.topology import GeoName, Topology
@@ -197,11 +205,14 @@ class Engine:
         return self._assemble(q, entry, ecs, scope, tcp), by_resolver
 
     def _build(self, q: Query, order: tuple[str, ...] | None, tcp: bool) -> Packed:
+        fast = nxdomain_fast(self.zones, q.qname, q.qtype, q.qclass)
+        if fast is not None:
+            return fast
         def resolve(geo: GeoName) -> tuple[tuple[str, ...], ...]:
             return self.addresses(geo, order or (self.topology.default_region,))
 
         answer: Answer = build_answer(self.zones, q.qname, q.qtype, q.qclass, resolve, tcp)
-        return pack_answer(answer, q.qname, q.qtype, q.qclass)
+        return pack_answer(answer, q.qname, q.qtype, q.qclass, self.zones.packed)
 
     def _opt(self, edns: Edns, ecs: Ecs | None, scope: int, ext_rcode: int = 0) -> bytes:
         options = b""

@@ -158,6 +158,21 @@ def _parse_ecs(opt: bytes) -> Ecs:
     return Ecs(family, source, bytes(address))
 
 
+def _scan_plain_name(data: bytes, pos: int) -> int:
+    """End of an uncompressed name starting at ``pos``, or -1 (compressed, odd or truncated:
+    the careful ``_read_name`` then decides)."""
+    n = len(data)
+    start = pos
+    while pos < n:
+        length = data[pos]
+        if length == 0:
+            return pos + 1 if pos + 1 - start <= 255 else -1
+        if length > 63:
+            return -1
+        pos += length + 1
+    return -1
+
+
 def parse_query(data: bytes) -> Query:
     if len(data) < 12:
         raise Drop("shorter than a DNS header")
@@ -166,8 +181,12 @@ def parse_query(data: bytes) -> Query:
         raise Drop("QR=1: a response, not a query")
     if qd != 1:
         raise FormErr(f"QDCOUNT is {qd}, expected 1", id_, flags)
+    end = _scan_plain_name(data, 12)
     try:
-        qname, pos = _read_name(data, 12)
+        if end > 0:
+            qname, pos = data[12:end].lower(), end
+        else:
+            qname, pos = _read_name(data, 12)
         if pos + 4 > len(data):
             raise ValueError("question runs past the end of the packet")
         qtype, qclass = struct.unpack_from("!HH", data, pos)
@@ -180,7 +199,10 @@ def parse_query(data: bytes) -> Query:
     edns: Edns | None = None
     try:
         for index in range(an + ns + ar):
-            owner, pos = _read_name(data, pos)
+            if pos < len(data) and data[pos] == 0:  # the root name (OPT's owner)
+                owner, pos = b"\x00", pos + 1
+            else:
+                owner, pos = _read_name(data, pos)
             if pos + 10 > len(data):
                 raise ValueError("record runs past the end of the packet")
             rtype, rclass, ttl, rdlen = _RR_FIXED.unpack_from(data, pos)

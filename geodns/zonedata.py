@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import dnslib
 
+from geodns.pack import pack_rr
 from geodns.wire import text_to_name
 from geoedge.topology import GeoName, Zone
 
@@ -21,9 +22,11 @@ class ZoneData:
     origin: bytes
     soa: dnslib.RR
     negative_ttl: int
+    negative_soa: dnslib.RR  # the SOA as sent with NXDOMAIN/NODATA (TTL = negative TTL)
     rrsets: dict[bytes, dict[int, list[dnslib.RR]]] = field(default_factory=dict)
     existing: set[bytes] = field(default_factory=set)  # every name that exists, incl. ENTs
     geo: dict[bytes, GeoName] = field(default_factory=dict)
+    negative_tail: bytes = b""  # the negative SOA packed after its owner name (pack.py)
 
     def exists(self, name: bytes) -> bool:
         return name in self.existing
@@ -41,7 +44,8 @@ def _parents(name: bytes, origin: bytes) -> list[bytes]:
 def compile_zone(zone: Zone) -> ZoneData:
     origin = text_to_name(zone.origin)
     soa = zone.soa
-    data = ZoneData(origin, soa, zone.negative_ttl)
+    negative = dnslib.RR(soa.rname, soa.rtype, rdata=soa.rdata, ttl=zone.negative_ttl)
+    data = ZoneData(origin, soa, zone.negative_ttl, negative)
     data.rrsets.setdefault(origin, {})[dnslib.QTYPE.SOA] = [soa]
     for rr in zone.records:
         name = text_to_name(str(rr.rname))
@@ -58,6 +62,13 @@ class ZoneSet:
 
     def __init__(self, zones: list[ZoneData]) -> None:
         self._by_origin = {z.origin: z for z in zones}
+        # every zone record pre-packed (pack.py), by id(): records live as long as the zones
+        self.packed: dict[int, tuple[bytes, bytes]] = {}
+        for z in zones:
+            for rr in [z.negative_soa, *(r for sets in z.rrsets.values()
+                                         for rrs in sets.values() for r in rrs)]:
+                self.packed[id(rr)] = pack_rr(rr)
+            z.negative_tail = self.packed[id(z.negative_soa)][1]
 
     def find(self, name: bytes) -> ZoneData | None:
         """The zone with the longest origin that is ``name`` or an ancestor of it."""
