@@ -6,8 +6,8 @@ Rules (RFC 1034 §4.3.2, RFC 2308, RFC 6604, RFC 8482):
 - Class other than IN (or ANY): REFUSED. QTYPE OPT is FORMERR; AXFR/IXFR are REFUSED (zone
   transfers are not offered); other meta types (128-254) are NOTIMP.
 - CNAME at the name (and QTYPE is not CNAME): the CNAME goes in the answer and the lookup
-  restarts at its target, for targets in any zone we serve, at most 16 links (a loop stops
-  there). The final name's result sets the RCODE (RFC 6604).
+  restarts at its target, for targets in any zone we serve, at most 16 links; a loop stops at
+  the first name seen twice, each CNAME once. The final name's result sets the RCODE (RFC 6604).
 - A name that exists with no data of the type: NOERROR/NODATA with the zone's SOA in the
   authority section, its TTL the negative TTL (min of SOA TTL and MINIMUM, RFC 2308 §5).
 - A name that does not exist (not even as an empty non-terminal): NXDOMAIN with the SOA likewise.
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import dnslib
 
-from geodns.pack import pack_records, suffix_offsets
+from geodns.pack import MessageWriter, PackedRR
 from geodns.wire import text_to_name
 from geodns.zonedata import ZoneSet
 from geoedge.topology import GeoName
@@ -82,8 +82,15 @@ def nxdomain_fast(zones: ZoneSet, qname: bytes, qtype: int, qclass: int) -> Pack
     zone = zones.find(qname)
     if zone is None or zone.exists(qname):
         return None
-    pointer = 0xC000 | (12 + len(qname) - len(zone.origin))
-    body = pointer.to_bytes(2, "big") + zone.negative_tail
+    parts = zone.negative_parts
+    if parts is None:
+        writer = MessageWriter(qname)
+        writer.add(zones.packed[id(zone.negative_soa)])
+        return Packed(0x0400 | NXDOMAIN, 0, 1, 0, writer.body(), False)
+    fixed, mname, rname, times = parts
+    zone_ptr = (0xC000 | (12 + len(qname) - len(zone.origin))).to_bytes(2, "big")
+    rdata = b"".join((mname, zone_ptr, rname, zone_ptr, times))
+    body = b"".join((zone_ptr, fixed, len(rdata).to_bytes(2, "big"), rdata))
     return Packed(0x0400 | NXDOMAIN, 0, 1, 0, body, False)
 
 
@@ -98,16 +105,20 @@ def build_answer(zones: ZoneSet, qname: bytes, qtype: int, qclass: int,
         return Answer(rcode=NOTIMP, authoritative=False)
     out = Answer()
     name = qname
-    for _ in range(MAX_CHAIN):
+    seen = {qname}
+    while True:
         sets = zone.rrsets.get(name, {})
         geo = zone.geo.get(name)
         cname = sets.get(CNAME)
         if cname and qtype != CNAME:
+            if len(seen) > MAX_CHAIN:  # MAX_CHAIN links followed: answer with those
+                return out
             out.answer += cname
             target = text_to_name(str(cname[0].rdata.label))
             next_zone = zones.find(target)
-            if next_zone is None:
+            if next_zone is None or target in seen:  # out of our zones, or a loop
                 return out
+            seen.add(target)
             name, zone = target, next_zone
             continue
         if not zone.exists(name):
@@ -117,6 +128,7 @@ def build_answer(zones: ZoneSet, qname: bytes, qtype: int, qclass: int,
         if qtype == ANY and not tcp:
             out.answer.append(_rfc8482(name))
             return out
+        before = len(out.answer)
         if geo is not None and qtype in (A, AAAA, ANY):
             out.location_dependent = True
             out.answer += _geo_rrs(name, geo, qtype, resolve)
@@ -125,11 +137,10 @@ def build_answer(zones: ZoneSet, qname: bytes, qtype: int, qclass: int,
                 out.answer += rrs
         else:
             out.answer += sets.get(qtype, [])
-        if len(out.answer) == 0 or out.answer[-1].rtype == CNAME:
+        if len(out.answer) == before:  # NODATA at the final name
             out.authority.append(zone.negative_soa)
         _add_glue(zones, out, qtype)
         return out
-    return out  # CNAME chain too long: answer with what we have
 
 
 def _add_glue(zones: ZoneSet, out: Answer, qtype: int) -> None:
@@ -165,13 +176,13 @@ class Packed:
 
 
 def pack_answer(ans: Answer, qname: bytes, qtype: int, qclass: int,
-                known: dict[int, tuple[bytes, bytes]] | None = None) -> Packed:
+                known: dict[int, PackedRR] | None = None) -> Packed:
     """Pack the sections; ``known`` holds pre-packed zone records (``ZoneSet.packed``)."""
     del qtype, qclass  # the question is the query's own bytes
-    offsets = suffix_offsets(qname)
+    writer = MessageWriter(qname)
     known = known or {}
-    body = b"".join(pack_records(section, offsets, known)
-                    for section in (ans.answer, ans.authority, ans.additional) if section)
+    for section in (ans.answer, ans.authority, ans.additional):
+        writer.records(section, known)
     flags = (0x0400 if ans.authoritative else 0) | (ans.rcode & 0xF)
-    return Packed(flags, len(ans.answer), len(ans.authority), len(ans.additional), body,
-                  ans.location_dependent)
+    return Packed(flags, len(ans.answer), len(ans.authority), len(ans.additional),
+                  writer.body(), ans.location_dependent)

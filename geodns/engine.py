@@ -75,6 +75,7 @@ class Engine:
         self.rankings: dict[object, tuple[str, ...]] = {}
         self.selections: dict[tuple[str, ...], tuple[str, bool]] = {}
         self.packed: dict[tuple, Packed] = {}
+        self.fingerprint: tuple = ()  # the loaded files' identity, for the reload watcher
         self.wire_udp: dict[bytes, bytes | dict[str, bytes]] = {}
         self.wire_tcp: dict[bytes, bytes | dict[str, bytes]] = {}
 

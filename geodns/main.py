@@ -27,16 +27,26 @@ log = logging.getLogger("geoedge.dns")
 
 
 def load_engine(config_path: str | Path) -> Engine:
-    """Load and validate everything an engine needs; raises ConfigError or GeoDatabaseError."""
+    """Load and validate everything an engine needs; raises ConfigError or GeoDatabaseError.
+
+    The files' fingerprint is taken *before* each is read, so a change made while loading is
+    seen by the watcher as a change and loaded again."""
+    config_print = _fingerprint([Path(config_path)])
     topology = load_topology(config_path)
-    return Engine(topology, open_database(topology))
+    db_path = database_path(topology)
+    db_print = _fingerprint([db_path])
+    engine = Engine(topology, GeoReader(db_path))
+    engine.fingerprint = config_print + db_print
+    return engine
 
 
-def open_database(topology: Topology) -> GeoReader:
+def database_path(topology: Topology) -> Path:
     path = topology.geoip.database
-    if path is not None and not os.path.isabs(path):
-        path = str(Path(topology.source).parent / path)
-    return GeoReader(path)
+    if path is None:
+        return embedded_database_path()
+    if not os.path.isabs(path):
+        return Path(topology.source).parent / path
+    return Path(path)
 
 
 def _fingerprint(paths: list[Path]) -> tuple:
@@ -59,8 +69,7 @@ class Service:
     health: HealthChecker
 
     def watched(self) -> list[Path]:
-        engine = self.server.engine
-        return [self.config_path, Path(engine.reader.path)]
+        return [self.config_path, Path(self.server.engine.reader.path)]
 
     def apply_health(self, health: dict[str, bool]) -> None:
         self.server.engine.set_health(health)
@@ -81,24 +90,31 @@ class Service:
         return True
 
     async def watch(self) -> None:
-        seen = _fingerprint(self.watched())
         while True:
             await asyncio.sleep(self.server.engine.topology.geoip.watch_interval)
-            now = _fingerprint(self.watched())
-            if now != seen:
-                # Remember what was seen *before* loading: a file still being written when we
-                # read it changes again, and the next check loads the finished one.
-                seen = now
-                await self.reload("file changed")
+            seen = self.server.engine.fingerprint  # taken before the running files were read
+            if _fingerprint(self.watched()) != seen and not await self.reload("file changed"):
+                # a bad file: keep the running one, and try again only when it changes again
+                self.server.engine.fingerprint = _fingerprint(self.watched())
+
+
+def _where(listen: list[tuple[str, int]]) -> str:
+    return ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in listen)
 
 
 async def serve(config_path: Path, engine: Engine, listen: list[tuple[str, int]],
-                reuse_port: bool, ready: asyncio.Event | None = None) -> None:
+                reuse_port: bool, ready: asyncio.Event | None = None) -> int:
     topology = engine.topology
     server = DnsServer(engine, listen, topology.dns.tcp_idle_timeout, reuse_port)
     service = Service(config_path, server, HealthChecker(topology.edges, topology.health,
                                                          lambda h: service.apply_health(h)))
-    addresses = await server.start()
+    try:
+        addresses = await server.start()
+    except OSError as exc:
+        await server.stop()
+        print(f"geoedge: cannot listen on {_where(listen)}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 2
     await service.health.start()
     for host, port in addresses:
         log.warning("serving DNS on %s port %d (udp+tcp), pid %d", host, port, os.getpid())
@@ -124,6 +140,7 @@ async def serve(config_path: Path, engine: Engine, listen: list[tuple[str, int]]
         await service.health.stop()
         await server.stop()
         log.warning("stopped")
+    return 0
 
 
 def _run_one(config_path: Path, engine: Engine, listen: list[tuple[str, int]],
@@ -131,10 +148,8 @@ def _run_one(config_path: Path, engine: Engine, listen: list[tuple[str, int]],
     try:
         import uvloop
     except ImportError:  # uvloop is optional on platforms without it
-        asyncio.run(serve(config_path, engine, listen, reuse_port))
-    else:
-        uvloop.run(serve(config_path, engine, listen, reuse_port))
-    return 0
+        return asyncio.run(serve(config_path, engine, listen, reuse_port))
+    return uvloop.run(serve(config_path, engine, listen, reuse_port))
 
 
 def run_dns(config: str, listen: list[tuple[str, int]] | None, workers: int = 1,
@@ -173,10 +188,16 @@ def _supervise(config_path: Path, engine: Engine, addrs: list[tuple[str, int]],
 
     def spawn() -> None:
         pid = os.fork()
-        if pid == 0:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGHUP, signal.SIG_DFL)
-            os._exit(_run_one(config_path, engine, addrs, reuse_port=True))
+        if pid == 0:  # the worker: never return into the supervisor's frames
+            code = 1
+            try:
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    signal.signal(sig, signal.SIG_DFL)
+                code = _run_one(config_path, engine, addrs, reuse_port=True)
+            except Exception:  # last-resort guard of a forked worker, logged
+                log.exception("worker %d failed", os.getpid())
+            finally:
+                os._exit(code)
         children.add(pid)
 
     def forward(signum: int, _frame: object) -> None:
@@ -193,13 +214,20 @@ def _supervise(config_path: Path, engine: Engine, addrs: list[tuple[str, int]],
         signal.signal(sig, forward)
     for _ in range(workers):
         spawn()
+    result = 0
     while children:
         try:
             pid, status = os.wait()
         except ChildProcessError:
             break
         children.discard(pid)
-        if not stopping:
-            log.error("worker %d exited (status %d); restarting it", pid, status)
+        code = os.waitstatus_to_exitcode(status)
+        if code == 2 and not stopping:  # a worker could not start (e.g. address in use)
+            log.error("worker %d could not start; stopping", pid)
+            stopping, result = True, 2
+            forward(signal.SIGTERM, None)
+        elif not stopping:
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+            log.error("worker %d %s; restarting it", pid, how)
             spawn()
-    return 0
+    return result

@@ -1,9 +1,10 @@
 """DNS transports: UDP and TCP listeners that hand bytes to the current :class:`Engine`.
 
 - UDP: one thread per socket doing blocking ``recvfrom``/``sendto`` (no socket timeout: that
-  would add a poll() per packet; ``stop()`` wakes the thread with an empty datagram). The answer
-  path is plain CPU work on cached bytes; a thread avoids the event loop's per-datagram
-  overhead, and the GIL is released while the thread waits for packets.
+  would add a poll() per packet; ``stop()`` wakes the thread with ``shutdown(SHUT_RD)``, which
+  also works with SO_REUSEPORT, where a datagram to our own port may reach another worker).
+  The answer path is plain CPU work on cached bytes; a thread avoids the event loop's
+  per-datagram overhead, and the GIL is released while the thread waits for packets.
 - TCP (RFC 7766): two-byte length framing, several queries per connection, answered in order
   as they arrive (pipelining), closed after ``idle_timeout`` seconds without a complete query,
   at most ``max_tcp_clients`` connections at once (further ones are closed at once).
@@ -95,9 +96,9 @@ class DnsServer:
 
     async def stop(self) -> None:
         self._stopping.set()
-        for sock in self._udp:  # wake the blocked receivers with an empty datagram
+        for sock in self._udp:  # wake the blocked receivers (raises ENOTCONN, but wakes them)
             with contextlib.suppress(OSError):
-                sock.sendto(b"", sock.getsockname()[:2])
+                sock.shutdown(socket.SHUT_RD)
         for server in self._tcp_servers:
             server.close()
         for task in list(self._tcp_clients):
@@ -130,6 +131,8 @@ class DnsServer:
                 if stopping():
                     return
                 log.warning("udp receive failed: %s", exc)
+                continue
+            if addr is None:  # woken by stop()
                 continue
             response = answer(data, addr[0], False)
             if response is not None:

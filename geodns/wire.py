@@ -123,7 +123,7 @@ def _read_name(data: bytes, pos: int) -> tuple[bytes, int]:
     return b"".join(labels) + b"\x00", (end if end >= 0 else pos)
 
 
-def _parse_opt(data: bytes, pos: int, rdlen: int, rclass: int, ttl: int) -> Edns:
+def _parse_options(data: bytes, pos: int, rdlen: int) -> Ecs | None:
     ecs: Ecs | None = None
     end = pos + rdlen
     while pos < end:
@@ -138,8 +138,7 @@ def _parse_opt(data: bytes, pos: int, rdlen: int, rclass: int, ttl: int) -> Edns
                 raise ValueError("more than one ECS option")
             ecs = _parse_ecs(data[pos : pos + length])
         pos += length
-    version = (ttl >> 16) & 0xFF
-    return Edns(max(rclass, 512), version, bool(ttl & 0x8000), ecs)
+    return ecs
 
 
 def _parse_ecs(opt: bytes) -> Ecs:
@@ -216,7 +215,9 @@ def parse_query(data: bytes) -> Query:
                     raise ValueError("more than one OPT record")
                 if owner != b"\x00":
                     raise ValueError("OPT record owner is not the root")
-                edns = _parse_opt(data, pos, rdlen, rclass, ttl)
+                # the OPT header first, so a FORMERR for a bad option still carries an OPT
+                edns = Edns(max(rclass, 512), (ttl >> 16) & 0xFF, bool(ttl & 0x8000), None)
+                edns.ecs = _parse_options(data, pos, rdlen)
             pos += rdlen
         if pos != len(data):
             raise ValueError(f"{len(data) - pos} bytes after the last record")

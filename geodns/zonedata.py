@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import dnslib
 
-from geodns.pack import pack_rr
+from geodns.pack import PackedRR, pack_rr
 from geodns.wire import text_to_name
 from geoedge.topology import GeoName, Zone
 
@@ -26,7 +26,9 @@ class ZoneData:
     rrsets: dict[bytes, dict[int, list[dnslib.RR]]] = field(default_factory=dict)
     existing: set[bytes] = field(default_factory=set)  # every name that exists, incl. ENTs
     geo: dict[bytes, GeoName] = field(default_factory=dict)
-    negative_tail: bytes = b""  # the negative SOA packed after its owner name (pack.py)
+    # the negative SOA as (fixed header, MNAME labels, RNAME labels, times) when both names
+    # are inside the zone, so NXDOMAIN can point them at the question's zone suffix
+    negative_parts: tuple[bytes, bytes, bytes, bytes] | None = None
 
     def exists(self, name: bytes) -> bool:
         return name in self.existing
@@ -57,18 +59,31 @@ def compile_zone(zone: Zone) -> ZoneData:
     return data
 
 
+def _negative_parts(packed: PackedRR, origin: bytes) -> tuple[bytes, bytes, bytes, bytes] | None:
+    _owner, fixed, (mname, rname, times) = packed
+    if origin == b"\x00" or not (_is_suffix(mname, origin) and _is_suffix(rname, origin)):
+        return None
+    cut = len(origin)
+    return fixed, mname[:-cut], rname[:-cut], times
+
+
+def _is_suffix(name: bytes, origin: bytes) -> bool:
+    """Whether ``origin`` is ``name`` or one of its ancestors (label-wise)."""
+    return name.endswith(origin) and origin in _parents(name, origin)
+
+
 class ZoneSet:
     """All zones; finds the closest enclosing zone of a name."""
 
     def __init__(self, zones: list[ZoneData]) -> None:
         self._by_origin = {z.origin: z for z in zones}
         # every zone record pre-packed (pack.py), by id(): records live as long as the zones
-        self.packed: dict[int, tuple[bytes, bytes]] = {}
+        self.packed: dict[int, PackedRR] = {}
         for z in zones:
             for rr in [z.negative_soa, *(r for sets in z.rrsets.values()
                                          for rrs in sets.values() for r in rrs)]:
                 self.packed[id(rr)] = pack_rr(rr)
-            z.negative_tail = self.packed[id(z.negative_soa)][1]
+            z.negative_parts = _negative_parts(self.packed[id(z.negative_soa)], z.origin)
 
     def find(self, name: bytes) -> ZoneData | None:
         """The zone with the longest origin that is ``name`` or an ancestor of it."""
