@@ -30,7 +30,9 @@ from geodns.answer import (
     NXDOMAIN,
     REFUSED,
     Answer,
+    Packed,
     build_answer,
+    nxdomain_fast,
     pack_answer,
 )
 from geodns.engine import Engine
@@ -581,3 +583,79 @@ def test_pack_error_answers(rcode):
     packed = pack_answer(ans, text_to_name("example.com."), 1, 1)
     assert packed.body == b""
     assert (packed.flags, packed.ancount, packed.nscount, packed.arcount) == (rcode, 0, 0, 0)
+
+
+# ------------------------------------------- the engine's fast paths give the same messages
+
+
+def glue(question: bytes, packed: Packed, qid: int = 7) -> dns.message.Message:
+    header = struct.pack("!HHHHHH", qid, 0x8000 | packed.flags, 1, packed.ancount,
+                         packed.nscount, packed.arcount)
+    return dns.message.from_wire(header + question + packed.body)
+
+
+def question_of(text: str, qtype: str) -> bytes:
+    wire = dns.message.make_query(text, qtype).to_wire()
+    return wire[12 : 12 + len(dns.name.from_text(text).to_wire()) + 4]
+
+
+def mixed(text: str) -> str:
+    return "".join(c.upper() if i % 3 == 1 else c for i, c in enumerate(text))
+
+
+def case_questions() -> list[tuple[str, str, bool]]:
+    """(qname, qtype, tcp) of every CASES row with a named QTYPE."""
+    rows = [tuple(c.values if hasattr(c, "values") else c) for c in CASES]
+    return [(r[0], r[1], r[2]) for r in rows if isinstance(r[1], str)]
+
+
+@pytest.mark.parametrize(("qname", "qtype", "tcp"), case_questions())
+def test_pre_packed_zone_records_pack_the_same(zones, qname, qtype, tcp):
+    """``pack_answer(..., known=zones.packed)`` (what the engine does) equals plain packing."""
+    text = mixed(qname.rstrip("."))
+    lower = text_to_name(qname)
+    code = dns.rdatatype.from_text(qtype)
+    ans = build_answer(zones, lower, code, 1, FakeResolver(), tcp)
+    plain = pack_answer(ans, lower, code, 1)
+    fast = pack_answer(ans, lower, code, 1, known=zones.packed)
+    question = question_of(text, qtype)
+    assert glue(question, fast) == glue(question, plain)
+    assert glue(question, fast).to_text() == glue(question, plain).to_text()
+
+
+NX_NAMES = ["nope.example.test.", "a.b.c.example.test.", "x._sip._tcp.srv.example.test.",
+            "_udp.srv.example.test.", "nope.sub.example.test.", "shadow.sub.example.test.",
+            "a.b.sub.example.test.", "l99.example.test."]
+EXISTING = ["example.test.", "www.example.test.", "_tcp.srv.example.test.", "srv.example.test.",
+            "sub.example.test.", "dangling.example.test.", "cdn.example.test.", "example.com.",
+            "test."]
+
+
+@pytest.mark.parametrize("qtype", ["A", "AAAA", "MX", "ANY", "TXT", "CNAME", "SOA"])
+@pytest.mark.parametrize("name", NX_NAMES + EXISTING)
+def test_nxdomain_fast_matches_the_general_path(zones, name, qtype):
+    lower = text_to_name(name)
+    code = dns.rdatatype.from_text(qtype)
+    fast = nxdomain_fast(zones, lower, code, 1)
+    if name in EXISTING:
+        assert fast is None  # exists (or is not ours, or is a CNAME): the general path decides
+        return
+    assert fast is not None
+    for text in (name.rstrip("."), mixed(name.rstrip(".")), name.rstrip(".").upper()):
+        question = question_of(text, qtype)
+        general = pack_answer(build_answer(zones, lower, code, 1, FakeResolver(), False),
+                              lower, code, 1, known=zones.packed)
+        got, want = glue(question, fast), glue(question, general)
+        assert got == want and got.to_text() == want.to_text()
+        assert got.rcode() == dns.rcode.NXDOMAIN
+        (soa,) = got.authority
+        zone = "sub.example.test." if name.endswith("sub.example.test.") else "example.test."
+        assert soa.name.to_text().lower() == zone
+        assert soa.ttl == (300 if zone.startswith("sub") else 60)
+        assert soa[0].mname.to_text().lower() == "ns1.example.test."
+
+
+@pytest.mark.parametrize(("qtype", "qclass"), [(41, 1), (252, 1), (251, 1), (128, 1), (1, 3),
+                                               (1, 4), (1, 254)])
+def test_nxdomain_fast_leaves_errors_to_the_general_path(zones, qtype, qclass):
+    assert nxdomain_fast(zones, text_to_name("nope.example.test."), qtype, qclass) is None

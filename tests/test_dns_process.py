@@ -178,8 +178,9 @@ def test_sigterm_stops_workers_and_supervisor(two_workers):
     sup = two_workers
     first, second = sorted(set(sup.serving_pids()))
     # SIGTERM one worker at a time (the supervisor restarts each): every worker must stop.
-    # The wake-up datagram of a stopping worker lands on one fixed slot of the reuseport group,
-    # and a restarted worker takes the last slot, so these three cover both slots whatever the
+    # Regression: stop() used to wake its UDP thread with a datagram to its own port, which
+    # SO_REUSEPORT delivers to one fixed slot of the group (often another worker's). A
+    # restarted worker takes the last slot, so these three cover both slots whatever the
     # kernel's hash is: worker 1, its replacement, then the original worker 2.
     targets = [first, None, second]
     for step in range(3):
@@ -255,9 +256,9 @@ def test_database_hot_reload(tmp_path):
     try:
         assert seen(dnsp) == (EU, 22)
         assert any(str(db) in line and "GeoIP2-City" in line for line in dnsp.log)
-        # The watcher starts a moment after "serving DNS" is logged, and a change before its
-        # first look is missed (see test_change_during_startup_is_not_missed): rewrite the
-        # config unchanged until a reload shows that the watcher is running.
+        # Rewrite the config unchanged until a reload shows that the watcher is running (the
+        # watcher starts a moment after "serving DNS" is logged; a change made before that is
+        # covered by test_change_during_startup_is_not_missed).
         for _ in range(20):
             config.write_text(config.read_text())
             watching, _ = wait_for(lambda: reloads() > 0, 0.5)

@@ -1,0 +1,156 @@
+"""What the edge answers itself: health, metrics, purge and drain.
+
+Rules:
+
+- ``GET /healthz``: 200 ``ok`` while serving, 503 ``draining`` once draining (so GeoDNS moves
+  clients away before the process stops). ``GET /metrics``: Prometheus text format.
+- Purge needs ``Authorization: Bearer <edge.purge_token>`` (compared in constant time); without
+  a configured token purging is disabled (403). Wrong or missing token: 401.
+- ``PURGE /path`` purges every variant of that URL on the request's Host; ``PURGE /prefix*``
+  purges every URL starting with the prefix. ``X-Purge-Soft: 1`` marks entries stale instead
+  (the next request revalidates). The answer is JSON ``{"purged": N}``.
+- ``POST <admin_path>/purge`` with a JSON body ``{"url"|"prefix"|"key": "...", "soft": bool}``
+  does the same by absolute URL, URL prefix, or surrogate key (``Surrogate-Key`` /
+  ``Cache-Tag`` response headers). ``POST <admin_path>/drain`` and ``/undrain`` switch
+  draining; ``GET <admin_path>/stats`` returns JSON counters.
+- Every purge is also handed to ``on_purge`` listeners (the shared tier uses this).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from edge.httpserver import Request, ResponseWriter
+from edge.policy.invalidation import normalise_uri
+
+if TYPE_CHECKING:
+    from edge.proxy import EdgeApp
+
+PurgeListener = Callable[[str, str, bool], None]  # (kind, value, soft)
+
+
+class Admin:
+    def __init__(self, app: EdgeApp) -> None:
+        self.app = app
+        self.path = app.settings.admin_path.rstrip("/")
+        self.draining = False
+        self.listeners: list[PurgeListener] = []
+
+    def owns(self, target: str) -> bool:
+        return (target == "/healthz" or target == "/metrics"
+                or target.startswith(self.path + "/"))
+
+    async def handle(self, request: Request, writer: ResponseWriter) -> None:
+        target = request.target
+        if request.method == "PURGE":
+            await self._purge_method(request, writer)
+        elif target == "/healthz":
+            status, text = (503, "draining\n") if self.draining else (200, "ok\n")
+            await self._send(writer, status, text.encode(), "text/plain; charset=utf-8")
+        elif target == "/metrics":
+            await self._send(writer, 200, self.metrics_text().encode(),
+                             "text/plain; version=0.0.4; charset=utf-8")
+        elif target == f"{self.path}/stats":
+            await self._json(writer, 200, self.stats())
+        elif request.method != "POST":
+            await self._json(writer, 405, {"error": "use POST"})
+        elif not self._authorized(request):
+            await self._unauthorized(writer)
+        elif target == f"{self.path}/purge":
+            await self._purge_api(request, writer)
+        elif target in (f"{self.path}/drain", f"{self.path}/undrain"):
+            self.draining = target.endswith("/drain")
+            await self._json(writer, 200, {"draining": self.draining})
+        else:
+            await self._json(writer, 404, {"error": f"unknown admin path {target}"})
+
+    # -- purge ------------------------------------------------------------------------------------
+    def purge(self, kind: str, value: str, soft: bool, notify: bool = True) -> int:
+        store = self.app.store
+        if kind == "url":
+            n = store.purge_key(normalise_uri(value), soft)
+        elif kind == "prefix":
+            n = store.purge_prefix(value, soft)
+        else:
+            n = store.purge_tag(value, soft)
+        self.app.metrics.inc("purges", n)
+        if notify:
+            for listener in self.listeners:
+                listener(kind, value, soft)
+        return n
+
+    async def _purge_method(self, request: Request, writer: ResponseWriter) -> None:
+        if not self._authorized(request):
+            await self._unauthorized(writer)
+            return
+        soft = (request.header("x-purge-soft") or "").strip() in ("1", "true", "yes")
+        key = self.app.key_for(request)
+        if key.endswith("*"):
+            n = self.purge("prefix", key[:-1], soft)
+        else:
+            n = self.purge("url", key, soft)
+        await self._json(writer, 200, {"purged": n, "soft": soft})
+
+    async def _purge_api(self, request: Request, writer: ResponseWriter) -> None:
+        try:
+            doc = json.loads(request.body or b"{}")
+        except ValueError:
+            await self._json(writer, 400, {"error": "body is not JSON"})
+            return
+        kinds = [k for k in ("url", "prefix", "key") if isinstance(doc, dict) and k in doc]
+        if len(kinds) != 1 or not isinstance(doc[kinds[0]], str) or not doc[kinds[0]]:
+            await self._json(writer, 400, {"error": 'give exactly one of "url", "prefix", '
+                                                    '"key" as a non-empty string'})
+            return
+        kind, value = kinds[0], doc[kinds[0]]
+        if kind in ("url", "prefix") and value.startswith("/"):
+            host = (request.header("host") or "localhost").lower()
+            value = f"http://{host.removesuffix(':80')}{value}"
+        n = self.purge(kind, value, bool(doc.get("soft", False)))
+        await self._json(writer, 200, {"purged": n, "soft": bool(doc.get("soft", False))})
+
+    def _authorized(self, request: Request) -> bool:
+        token = self.app.settings.purge_token
+        if not token:
+            return False
+        scheme, _, value = (request.header("authorization") or "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(),
+                                                                  token.encode())
+
+    async def _unauthorized(self, writer: ResponseWriter) -> None:
+        if not self.app.settings.purge_token:
+            await self._json(writer, 403, {"error": "purging is disabled (no edge.purge_token)"})
+            return
+        writer.status = 401
+        body = b'{"error": "a valid bearer token is required"}\n'
+        await writer.send(401, [("Content-Type", "application/json"),
+                                ("WWW-Authenticate", 'Bearer realm="geoedge"'),
+                                ("Cache-Control", "no-store")], body)
+
+    # -- reporting --------------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        app = self.app
+        return {"edge": app.name, "draining": self.draining,
+                "objects": len(app.store), "bytes": app.store.size_bytes,
+                "counters": dict(app.metrics.counts), "origins": app.pool.snapshot()}
+
+    def metrics_text(self) -> str:
+        app = self.app
+        gauges = {
+            "store_bytes": ("Bytes held by the in-process cache", app.store.size_bytes),
+            "store_objects": ("Objects held by the in-process cache", len(app.store)),
+            "store_max_bytes": ("Byte limit of the in-process cache", app.store.max_bytes),
+            "draining": ("1 while the edge is draining", 1 if self.draining else 0),
+        }
+        return app.metrics.render(gauges, app.pool.snapshot(), app.name)
+
+    async def _send(self, writer: ResponseWriter, status: int, body: bytes, ctype: str) -> None:
+        writer.status = status
+        await writer.send(status, [("Content-Type", ctype), ("Cache-Control", "no-store")],
+                          body)
+
+    async def _json(self, writer: ResponseWriter, status: int, doc: Any) -> None:
+        await self._send(writer, status, (json.dumps(doc) + "\n").encode(), "application/json")

@@ -1,0 +1,109 @@
+"""Talking to the origin and streaming its answers: the header rules of a reverse proxy.
+
+Rules (RFC 9110 §7.6, and nginx's proxy module):
+
+- Request headers forwarded: all but hop-by-hop ones (and those listed in Connection) and
+  ``Expect`` (already answered); ``Host`` is kept; ``Via`` and ``X-Forwarded-For`` are
+  appended to; ``X-Forwarded-Proto`` is set.
+- For a cache fill, the client's own conditionals and Range are dropped: the edge asks for the
+  whole current representation and answers the client's conditionals itself.
+- Streaming: the origin's status and headers (minus hop-by-hop) are sent with our Cache-Status
+  and Via, then the body chunk by chunk as it arrives; the response is always released.
+- A client conditional is answered 304 when If-None-Match matches the stored ETag (weak
+  comparison, RFC 9110 §13.1.2), or, without If-None-Match, when Last-Modified is not later
+  than If-Modified-Since (§13.1.3).
+"""
+
+from __future__ import annotations
+
+from edge.httpserver import Request, ResponseWriter
+from edge.metrics import Metrics
+from edge.policy.cachestatus import append_cache_status
+from edge.policy.dates import parse_http_date
+from edge.policy.freshness import StoredMeta
+from edge.policy.headers import get_all, get_first, split_list
+from edge.policy.hopbyhop import strip_hop_by_hop
+from edge.policy.validation import etag_weak_match
+from edge.respond import client_headers
+from edge.upstream import UpstreamError, UpstreamResponse
+
+CLIENT_CONDITIONALS = frozenset({"if-none-match", "if-modified-since", "if-match",
+                                 "if-unmodified-since", "if-range", "range"})
+NOT_FORWARDED = frozenset({"expect", "via", "x-forwarded-for", "x-forwarded-proto"})
+HEADERS_304 = frozenset({"cache-control", "content-location", "date", "etag", "expires", "vary",
+                         "last-modified"})
+CHUNK = 64 * 1024
+
+
+def forward_headers(request: Request, via: str, for_cache: bool) -> list[tuple[str, str]]:
+    headers = strip_hop_by_hop(tuple(request.headers))
+    drop = NOT_FORWARDED | CLIENT_CONDITIONALS if for_cache else NOT_FORWARDED
+    out = [(n, v) for n, v in headers if n.lower() not in drop and n.lower() != "host"]
+    if request.host:  # one Host: the header's, or the absolute-form target's authority
+        out.insert(0, ("Host", request.host))
+    prior_via = get_all(headers, "via")
+    out.append(("Via", ", ".join([*prior_via, via])))
+    prior_xff = get_all(headers, "x-forwarded-for")
+    out.append(("X-Forwarded-For", ", ".join([*prior_xff, request.client_ip])))
+    out.append(("X-Forwarded-Proto", "http"))
+    return out
+
+
+def conditional_304(request: Request, meta: StoredMeta) -> list[tuple[str, str]] | None:
+    """The headers of a 304 for this client's conditional request, or None to send it all."""
+    if request.method not in ("GET", "HEAD") or not 200 <= meta.status < 300:
+        return None
+    inm = request.header("if-none-match")
+    if inm is not None:
+        etag = get_first(meta.headers, "etag")
+        tags = [t.strip() for t in split_list(inm)]
+        matched = etag is not None and any(t == "*" or etag_weak_match(t, etag) for t in tags)
+    else:
+        ims = parse_http_date(request.header("if-modified-since"))
+        last = parse_http_date(get_first(meta.headers, "last-modified"))
+        matched = ims is not None and last is not None and last <= ims
+    if not matched:
+        return None
+    return [(n, v) for n, v in meta.headers if n.lower() in HEADERS_304 and n.lower() != "date"]
+
+
+async def read_up_to(resp: UpstreamResponse, limit: int) -> tuple[list[bytes], bool]:
+    """Read the body until it ends (True) or passes ``limit`` bytes (False, partly read)."""
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in resp.iter_chunks(CHUNK):
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            return chunks, False
+    resp.release()
+    return chunks, True
+
+
+async def stream_response(writer: ResponseWriter, resp: UpstreamResponse, member: str, via: str,
+                          metrics: Metrics, prefix: list[bytes] | None = None, *,
+                          date: str) -> None:
+    """Send an origin response through without storing it (its Date kept, or ours added)."""
+    try:
+        origin_headers = tuple(resp.headers)
+        headers = client_headers(origin_headers, via)
+        upstream_status = get_all(origin_headers, "cache-status")
+        headers = [(n, v) for n, v in headers if n.lower() != "cache-status"]
+        headers.append(("Date", get_first(origin_headers, "date") or date))
+        headers.append(("Cache-Status", append_cache_status(upstream_status, member)))
+        writer.status = resp.status
+        await writer.start(resp.status, headers, resp.content_length)
+        sent = 0
+        if writer.request.method != "HEAD":
+            for chunk in prefix or ():
+                await writer.write(chunk)
+                sent += len(chunk)
+            async for chunk in resp.iter_chunks(CHUNK):
+                await writer.write(chunk)
+                sent += len(chunk)
+        await writer.finish()
+        metrics.inc("bytes_sent", sent)
+    except (ConnectionError, TimeoutError, OSError, UpstreamError):
+        writer.abort()  # the client or the origin went away mid-body: cut the connection
+    finally:
+        resp.release()

@@ -1,0 +1,407 @@
+"""The edge's client-facing HTTP/1.1 server: an asyncio protocol around llhttp (httptools).
+
+Rules (RFC 9112, and what nginx does):
+
+- Requests are parsed by llhttp; a parse error gets 400 and the connection is closed.
+- Request line plus headers larger than ``max_header_bytes`` gets 431 and close; a body larger
+  than ``max_body_bytes`` gets 413 and close. ``Expect: 100-continue`` gets an interim 100.
+- The request line and headers must arrive within ``header_timeout`` seconds of the connection
+  opening or of the first byte of a request, and a body must keep arriving (slowloris):
+  otherwise 408 and close. An idle keep-alive connection is closed after ``keepalive_timeout``
+  seconds. One timer per connection checks a deadline that requests only move (no timer
+  churn per request).
+- Pipelined requests are answered in order. A request is first offered to ``handler.fast()``
+  (synchronous: cache hits return the complete response bytes at once); otherwise
+  ``handler.handle()`` runs as one task per connection while later requests wait their turn.
+- Responses to HTTP/1.0 clients, and to requests that asked for it, close the connection;
+  streaming without a known length uses chunked coding for HTTP/1.1 and close for HTTP/1.0.
+- Writes respect transport flow control (``drain`` waits while the kernel buffer is full).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import httptools
+
+log = logging.getLogger("geoedge.edge.http")
+
+
+@dataclass(slots=True)
+class Request:
+    method: str
+    target: str  # path and query as received
+    version: str
+    headers: list[tuple[str, str]]
+    client_ip: str
+    keep_alive: bool = True
+    body: bytes = b""
+    host: str = ""  # the Host header ("" when absent)
+    flagged: bool = False  # carries one of the handler's ``flag_headers``
+    _lower: dict[str, str] | None = field(default=None, repr=False)
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        """The (comma-joined) value of a header, by lower-case name."""
+        lower = self._lower
+        if lower is None:
+            lower = {}
+            for n, v in self.headers:
+                k = n.lower()
+                lower[k] = f"{lower[k]}, {v}" if k in lower else v
+            self._lower = lower
+        return lower.get(name, default)
+
+    @property
+    def path(self) -> str:
+        return self.target.split("?", 1)[0]
+
+
+class Handler(Protocol):
+    flag_headers: frozenset[bytes]  # lower-case header names that set Request.flagged
+
+    def fast(self, request: Request) -> bytes | None: ...
+
+    def handle(self, request: Request, writer: ResponseWriter) -> Awaitable[None]: ...
+
+
+def reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def serialize_head(status: int, headers: list[tuple[str, str]], version: str = "1.1") -> bytes:
+    lines = [f"HTTP/{version} {status} {reason(status)}\r\n"]
+    lines += [f"{n}: {v}\r\n" for n, v in headers]
+    lines.append("\r\n")
+    return "".join(lines).encode("latin-1")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_header_bytes: int = 16 * 1024
+    max_body_bytes: int = 10 * 1024 * 1024
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 30.0
+
+
+class ResponseWriter:
+    """Writes one response; ``close`` is set when the connection must end after it."""
+
+    def __init__(self, proto: HttpProtocol, request: Request) -> None:
+        self._proto = proto
+        self.request = request
+        self.close = not request.keep_alive
+        self.started = False
+        self.status = 0
+        self._chunked = False
+        self._finished = False
+
+    def _write(self, data: bytes) -> None:
+        self._proto.write(data)
+
+    async def send(self, status: int, headers: list[tuple[str, str]], body: bytes = b"") -> None:
+        """A complete response with a body of known length (omitted for HEAD/204/304)."""
+        await self.start(status, headers, len(body))
+        await self.write(body)
+        await self.finish()
+
+    async def start(self, status: int, headers: list[tuple[str, str]],
+                    content_length: int | None) -> None:
+        assert not self.started
+        self.started, self.status = True, status
+        headers = list(headers)
+        no_body = self.request.method == "HEAD" or status in (204, 304) or status < 200
+        if content_length is not None:
+            if status not in (204, 304):
+                headers.append(("Content-Length", str(content_length)))
+        elif not no_body:
+            if self.request.version == "1.1":
+                self._chunked = True
+                headers.append(("Transfer-Encoding", "chunked"))
+            else:
+                self.close = True
+        if self.close:
+            headers.append(("Connection", "close"))
+        elif self.request.version == "1.0":
+            headers.append(("Connection", "keep-alive"))
+        self._no_body = no_body
+        self._write(serialize_head(status, headers))
+
+    async def write(self, chunk: bytes) -> None:
+        if not chunk or self._no_body:
+            return
+        if self._chunked:
+            self._write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        else:
+            self._write(chunk)
+        await self._proto.drain()
+
+    async def finish(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        if self._chunked and not self._no_body:
+            self._write(b"0\r\n\r\n")
+        await self._proto.drain()
+
+    def send_raw(self, data: bytes) -> None:
+        """A complete pre-serialised response."""
+        assert not self.started
+        self.started = self._finished = True
+        self._write(data)
+
+    def abort(self) -> None:
+        """Stop mid-response (e.g. the origin failed while streaming): close the connection."""
+        self.close = True
+        self._finished = True
+        self._proto.abort()
+
+
+class HttpProtocol(asyncio.Protocol):
+    def __init__(self, handler: Handler, limits: Limits,
+                 on_close: Callable[[HttpProtocol], None] | None = None) -> None:
+        self.handler = handler
+        self.limits = limits
+        self.on_close = on_close
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.client_ip = "0.0.0.0"
+        self.queue: deque[Request] = deque()
+        self.busy = False
+        self.closing = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
+        self._flags = handler.flag_headers
+        self._error_status = 0
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._paused = False
+        self._reset_message()
+
+    # -- connection ---------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.loop = asyncio.get_running_loop()
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.client_ip = peer[0]
+        self._arm(self.limits.header_timeout, 408)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        if self._timer:
+            self._timer.cancel()
+        if self._drain_waiter and not self._drain_waiter.done():
+            self._drain_waiter.set_exception(ConnectionResetError("client went away"))
+        self.transport = None
+        if self.on_close:
+            self.on_close(self)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._drain_waiter and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+
+    async def drain(self) -> None:
+        if self.transport is None:
+            raise ConnectionResetError("client went away")
+        if self._paused:
+            self._drain_waiter = self.loop.create_future()
+            await self._drain_waiter
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _arm(self, seconds: float, status: int) -> None:
+        """Move the deadline; the one timer re-arms itself when it fires early."""
+        self._deadline = self.loop.time() + seconds
+        if self._timer is None:
+            self._timer = self.loop.call_at(self._deadline, self._timeout)
+
+    def _timeout(self) -> None:
+        self._timer = None
+        if self.transport is None:
+            return
+        remaining = self._deadline - self.loop.time()
+        if remaining > 0 or self.busy or self.queue:
+            self._timer = self.loop.call_later(max(remaining, 0.5), self._timeout)
+            return
+        if self._header_bytes:
+            self._fail(408)
+        else:
+            self.transport.close()
+
+    def _fail(self, status: int) -> None:
+        """An error answered directly by the server layer; the connection then closes."""
+        if self.transport is None or self.closing:
+            return
+        self.closing = True
+        body = f"{status} {reason(status)}\n".encode()
+        head = serialize_head(status, [("Content-Type", "text/plain"),
+                                       ("Content-Length", str(len(body))),
+                                       ("Connection", "close")])
+        if not self.busy:
+            self.transport.write(head + body)
+        self.transport.close()
+
+    # -- parsing ------------------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            # the request is answered as plain HTTP/1.1 (an Upgrade may be ignored, RFC 9110
+            # §7.8): llhttp stops after it, so parsing goes on with a fresh parser
+            offset = exc.args[0] if exc.args and isinstance(exc.args[0], int) else len(data)
+            self.parser = httptools.HttpRequestParser(self)
+            if offset < len(data):
+                self.data_received(data[offset:])
+        except httptools.HttpParserError:  # also wraps exceptions raised in our callbacks
+            self._fail(self._error_status or 400)
+
+    def _reset_message(self) -> None:
+        self._url = b""
+        self._headers: list[tuple[str, str]] = []
+        self._header_bytes = 0
+        self._body: list[bytes] = []
+        self._body_bytes = 0
+        self._host = ""
+        self._hosts = 0
+        self._flagged = False
+        self._expect = False
+
+    def on_message_begin(self) -> None:
+        self._reset_message()
+        self._header_bytes = 1
+        self._arm(self.limits.header_timeout, 408)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._count(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > self.limits.max_header_bytes:
+            self._reject(431)
+        lower = name.lower()
+        if lower == b"host":
+            self._host = value.decode("latin-1")
+            self._hosts += 1
+        elif lower in self._flags:
+            self._flagged = True
+        elif lower == b"expect":
+            self._expect = value.lower() == b"100-continue"
+        elif lower == b"content-length" and value.isdigit() and (
+                int(value) > self.limits.max_body_bytes):
+            self._reject(413)
+        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def _count(self, n: int) -> None:
+        self._header_bytes += n
+        if self._header_bytes > self.limits.max_header_bytes:
+            self._reject(431)
+
+    def _reject(self, status: int) -> None:
+        """Stop parsing; llhttp wraps the exception, ``data_received`` answers ``status``."""
+        self._error_status = status
+        raise _TooLarge(status)
+
+    def on_headers_complete(self) -> None:
+        if self._hosts > 1 or (self._hosts == 0 and self.parser.get_http_version() == "1.1"):
+            self._reject(400)  # RFC 9112 §3.2: exactly one Host in HTTP/1.1
+        if self._expect and not self.busy and not self.queue:
+            # only when nothing else is being written; otherwise the client sends the body
+            # after its own short wait (RFC 9110 §10.1.1)
+            self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        self._arm(self.limits.header_timeout, 408)  # also the body must keep coming
+        self._body_bytes += len(body)
+        if self._body_bytes > self.limits.max_body_bytes:
+            self._reject(413)
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        p = self.parser
+        self._header_bytes = 0
+        target, host = self._url.decode("latin-1"), self._host
+        if target[:1] not in ("/", "*"):  # absolute-form: the authority replaces Host
+            target, host = _origin_form(target, host)
+        request = Request(p.get_method().decode("ascii", "replace"), target,
+                          p.get_http_version(), self._headers, self.client_ip,
+                          p.should_keep_alive(), b"".join(self._body), host, self._flagged)
+        self._reset_message()
+        self.queue.append(request)
+        if len(self.queue) > 32 and self.transport is not None:
+            self.transport.pause_reading()  # a client pipelining too far ahead waits
+        if not self.busy:
+            self._run_queue()
+
+    # -- dispatch -----------------------------------------------------------------------------
+    def _run_queue(self) -> None:
+        while self.queue and not self.busy and self.transport is not None:
+            request = self.queue.popleft()
+            raw = self.handler.fast(request)
+            if raw is not None:
+                self.transport.write(raw)
+                if not request.keep_alive:
+                    self.transport.close()
+                    return
+                continue
+            self.busy = True
+            self.loop.create_task(self._slow(request))
+            return
+        if not self.busy and self.transport is not None:
+            self.transport.resume_reading()
+            if not self._header_bytes:
+                self._arm(self.limits.keepalive_timeout, 408)
+
+    async def _slow(self, request: Request) -> None:
+        writer = ResponseWriter(self, request)
+        try:
+            await self.handler.handle(request, writer)
+            await writer.finish()
+        except ConnectionError:
+            writer.close = True
+        except Exception:  # last-resort guard, logged: one bad request never hangs a client
+            log.exception("%s %s failed", request.method, request.target)
+            writer.close = True
+        finally:
+            self.busy = False
+        if writer.close or not writer.started:
+            if self.transport is not None:
+                if not writer.started:
+                    self._fail(500)
+                self.transport.close()
+            return
+        self._run_queue()
+
+
+class _TooLarge(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+def _origin_form(target: str, host: str) -> tuple[str, str]:
+    """``http://host/path?q`` -> (``/path?q``, ``host``) (RFC 9112 §3.2.2)."""
+    parts = urlsplit(target)
+    path = parts.path or "/"
+    return (f"{path}?{parts.query}" if parts.query else path), (parts.netloc or host)

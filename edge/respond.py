@@ -1,0 +1,64 @@
+"""Building what the edge sends: stored entries, client headers, Cache-Status, Via.
+
+Rules:
+
+- A stored entry keeps its head pre-serialised (status line, stored headers minus hop-by-hop,
+  Surrogate-Control, Age, Date and Content-Length, plus our Via and Content-Length); serving
+  it appends only Age, Date and our Cache-Status member, then the body (none for HEAD).
+- Every response carries ``Cache-Status`` with this edge's member after any upstream member
+  (RFC 9211 §2), and ``Via: 1.1 <edge>`` (RFC 9110 §7.6.3).
+- ``Date`` is formatted once per second; ``clock`` is passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from edge.httpserver import reason
+from edge.policy.dates import format_http_date
+from edge.policy.headers import Headers, remove
+from edge.policy.hopbyhop import headers_for_client
+
+PER_RESPONSE = ("age", "date", "content-length", "connection", "keep-alive",
+                "transfer-encoding")
+
+
+class DateCache:
+    """``Date`` header values, formatted at most once per second."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self._second = -1
+        self._value = b""
+
+    def value(self, now: float) -> bytes:
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._value = format_http_date(second).encode("latin-1")
+        return self._value
+
+
+def client_headers(headers: Headers, via: str) -> list[tuple[str, str]]:
+    """Response headers to forward: no hop-by-hop, Surrogate-Control or per-response fields."""
+    out = list(remove(headers_for_client(headers), PER_RESPONSE))
+    out.append(("Via", via))
+    return out
+
+
+def serialize_stored_head(status: int, headers: Headers, via: str, body_length: int) -> bytes:
+    """The pre-serialised part of a stored response (ends without the blank line)."""
+    lines = [f"HTTP/1.1 {status} {reason(status)}\r\n"]
+    lines += [f"{n}: {v}\r\n" for n, v in client_headers(headers, via)]
+    if status not in (204, 304):
+        lines.append(f"Content-Length: {body_length}\r\n")
+    return "".join(lines).encode("latin-1")
+
+
+def hit_bytes(head: bytes, age: int, date: bytes, cache_status: bytes, body: bytes,
+              with_body: bool) -> bytes:
+    parts = [head, b"Age: %d\r\nDate: " % age, date, b"\r\nCache-Status: ", cache_status,
+             b"\r\n\r\n"]
+    if with_body:
+        parts.append(body)
+    return b"".join(parts)
