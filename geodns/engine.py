@@ -119,7 +119,7 @@ class Engine:
             hit = decisions.get(ecs_key, False)
             if hit is False:
                 addr = ipaddress.ip_address(ecs.padded())
-                hit = self._locate(addr, scoped=True) if addr.is_global else None
+                hit = self.locate(addr, scoped=True) if addr.is_global else None
                 self._remember(decisions, ecs_key, hit)
             if hit is not None:
                 return hit
@@ -128,11 +128,13 @@ class Engine:
             ip = ipaddress.ip_address(client_ip)
             if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
                 ip = ip.ipv4_mapped
-            hit = self._locate(ip, scoped=False)
+            hit = self.locate(ip, scoped=False)
             self._remember(decisions, client_ip, hit)
         return hit
 
-    def _locate(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, scoped: bool) -> Decision:
+    def locate(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
+               scoped: bool) -> Decision:
+        """The ranking for one address (``scoped``: its database prefix is the ECS scope)."""
         location = self.reader.locate(ip)
         loc_key = (location.found, location.latitude, location.longitude, location.country,
                    location.continent)

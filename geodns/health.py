@@ -63,6 +63,7 @@ class HealthChecker:
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, force_close=True),
             auto_decompress=False,
+            timeout=aiohttp.ClientTimeout(total=None),  # probe() bounds each probe itself
         )
         self._spawn()
 
@@ -96,17 +97,20 @@ class HealthChecker:
     async def probe(self, edge: Edge) -> bool:
         assert self._session is not None
         url = edge.check_url_base + self.settings.path
-        timeout = aiohttp.ClientTimeout(total=self.settings.timeout)
         try:
-            async with self._session.get(url, timeout=timeout, allow_redirects=False) as resp:
-                return 200 <= resp.status < 300
+            # asyncio.timeout, not aiohttp's: a cancellation that coincides with the timeout
+            # must still cancel (aiohttp's nested timers can turn it into a TimeoutError)
+            async with asyncio.timeout(self.settings.timeout):
+                async with self._session.get(url, allow_redirects=False) as resp:
+                    return 200 <= resp.status < 300
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             log.debug("probe %s failed: %r", url, exc)
             return False
 
     async def _run(self, edge: Edge) -> None:
         loop = asyncio.get_running_loop()
-        while True:
+        me = asyncio.current_task()
+        while self._tasks.get(edge.name) is me:  # a replaced or removed prober ends
             started = loop.time()
             ok = await self.probe(edge)
             self.record(edge.name, ok)

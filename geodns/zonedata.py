@@ -115,7 +115,7 @@ class ZoneSet:
             for name in z.rrsets:
                 target = name
                 for _ in range(max_chain):
-                    cname = self._cname_target(target)
+                    cname = self.cname_target(target)
                     if cname is None:
                         break
                     target = cname
@@ -124,7 +124,7 @@ class ZoneSet:
                         break
         return out
 
-    def _cname_target(self, name: bytes) -> bytes | None:
+    def cname_target(self, name: bytes) -> bytes | None:
         zone = self.find(name)
         if zone is None:
             return None

@@ -346,12 +346,6 @@ async def test_stop_cancels_probers_promptly(cleanup):
     assert checker._tasks == {} and checker._session is None
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a prober cancelled in the same event-loop iteration as its probe's timeout keeps "
-    "running: aiohttp's total-timeout context (entered twice, nested, by aiohttp itself) turns "
-    "the CancelledError into TimeoutError, probe() returns False and _run loops on. So "
-    "reconfigure() leaves a zombie prober that puts the removed edge back into snapshot() "
-    "(and calls on_change for it), and stop() (gather of the cancelled probers) never returns"))
 async def test_cancel_at_probe_timeout_ends_the_prober(cleanup):
     silent = Silent()
     cleanup.append(silent.stop)
