@@ -87,11 +87,16 @@ def nxdomain_fast(zones: ZoneSet, qname: bytes, qtype: int, qclass: int) -> Pack
         writer = MessageWriter(qname)
         writer.add(zones.packed[id(zone.negative_soa)])
         return Packed(0x0400 | NXDOMAIN, 0, 1, 0, writer.body(), False)
-    fixed, mname, rname, times = parts
-    zone_ptr = (0xC000 | (12 + len(qname) - len(zone.origin))).to_bytes(2, "big")
-    rdata = b"".join((mname, zone_ptr, rname, zone_ptr, times))
-    body = b"".join((zone_ptr, fixed, len(rdata).to_bytes(2, "big"), rdata))
-    return Packed(0x0400 | NXDOMAIN, 0, 1, 0, body, False)
+    # the answer depends only on the zone and where its name starts in the question
+    cache = zone.nxdomain_by_length
+    packed = cache.get(len(qname))
+    if packed is None:
+        fixed, mname, rname, times = parts
+        zone_ptr = (0xC000 | (12 + len(qname) - len(zone.origin))).to_bytes(2, "big")
+        rdata = b"".join((mname, zone_ptr, rname, zone_ptr, times))
+        body = b"".join((zone_ptr, fixed, len(rdata).to_bytes(2, "big"), rdata))
+        packed = cache[len(qname)] = Packed(0x0400 | NXDOMAIN, 0, 1, 0, body, False)
+    return packed
 
 
 def build_answer(zones: ZoneSet, qname: bytes, qtype: int, qclass: int,

@@ -45,6 +45,7 @@ _HEADER = struct.Struct("!HHHHHH")
 _OPT_FIXED = struct.Struct("!BHHIH")
 _ECS_HEAD = struct.Struct("!HHHBB")
 BADVERS = 16
+MAX_CACHED_QUERY = 512  # bytes; larger (odd) queries are answered but never cached
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +168,7 @@ class Engine:
             if by_client is not None:
                 return data[:2] + by_client
         response, per_client = self.respond_uncached(data, client_ip, tcp)
-        if response is not None:
+        if response is not None and len(data) <= MAX_CACHED_QUERY:
             if per_client:
                 if hit is None or hit.__class__ is bytes:
                     hit = {}
@@ -184,7 +185,9 @@ class Engine:
         except Drop:
             return None, False
         except FormErr as err:
-            return self._error(err.id, err.flags, err.question, err.edns, FORMERR), False
+            # other opcodes have other rules (e.g. DSO has no question): not implemented
+            rcode = FORMERR if (err.flags >> 11) & 0xF == 0 else 4
+            return self._error(err.id, err.flags, err.question, err.edns, rcode), False
         edns = q.edns
         if edns is not None and edns.version > 0:
             return self._error(q.id, q.flags, q.question, edns, BADVERS), False

@@ -160,8 +160,11 @@ class DnsServer:
                 if response is None:
                     continue
                 writer.write(_LEN.pack(len(response)) + response)
-                await writer.drain()
+                async with asyncio.timeout(self.idle_timeout):  # a client that never reads
+                    await writer.drain()
         except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
+            pass
+        except asyncio.CancelledError:  # the server is stopping
             pass
         finally:
             self._tcp_clients.discard(task)

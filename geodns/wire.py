@@ -6,7 +6,8 @@ Rules (RFC 1035 §4.1, RFC 6891 §6, RFC 7871 §6):
   responses invites loops and reflection.
 - Exactly one question is required; QDCOUNT 0 or >1 is FORMERR.
 - The question name may use compression only through :func:`_read_name`'s pointer rules:
-  pointers must point backwards, at most 127 jumps (no loops), labels ≤ 63, names ≤ 255.
+  pointers must point backwards but not into the header, at most 127 jumps (no loops),
+  labels ≤ 63, names ≤ 255.
 - Answer and authority records in a query are skipped, not trusted.
 - At most one OPT record, with owner name root; a second one is FORMERR. The OPT's class is the
   requestor's UDP payload size (values below 512 are treated as 512).
@@ -107,6 +108,8 @@ def _read_name(data: bytes, pos: int) -> tuple[bytes, int]:
                 end = pos + 2
             if target >= pos or jumps > 127:
                 raise ValueError("compression pointer loop or forward pointer")
+            if target < 12:
+                raise ValueError("compression pointer into the header")
             jumps += 1
             pos = target
             continue
@@ -172,7 +175,52 @@ def _scan_plain_name(data: bytes, pos: int) -> int:
     return -1
 
 
+_QTYPE_QCLASS = struct.Struct("!HH")
+_OPT_HEAD = struct.Struct("!BHHIH")  # root owner, TYPE, CLASS (payload), TTL, RDLENGTH
+
+
+def parse_common(data: bytes) -> Query | None:
+    """The usual query (one plain question, at most an OPT with at most one ECS option) parsed
+    in one pass; None for anything else, which ``parse_query`` then handles in full."""
+    n = len(data)
+    if n < 17:
+        return None
+    id_, flags, qd, an, ns, ar = _HEADER.unpack_from(data)
+    if flags & 0x8000 or qd != 1 or an or ns or ar > 1:
+        return None
+    end = _scan_plain_name(data, 12)
+    if end < 0 or end + 4 > n:
+        return None
+    qtype, qclass = _QTYPE_QCLASS.unpack_from(data, end)
+    pos = end + 4
+    if not ar:
+        if pos != n:
+            return None
+        return Query(id_, flags, data[12:pos], data[12:end].lower(), qtype, qclass, None)
+    if pos + 11 > n:
+        return None
+    root, rtype, rclass, ttl, rdlen = _OPT_HEAD.unpack_from(data, pos)
+    if root or rtype != TYPE_OPT or pos + 11 + rdlen != n:
+        return None
+    ecs = None
+    if rdlen:
+        if rdlen < 4:
+            return None
+        code, length = _QTYPE_QCLASS.unpack_from(data, pos + 11)
+        if code != OPTION_ECS or length + 4 != rdlen:
+            return None
+        try:
+            ecs = _parse_ecs(data[pos + 15 : n])
+        except ValueError:
+            return None  # parse_query answers FORMERR with the reason
+    edns = Edns(rclass if rclass > 512 else 512, (ttl >> 16) & 0xFF, bool(ttl & 0x8000), ecs)
+    return Query(id_, flags, data[12:pos], data[12:end].lower(), qtype, qclass, edns)
+
+
 def parse_query(data: bytes) -> Query:
+    common = parse_common(data)
+    if common is not None:
+        return common
     if len(data) < 12:
         raise Drop("shorter than a DNS header")
     id_, flags, qd, an, ns, ar = _HEADER.unpack_from(data)
@@ -192,9 +240,7 @@ def parse_query(data: bytes) -> Query:
     except ValueError as exc:
         raise FormErr(str(exc), id_, flags) from None
     pos += 4
-    question = data[12:pos]
-    if len(question) != len(qname) + 4:  # compressed: answer with the name spelled out
-        question = qname + data[pos - 4 : pos]
+    question = data[12:pos]  # never compressed: a pointer could only go into the header
     edns: Edns | None = None
     try:
         for index in range(an + ns + ar):

@@ -7,6 +7,7 @@ a reload swaps the whole thing at once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import dnslib
 
@@ -29,6 +30,7 @@ class ZoneData:
     # the negative SOA as (fixed header, MNAME labels, RNAME labels, times) when both names
     # are inside the zone, so NXDOMAIN can point them at the question's zone suffix
     negative_parts: tuple[bytes, bytes, bytes, bytes] | None = None
+    nxdomain_by_length: dict[int, Any] = field(default_factory=dict)  # answer.nxdomain_fast
 
     def exists(self, name: bytes) -> bool:
         return name in self.existing
