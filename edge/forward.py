@@ -19,13 +19,13 @@ from __future__ import annotations
 from edge.httpserver import Request, ResponseWriter
 from edge.metrics import Metrics
 from edge.policy.cachestatus import append_cache_status
-from edge.policy.dates import parse_http_date
 from edge.policy.freshness import StoredMeta
 from edge.policy.headers import get_all, get_first, split_list
 from edge.policy.hopbyhop import strip_hop_by_hop
 from edge.policy.validation import etag_weak_match
 from edge.respond import client_headers
 from edge.upstream import UpstreamError, UpstreamResponse
+from geoedge.httpdate import parse_http_date
 
 CLIENT_CONDITIONALS = frozenset({"if-none-match", "if-modified-since", "if-match",
                                  "if-unmodified-since", "if-range", "range"})

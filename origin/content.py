@@ -30,9 +30,9 @@ import time
 
 from aiohttp import web
 
+from geoedge.httpdate import format_http_date
 from origin.conditional import Conditions, Decision, Validators, select
 from origin.headers import content_type, rule_headers
-from origin.httpdate import format_http_date
 from origin.ranges import unsatisfied_content_range
 from origin.state import STATE, OriginState
 from origin.store import CHUNK, DiskFile, hash_fd, open_in_root

@@ -32,7 +32,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from edge.main import RunningEdge, start_edge
-from edge.policy.dates import format_http_date, parse_http_date
+from geoedge.httpdate import format_http_date, parse_http_date
 from geoedge.topology import parse_topology
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from multidict import CIMultiDict
 
+from geoedge.httpdate import format_http_date
 from origin.conditional import (
     Conditions,
     Decision,
@@ -17,7 +18,6 @@ from origin.conditional import (
     preconditions,
     select,
 )
-from origin.httpdate import format_http_date
 from origin.ranges import ByteRange
 
 LM = 1_700_000_000

@@ -14,9 +14,9 @@ from multidict import CIMultiDict
 
 import origin.content
 from geoedge.cdnconfig import ContentRule, OriginSettings
+from geoedge.httpdate import format_http_date
 from geoedge.topology import load_topology
 from origin.app import create_app
-from origin.httpdate import format_http_date
 from origin.state import STATE
 from origin.virtual import VIRTUAL_MTIME, expected_bytes
 

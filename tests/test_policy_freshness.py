@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 
 from edge.policy.cachecontrol import response_directives
 from edge.policy.config import PolicyConfig
-from edge.policy.dates import format_http_date
 from edge.policy.freshness import (
     StoredMeta,
     age_header_value,
@@ -18,6 +17,7 @@ from edge.policy.freshness import (
     storable,
     stored_lifetime,
 )
+from geoedge.httpdate import format_http_date
 
 T0 = 1_700_000_000.0
 DATE = format_http_date(T0)

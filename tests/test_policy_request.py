@@ -5,7 +5,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge.policy.config import PolicyConfig
-from edge.policy.dates import format_http_date
 from edge.policy.freshness import StoredMeta
 from edge.policy.request import (
     HitDecision,
@@ -15,6 +14,7 @@ from edge.policy.request import (
     on_hit,
     on_miss,
 )
+from geoedge.httpdate import format_http_date
 
 T0 = 1_700_000_000.0
 DATE = format_http_date(T0)

@@ -41,9 +41,9 @@ from dataclasses import dataclass
 
 from edge.policy.cachecontrol import Directives, request_directives
 from edge.policy.config import DEFAULT_CONFIG, PolicyConfig
-from edge.policy.dates import parse_http_date
 from edge.policy.freshness import StoredMeta, current_age, stored_lifetime
 from edge.policy.headers import Headers, get_first
+from geoedge.httpdate import parse_http_date
 
 __all__ = [
     "HitDecision",

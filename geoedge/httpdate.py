@@ -1,4 +1,4 @@
-"""HTTP-date parsing and formatting (RFC 9110 §5.6.7); re-exported by validation.py.
+"""HTTP-date parsing and formatting (RFC 9110 §5.6.7), shared by the edge and the origin.
 
 Rules:
 
