@@ -39,7 +39,8 @@ from geodns.answer import (
 )
 from geodns.wire import Drop, Ecs, Edns, FormErr, Query, parse_query
 from geodns.zonedata import ZoneSet, compile_zone
-from geoedge.topology import GeoName, Topology
+from geoedge.topology import Topology
+from geoedge.zoneconfig import GeoName
 
 _HEADER = struct.Struct("!HHHHHH")
 _OPT_FIXED = struct.Struct("!BHHIH")

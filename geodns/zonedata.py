@@ -13,7 +13,7 @@ import dnslib
 
 from geodns.pack import PackedRR, pack_rr
 from geodns.wire import text_to_name
-from geoedge.topology import GeoName, Zone
+from geoedge.zoneconfig import GeoName, Zone
 
 QTYPE_CNAME = 5
 

@@ -38,7 +38,8 @@ from geodns.answer import (
 from geodns.engine import Engine
 from geodns.wire import text_to_name
 from geodns.zonedata import ZoneSet, compile_zone
-from geoedge.topology import GeoName, Topology, parse_topology
+from geoedge.topology import Topology, parse_topology
+from geoedge.zoneconfig import GeoName
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 

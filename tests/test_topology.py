@@ -19,13 +19,13 @@ import pytest
 from geoedge.topology import (
     DnsSettings,
     GeoIPSettings,
-    GeoName,
     HealthSettings,
     Topology,
     load_topology,
     parse_topology,
 )
 from geoedge.validate import ConfigError
+from geoedge.zoneconfig import GeoName
 
 DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo.toml"
 
