@@ -7,6 +7,8 @@ Shape::
     [[origins]]     name, host, port, weight = 1: the origin pool the edges fetch from
     [origin]        root (directory served by `geoedge origin`, relative to the topology
                     file), rules = [{ path, cache_control, cdn_cache_control, surrogate_key }]
+    [[regions]] redis = { url | cluster, prefix, timeout, max_object_bytes }
+                    the region's shared cache tier (optional; parsed by ``parse_redis``)
 """
 
 from __future__ import annotations
@@ -72,6 +74,42 @@ class ContentRule:
 class OriginSettings:
     root: Path | None = None
     rules: tuple[ContentRule, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RedisConfig:
+    """A region's shared tier: one ``redis://`` URL, or the nodes of a Redis Cluster."""
+
+    url: str | None = None
+    cluster: tuple[str, ...] = ()
+    prefix: str = "geoedge:"
+    timeout: float = 0.05
+    max_object_bytes: int = 1 << 20
+
+
+def parse_redis(table: Any, path: str, region: str) -> RedisConfig:
+    t = check_keys(table, path, {"url", "cluster", "prefix", "timeout", "max_object_bytes"})
+    url = get(t, path, "url", str, None)
+    cluster = str_list(t, path, "cluster")
+    if bool(url) == bool(cluster):
+        raise ConfigError(path, "give exactly one of url (standalone) or cluster (node list)")
+    if url is not None and not url.startswith(("redis://", "rediss://")):
+        raise ConfigError(join(path, "url"), f"must be a redis:// URL, got {url!r}")
+    for i, node in enumerate(cluster):
+        host, _, port = node.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(join(join(path, "cluster"), i), f"must be HOST:PORT, got {node!r}")
+    prefix = get(t, path, "prefix", str, f"geoedge:{region}:")
+    if not prefix or any(c in prefix for c in "{}*?[]\\ "):
+        raise ConfigError(join(path, "prefix"), "must be non-empty, without braces, spaces or "
+                                                "glob characters")
+    defaults = RedisConfig()
+    timeout = get(t, path, "timeout", float, defaults.timeout)
+    if not math.isfinite(timeout) or not 0 < timeout <= 10:
+        raise ConfigError(join(path, "timeout"), f"must be between 0 and 10 s, got {timeout!r}")
+    max_obj = int(number_in(get(t, path, "max_object_bytes", int, defaults.max_object_bytes),
+                            join(path, "max_object_bytes"), 1, 512 * 1024 * 1024))
+    return RedisConfig(url, tuple(cluster), prefix, timeout, max_obj)
 
 
 @dataclass(frozen=True, slots=True)

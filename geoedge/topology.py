@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from geodata.regions import Region
-from geoedge.cdnconfig import CdnSettings, parse_cdn
+from geoedge.cdnconfig import CdnSettings, RedisConfig, parse_cdn, parse_redis
 from geoedge.validate import (
     ConfigError,
     check_keys,
@@ -59,6 +59,7 @@ class Edge:
 class RegionConfig:
     region: Region
     edges: tuple[Edge, ...]
+    redis: RedisConfig | None = None  # the region's shared cache tier
 
     @property
     def name(self) -> str:
@@ -207,7 +208,8 @@ def _regions(items: list) -> tuple[RegionConfig, ...]:
     for i, item in enumerate(items):
         p = join("regions", i)
         t = check_keys(
-            item, p, {"name", "latitude", "longitude", "countries", "continents", "edges"},
+            item, p,
+            {"name", "latitude", "longitude", "countries", "continents", "edges", "redis"},
             {"name", "latitude", "longitude", "edges"},
         )
         name = get(t, p, "name", str)
@@ -232,7 +234,8 @@ def _regions(items: list) -> tuple[RegionConfig, ...]:
                 )
         edges = _edges(get(t, p, "edges", list), join(p, "edges"), name, edge_names)
         region = Region(name, lat, lon, frozenset(countries), frozenset(continents))
-        out.append(RegionConfig(region, edges))
+        redis = parse_redis(t["redis"], join(p, "redis"), name) if "redis" in t else None
+        out.append(RegionConfig(region, edges, redis))
     return tuple(out)
 
 

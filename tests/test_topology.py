@@ -488,7 +488,31 @@ BAD: list[Any] = [
                  "zones[0].geo[1].name", ["duplicate geo name"], id="duplicate-geo-name"),
     pytest.param(append(("zones", 0, "geo"), {"ttl": 30}), "zones[0].geo[1].name",
                  ["required key is missing"], id="geo-without-name"),
+    # the regions' shared cache tier
+    pytest.param(set_(("regions", 1, "redis"), {"url": "redis://a", "cluster": ["b:1"]}),
+                 "regions[1].redis", ["exactly one of url"], id="redis-url-and-cluster"),
+    pytest.param(set_(("regions", 1, "redis"), {}), "regions[1].redis",
+                 ["exactly one of url"], id="redis-neither"),
+    pytest.param(set_(("regions", 1, "redis"), {"url": "http://a"}), "regions[1].redis.url",
+                 ["redis:// url"], id="redis-not-redis-url"),
+    pytest.param(set_(("regions", 1, "redis"), {"cluster": ["a"]}),
+                 "regions[1].redis.cluster[0]", ["host:port"], id="redis-cluster-node"),
+    pytest.param(set_(("regions", 1, "redis"), {"url": "redis://a", "timeout": 0}),
+                 "regions[1].redis.timeout", ["between 0 and 10"], id="redis-timeout"),
+    pytest.param(set_(("regions", 1, "redis"), {"url": "redis://a", "prefix": "x{y"}),
+                 "regions[1].redis.prefix", ["braces"], id="redis-prefix"),
+    pytest.param(set_(("regions", 1, "redis"), {"url": "redis://a", "db": 1}),
+                 "regions[1].redis.db", ["unknown key"], id="redis-unknown-key"),
 ]
+
+
+def test_region_redis_defaults() -> None:
+    data = demo_data()
+    data["regions"][1]["redis"] = {"url": "redis://127.0.0.1:6379/0"}
+    redis = parse_topology(data).regions[1].redis
+    assert redis is not None
+    assert (redis.url, redis.cluster, redis.prefix, redis.timeout, redis.max_object_bytes) == (
+        "redis://127.0.0.1:6379/0", (), "geoedge:eu-west:", 0.05, 1 << 20)
 
 
 @pytest.mark.parametrize(("edit", "key", "words"), BAD)
