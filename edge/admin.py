@@ -71,7 +71,8 @@ class Admin:
     def purge(self, kind: str, value: str, soft: bool, notify: bool = True) -> int:
         store = self.app.store
         if kind == "url":
-            n = store.purge_key(normalise_uri(value), soft)
+            value = normalise_uri(value)
+            n = store.purge_key(value, soft)
         elif kind == "prefix":
             n = store.purge_prefix(value, soft)
         else:
@@ -135,7 +136,8 @@ class Admin:
         app = self.app
         return {"edge": app.name, "draining": self.draining,
                 "objects": len(app.store), "bytes": app.store.size_bytes,
-                "counters": dict(app.metrics.counts), "origins": app.pool.snapshot()}
+                "counters": dict(app.metrics.counts), "origins": app.pool.snapshot(),
+                "shared": app.tier.shared.snapshot() if app.tier is not None else None}
 
     def metrics_text(self) -> str:
         app = self.app
@@ -145,6 +147,19 @@ class Admin:
             "store_max_bytes": ("Byte limit of the in-process cache", app.store.max_bytes),
             "draining": ("1 while the edge is draining", 1 if self.draining else 0),
         }
+        if app.tier is not None:
+            shared = app.tier.shared.snapshot()
+            for name in ("hits", "misses", "errors", "timeouts", "short_circuits", "stores"):
+                gauges[f"shared_{name}_total"] = (f"Shared tier {name.replace('_', ' ')}",
+                                                  shared.get(name, 0))
+            latency = shared.get("latency_ms", {})
+            gauges["shared_latency_ms_sum"] = ("Shared tier operation time, ms (sum)",
+                                               latency.get("sum_ms", 0.0))
+            gauges["shared_latency_ms_count"] = ("Shared tier operations timed",
+                                                 latency.get("count", 0))
+            state = str(shared.get("breaker", {}).get("state", "closed")).lower()
+            gauges["shared_breaker_open"] = ("1 while the shared tier's breaker is not closed",
+                                             0 if state.endswith("closed") else 1)
         return app.metrics.render(gauges, app.pool.snapshot(), app.name)
 
     async def _send(self, writer: ResponseWriter, status: int, body: bytes, ctype: str) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from edge.httpserver import HttpProtocol, Limits
 from edge.proxy import EdgeApp
+from edge.tier import RegionTier
 from edge.upstream import OriginPool
 from geoedge.topology import Topology, load_topology
 
@@ -45,6 +46,8 @@ class RunningEdge:
         await self.server.wait_closed()
         for task in list(self.app.background):
             task.cancel()
+        if self.app.tier is not None:
+            await self.app.tier.stop()
         await self.pool.stop()
 
 
@@ -56,6 +59,14 @@ async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | No
     pool = OriginPool(topology.cdn.origins, settings)
     await pool.start()
     app = EdgeApp(name, settings, pool, clock)
+    redis = topology.region(edge.region).redis
+    if redis is not None:
+        tier = RegionTier(edge.region, redis, name, clock, app.make_entry)
+        tier.shared.on_purge = lambda kind, value, soft: app.admin.purge(kind, value, soft,
+                                                                        notify=False)
+        app.admin.listeners.append(tier.purge)
+        await tier.start()  # a Redis that is down is not an error: the breaker opens
+        app.tier = tier
     limits = Limits(settings.max_header_bytes, settings.max_body_bytes,
                     settings.client_header_timeout, settings.keepalive_timeout)
     host, port = listen or (edge.ipv4 or edge.ipv6 or "127.0.0.1", edge.port)
@@ -70,6 +81,8 @@ async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | No
     try:
         server = await loop.create_server(factory, host, port, reuse_address=True, backlog=1024)
     except OSError:
+        if app.tier is not None:
+            await app.tier.stop()
         await pool.stop()
         raise
     bound = server.sockets[0].getsockname()

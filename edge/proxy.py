@@ -55,6 +55,7 @@ from edge.policy.validation import freshen_on_304
 from edge.policy.vary import vary_key
 from edge.respond import DateCache, hit_bytes, serialize_stored_head
 from edge.store import Entry, MemoryStore
+from edge.tier import RegionTier
 from edge.upstream import OriginPool, UpstreamError, UpstreamResponse, UpstreamTimeout
 from geoedge.cdnconfig import EdgeSettings
 
@@ -77,6 +78,7 @@ class Outcome:
     response: UpstreamResponse | None = None
     prefix: list[bytes] | None = None  # body bytes of ``response`` already read
     head: bytes | None = None  # the head to send instead of ``entry.head`` (the fetcher's)
+    stored: bool = False  # ``entry`` was (re)stored by this fetch
     error: int | None = None
 
 
@@ -96,6 +98,7 @@ class EdgeApp:
         self.metrics = Metrics()
         self.dates = DateCache(clock)
         self.admin = Admin(self)
+        self.tier: RegionTier | None = None  # the region's shared tier, set by start_edge
         self.background: set[asyncio.Task[None]] = set()
         self._hit_member = f"{self.cache_name}; hit; ttl=".encode()
         self.flag_headers = SLOW_HEADERS
@@ -220,20 +223,66 @@ class EdgeApp:
                     return Outcome(self._member(fwd=fwd, collapsed=True), entry=mine)
             if self.store.get(key, headers, self.clock()) is not None:
                 break  # hit-for-miss (or an error) for this key: fetch alone
+        leased = False
+        if self.tier is not None and stale is None:  # the region's tier, then one fetch
+            found = await self._from_tier(request, key, fwd)
+            if isinstance(found, Outcome):
+                if flight is not None:
+                    self.coalescer.publish(key, flight, found.entry)
+                return found
+            stale = found
+        if self.tier is not None and stale is None:
+            leased = await self.tier.lease(key)
+            if not leased and await self.tier.wait_filled(key):
+                entry = await self.tier.lookup(key, headers)
+                if entry is not None:
+                    now = self.clock()
+                    self.store.put(entry, now)
+                    self.metrics.inc("coalesced")
+                    member = self._member(fwd=fwd, collapsed=True)
+                    outcome = Outcome(f"{self.tier.member(now, entry)}, {member}", entry=entry)
+                    if flight is not None:
+                        self.coalescer.publish(key, flight, entry)
+                    return outcome
         try:
-            outcome = await self._from_origin(request, key, stale, fwd)
+            outcome = await self._from_origin(request, key, stale, fwd, leased=leased)
         except UpstreamError as exc:
             if flight is not None:
                 self.coalescer.fail(key, flight, exc)
+            if leased and self.tier is not None:
+                self.tier.release(key)
             return self._failed(request, stale, fwd, exc)
         except BaseException as exc:
             if flight is not None:
                 self.coalescer.fail(key, flight, UpstreamError(f"leader failed: {exc!r}", []))
+            if leased and self.tier is not None:
+                self.tier.release(key)
             raise
         if flight is not None:
             self.coalescer.publish(key, flight, outcome.entry if outcome.response is None
                                    and outcome.error is None else None)
         return outcome
+
+    async def _from_tier(self, request: Request, key: str, fwd: str) -> Outcome | Entry | None:
+        """The shared tier's entry as an answer (usable as it is), as a stale entry to
+        validate, or None (not there)."""
+        assert self.tier is not None
+        headers: Headers = tuple(request.headers)
+        entry = await self.tier.lookup(key, headers)
+        if entry is None:
+            return None
+        now = self.clock()
+        self.store.put(entry, now)
+        decision = on_hit(headers, entry.meta, now, self.policy)
+        if entry.soft_purged or decision.action not in (
+                Lookup.FRESH, Lookup.STALE, Lookup.STALE_WHILE_REVALIDATE):
+            return entry
+        self.metrics.inc("shared_hits")
+        if decision.action is Lookup.STALE_WHILE_REVALIDATE:
+            self._refresh_later(request, key, entry)
+        detail = None if decision.action is Lookup.FRESH else decision.reason
+        return Outcome(f"{self.tier.member(now, entry)}, {self._member(fwd=fwd, detail=detail)}",
+                       entry=entry)
 
     def _failed(self, request: Request, stale: Entry | None, fwd: str, exc: UpstreamError,
                 collapsed: bool = False) -> Outcome:
@@ -249,7 +298,19 @@ class EdgeApp:
                        error=status)
 
     async def _from_origin(self, request: Request, key: str, stale: Entry | None,
-                           fwd: str) -> Outcome:
+                           fwd: str, leased: bool = False) -> Outcome:
+        """Fetch from the origin and store; ``leased``: we hold the region's fill lease."""
+        outcome = await self._fetch_origin(request, key, stale, fwd)
+        tier = self.tier
+        if tier is not None:
+            if outcome.stored and outcome.entry is not None:
+                tier.fill(outcome.entry, leased)
+            elif leased:
+                tier.release(key)
+        return outcome
+
+    async def _fetch_origin(self, request: Request, key: str, stale: Entry | None,
+                            fwd: str) -> Outcome:
         req_headers: Headers = tuple(request.headers)
         headers = forward_headers(request, self.via, for_cache=True)
         if stale is not None and not stale.hit_for_miss:
@@ -264,10 +325,10 @@ class EdgeApp:
             meta = freshen_on_304(stale.meta, resp.headers, request_time, response_time,
                                   self.policy)
             if meta is None:  # the 304 does not select what we have: fetch it whole
-                return await self._from_origin(request, key, None, fwd)
-            fresh = self._make_entry(key, meta, stale.body, stale.surrogate_keys)
-            self.store.put(fresh, response_time)
-            return Outcome(self._member(fwd=fwd, fwd_status=304), entry=fresh)
+                return await self._fetch_origin(request, key, None, fwd)
+            fresh = self.make_entry(key, meta, stale.body, stale.surrogate_keys)
+            stored = self.store.put(fresh, response_time)
+            return Outcome(self._member(fwd=fwd, fwd_status=304), entry=fresh, stored=stored)
         if status >= 500 and stale is not None and can_serve_stale_on_error(
                 stale.meta, req_headers, response_time, self.policy):
             resp.release()
@@ -290,7 +351,7 @@ class EdgeApp:
                 if stored:
                     self.metrics.inc("stored")
                 member = self._member(fwd=fwd, fwd_status=status, stored=stored)
-                return Outcome(member, entry=entry, head=own_head)
+                return Outcome(member, entry=entry, head=own_head, stored=stored)
             self._hit_for_miss(key)
             member = self._member(fwd=fwd, fwd_status=status, detail="too-large")
             return Outcome(member, response=resp, prefix=chunks)
@@ -319,9 +380,9 @@ class EdgeApp:
         tags = frozenset(t for v in get_all(headers, "surrogate-key") for t in v.split())
         tags |= {t.strip() for v in get_all(headers, "cache-tag") for t in v.split(",")
                  if t.strip()}
-        return self._make_entry(key, meta, body, tags)
+        return self.make_entry(key, meta, body, tags)
 
-    def _make_entry(self, key: str, meta: StoredMeta, body: bytes,
+    def make_entry(self, key: str, meta: StoredMeta, body: bytes,
                     tags: frozenset[str]) -> Entry:
         directives = meta.directives(self.policy)
         lifetime = stored_lifetime(meta, self.policy)

@@ -1,0 +1,575 @@
+"""The regional shared cache tier (Redis) behind the in-process store.
+
+Rules:
+
+- Every aiocache and redis import of the project lives in this module (aiocache HEAD drops its
+  Redis backend; pin ``aiocache[redis]>=0.12,<0.13``). Standalone Redis goes through aiocache
+  0.12's ``RedisCache`` (raw bytes: ``NullSerializer(encoding=None)``, never pickle); aiocache
+  has no cluster backend, so Redis Cluster uses redis-py's ``redis.asyncio.cluster.RedisCluster``
+  directly. Both sit behind ``_Conn``: single-key calls (GET, SET NX PX, compare-and-delete)
+  plus the redis-py client for pipelines, EVAL, SCAN and PUBLISH, which aiocache's API lacks.
+- Key layout (``P`` = settings.prefix, ``H`` = sha256(primary key) hex[:32]; ``{H}`` is a
+  Redis Cluster hash tag, so every key of one primary key lives in one slot and one script or
+  pipeline can touch them all):
+    P{H}:e:<variant>  entry blob (entrycodec bytes), PX = the caller's ttl (keep_until - now)
+    P{H}:vary         JSON list of the latest stored response's Vary field values
+    P{H}:variants     set of the stored variant keys
+    P{H}:key          the primary key text (for prefix purges)
+    P{H}:soft         set of soft-purged variants (a new store of a variant removes it)
+    P{H}:lease        cross-node fill lease, value = node id, PX = lease_ms
+    Ptag:<tag>        set of primary keys carrying the surrogate key (its own slot)
+  Channels: ``Ppurge`` (JSON {kind, value, soft, from}) and ``Pfilled`` (H of a filled key).
+  vary / variants / key / soft / tag sets keep the longest TTL of the entries they describe.
+- ``lookup`` returns ``SharedHit(blob, soft)`` or None: one round trip (pipeline: vary, the
+  ""-variant entry, its soft flag) for responses without Vary, a second one for variants.
+- Failures never fail a request: every call runs under ``asyncio.timeout(settings.timeout)``
+  (and socket timeouts of the same size); a timeout or Redis/OS error counts an error, feeds
+  the circuit breaker and yields the miss value (None / False / 0). While the breaker is open
+  nothing is sent; a probe task PINGs once the breaker is half-open, so the tier comes back by
+  itself. One breaker per tier: in cluster mode one dead master trips it for all keys.
+- Purge steps get ``BULK_FACTOR`` times the timeout (they are admin calls, batched).
+- Prefix purges SCAN ``P{*}:key`` on every master (O(keys in the tier) per purge) and compare
+  the stored key text; tag purges read ``Ptag:<tag>``. Each purge is then published; the
+  listener hands purges from other nodes to ``on_purge(kind, value, soft)`` (a plain function,
+  run with ``loop.call_soon``) and ignores our own. Purges published while a listener is
+  disconnected are lost (it reconnects with back-off; ``listening`` tells whether it is up).
+- Coalescing: ``try_lease`` (SET NX PX), ``release_lease`` (delete only while the value is our
+  node id), ``notify_filled`` (PUBLISH), ``wait_filled`` (True: notified, or no lease is held
+  any more -- look up again; False: timed out, breaker open or listener down -- fetch yourself).
+- The breaker reads ``clock``; latencies are measured with ``time.perf_counter``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+import redis.asyncio as aioredis
+from aiocache import Cache
+from aiocache.backends.redis import RedisBackend
+from aiocache.serializers import NullSerializer
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import TimeoutError as RedisTimeout
+
+from edge.breaker import BreakerState, CircuitBreaker
+from edge.policy.headers import Headers
+from edge.policy.vary import vary_key
+
+__all__ = ["SharedHit", "SharedSettings", "SharedTier"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError)
+PurgeCallback = Callable[[str, str, bool], object]
+BULK_FACTOR = 20  # purge steps (SCAN pages, 128 purge scripts, PUBLISH): 1 s at the default
+
+_STORE = """
+local ttl = tonumber(ARGV[2])
+local function keep(k)
+  if redis.call('PTTL', k) < ttl then redis.call('PEXPIRE', k, ttl) end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+redis.call('SET', KEYS[2], ARGV[3], 'KEEPTTL')
+keep(KEYS[2])
+redis.call('SADD', KEYS[3], ARGV[4])
+keep(KEYS[3])
+redis.call('SET', KEYS[4], ARGV[5], 'KEEPTTL')
+keep(KEYS[4])
+redis.call('SREM', KEYS[5], ARGV[4])
+return 1
+"""
+_TAG = """
+redis.call('SADD', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1
+"""
+# KEYS: variants, soft. ARGV: the key base "P{H}:", "1" for soft. The entry, vary and key keys
+# are built from the base: same hash tag, so same slot as KEYS[1] (cluster-safe).
+_PURGE = """
+local vs = redis.call('SMEMBERS', KEYS[1])
+local n = 0
+for _, v in ipairs(vs) do n = n + redis.call('EXISTS', ARGV[1] .. 'e:' .. v) end
+if ARGV[2] == '1' then
+  if #vs > 0 then
+    redis.call('SADD', KEYS[2], unpack(vs))
+    local ttl = redis.call('PTTL', KEYS[1])
+    if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+  end
+  return n
+end
+for _, v in ipairs(vs) do redis.call('DEL', ARGV[1] .. 'e:' .. v) end
+redis.call('DEL', KEYS[1], KEYS[2], ARGV[1] .. 'vary', ARGV[1] .. 'key')
+return n
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class SharedSettings:
+    url: str | None
+    cluster_nodes: tuple[str, ...]
+    prefix: str = "geoedge:"
+    timeout: float = 0.05
+    max_object_bytes: int = 1 << 20
+    lease_ms: int = 5000
+    wait_timeout: float = 1.0
+    breaker_threshold: int = 5
+    breaker_reset: float = 2.0
+
+    def __post_init__(self) -> None:
+        if bool(self.url) == bool(self.cluster_nodes):
+            raise ValueError("shared tier: give exactly one of url or cluster_nodes")
+        if self.url and urlsplit(self.url).scheme not in ("redis", "rediss"):
+            raise ValueError(f"shared tier: not a redis:// URL: {self.url!r}")
+        for node in self.cluster_nodes:
+            host, _, port = node.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"shared tier: cluster node must be host:port, got {node!r}")
+        if any(c in self.prefix for c in "{}*?[]\\"):
+            raise ValueError("shared tier: prefix must not contain braces or glob characters")
+        if self.timeout <= 0 or self.max_object_bytes <= 0 or self.lease_ms <= 0:
+            raise ValueError("shared tier: timeout, max_object_bytes and lease_ms must be > 0")
+
+
+@dataclass(frozen=True, slots=True)
+class SharedHit:
+    blob: bytes  # the entry as stored (decode with edge.entrycodec.decode_entry)
+    soft: bool  # soft-purged: revalidate before use
+
+
+class _Conn:
+    """A deployment: a redis-py command client plus the few calls done differently per mode."""
+
+    client: Any  # redis.asyncio.Redis (aiocache's) or RedisCluster
+
+    def __init__(self, settings: SharedSettings) -> None:
+        self.settings = settings
+
+    async def get(self, key: str) -> bytes | None:
+        return await self.client.get(key)
+
+    async def add(self, key: str, value: str, ttl_ms: int) -> bool:
+        return bool(await self.client.set(key, value, nx=True, px=ttl_ms))
+
+    async def release(self, key: str, token: str) -> bool:
+        return bool(await self.client.eval(RedisBackend.RELEASE_SCRIPT, 1, key, token))
+
+    async def scan_targets(self) -> list[Any]:
+        return [None]
+
+    def listener_client(self, attempt: int) -> aioredis.Redis:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class _Standalone(_Conn):
+    """One Redis through aiocache's RedisCache (aiocache owns the connection pool)."""
+
+    def __init__(self, settings: SharedSettings) -> None:
+        super().__init__(settings)
+        u = urlsplit(settings.url or "")
+        self.where = {"host": u.hostname or "127.0.0.1", "port": u.port or 6379,
+                      "db": int(u.path.strip("/") or 0),
+                      "password": unquote(u.password) if u.password else None,
+                      "username": unquote(u.username) if u.username else None,
+                      "ssl": u.scheme == "rediss"}
+        pool_kwargs: dict[str, Any] = {"socket_timeout": settings.timeout}
+        if self.where["username"]:
+            pool_kwargs["username"] = self.where["username"]
+        self.cache = Cache(Cache.REDIS, endpoint=self.where["host"], port=self.where["port"],
+                           db=self.where["db"], password=self.where["password"],
+                           ssl=self.where["ssl"], serializer=NullSerializer(encoding=None),
+                           timeout=None, create_connection_timeout=settings.timeout,
+                           connection_pool_kwargs=pool_kwargs)
+        self.client = self.cache.client
+
+    async def get(self, key: str) -> bytes | None:
+        return await self.cache.get(key)
+
+    async def add(self, key: str, value: str, ttl_ms: int) -> bool:
+        try:
+            return bool(await self.cache.add(key, value, ttl=ttl_ms / 1000.0))  # float: PX
+        except ValueError:  # aiocache: the key already exists
+            return False
+
+    async def release(self, key: str, token: str) -> bool:
+        return bool(await self.cache.raw("eval", RedisBackend.RELEASE_SCRIPT, 1, key, token))
+
+    def listener_client(self, attempt: int) -> aioredis.Redis:
+        w = self.where
+        return aioredis.Redis(host=w["host"], port=w["port"], db=w["db"], ssl=w["ssl"],
+                              username=w["username"], password=w["password"],
+                              socket_connect_timeout=max(self.settings.timeout, 0.5))
+
+    async def close(self) -> None:
+        # aiocache's close() calls the client's deprecated close(); aclose() is the same thing
+        await self.client.aclose()
+
+
+class _Cluster(_Conn):
+    """Redis Cluster through redis-py's cluster client (aiocache 0.12 has no cluster backend)."""
+
+    def __init__(self, settings: SharedSettings) -> None:
+        super().__init__(settings)
+        parts = (node.rpartition(":") for node in settings.cluster_nodes)
+        self.nodes = [(host, int(port)) for host, _, port in parts]
+        self.client = RedisCluster(
+            startup_nodes=[ClusterNode(h, p) for h, p in self.nodes],
+            socket_timeout=settings.timeout, socket_connect_timeout=settings.timeout,
+            retry=Retry(NoBackoff(), 0))
+
+    async def scan_targets(self) -> list[Any]:
+        if not self.client.get_primaries():
+            await self.client.initialize()  # Redis was down when we started
+        return list(self.client.get_primaries())
+
+    def listener_client(self, attempt: int) -> aioredis.Redis:
+        host, port = self.nodes[attempt % len(self.nodes)]  # classic pub/sub is cluster-wide
+        return aioredis.Redis(host=host, port=port,
+                              socket_connect_timeout=max(self.settings.timeout, 0.5))
+
+
+class SharedTier:
+    def __init__(self, settings: SharedSettings, node_id: str,
+                 clock: Callable[[], float] = time.time,
+                 on_purge: PurgeCallback | None = None) -> None:
+        self.settings = settings
+        self.node_id = node_id
+        self.clock = clock
+        self.on_purge = on_purge
+        self.breaker = CircuitBreaker(settings.breaker_threshold, settings.breaker_reset)
+        self.purge_channel = f"{settings.prefix}purge"
+        self.filled_channel = f"{settings.prefix}filled"
+        self.counts: dict[str, int] = dict.fromkeys(
+            ("hits", "misses", "errors", "timeouts", "short_circuits", "stores", "store_skipped",
+             "purges", "purged", "purges_received", "leases_won", "leases_lost",
+             "waits_filled", "waits_timed_out"), 0)
+        self.latency = {"count": 0, "sum_ms": 0.0, "max_ms": 0.0}
+        self.listening = asyncio.Event()
+        self._conn: _Conn | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Connect and start the listener and probe tasks; never raises for a Redis outage."""
+        s = self.settings
+        self._conn = _Cluster(s) if s.cluster_nodes else _Standalone(s)
+        budget = max(s.timeout, 1.0)
+        if isinstance(self._conn, _Cluster):
+            with contextlib.suppress(*FAILURES):
+                async with asyncio.timeout(budget):
+                    await self._conn.client.initialize()
+        self._tasks = [asyncio.create_task(self._listen(), name="shared-listener"),
+                       asyncio.create_task(self._probe(), name="shared-probe")]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(budget):
+                await self.listening.wait()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self._conn is not None:
+            with contextlib.suppress(*FAILURES):
+                await self._conn.close()
+            self._conn = None
+
+    # -- keys ---------------------------------------------------------------------------------
+    @staticmethod
+    def key_hash(primary: str) -> str:
+        return hashlib.sha256(primary.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+    def base(self, primary: str) -> str:
+        return f"{self.settings.prefix}{{{self.key_hash(primary)}}}:"
+
+    def tag_key(self, tag: str) -> str:
+        return f"{self.settings.prefix}tag:{tag}"
+
+    # -- the guarded call ---------------------------------------------------------------------
+    async def _op(self, call: Callable[[_Conn], Awaitable[T]], default: T,
+                  bulk: bool = False) -> T:
+        """Run one Redis call under the breaker and the timeout (``bulk``: BULK_FACTOR times
+        longer, for the purge steps, which are admin calls off the request path)."""
+        conn = self._conn
+        if conn is None or not self.breaker.allow(self.clock()):
+            self.counts["short_circuits"] += 1
+            return default
+        ok = False
+        t0 = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.settings.timeout * (BULK_FACTOR if bulk else 1)):
+                result = await call(conn)
+            ok = True
+        except FAILURES as exc:
+            self.counts["errors"] += 1
+            if isinstance(exc, TimeoutError | RedisTimeout):
+                self.counts["timeouts"] += 1
+            log.debug("shared tier: %r", exc)
+            return default
+        finally:  # a cancelled call is recorded as a failure (see breaker.py)
+            if ok:
+                self.breaker.record_success(self.clock())
+                ms = (time.perf_counter() - t0) * 1000.0
+                self.latency["count"] += 1
+                self.latency["sum_ms"] += ms
+                self.latency["max_ms"] = max(self.latency["max_ms"], ms)
+            else:
+                self.breaker.record_failure(self.clock())
+        return result
+
+    def _open(self) -> bool:
+        return self.breaker.state(self.clock()) is BreakerState.OPEN
+
+    # -- lookup / store -----------------------------------------------------------------------
+    async def lookup(self, primary: str, request_headers: Headers) -> SharedHit | None:
+        """The stored blob for this request and its soft-purge flag; None on miss or failure."""
+        b = self.base(primary)
+
+        async def first(c: _Conn) -> list[Any]:
+            pipe = c.client.pipeline(transaction=False)
+            pipe.get(b + "vary").get(b + "e:").sismember(b + "soft", "")
+            return await pipe.execute()
+
+        got = await self._op(first, None)
+        if got is None:
+            return None
+        raw_vary, blob, soft = got
+        variant = None
+        if raw_vary is not None:
+            with contextlib.suppress(ValueError):
+                spec = json.loads(raw_vary)
+                variant = vary_key([str(v) for v in spec], request_headers)
+        if variant:
+
+            async def second(c: _Conn) -> list[Any]:
+                pipe = c.client.pipeline(transaction=False)
+                pipe.get(b + "e:" + variant).sismember(b + "soft", variant)
+                return await pipe.execute()
+
+            got = await self._op(second, None)
+            if got is None:
+                return None
+            blob, soft = got
+        if variant is None or blob is None:
+            self.counts["misses"] += 1
+            return None
+        self.counts["hits"] += 1
+        return SharedHit(bytes(blob), bool(soft))
+
+    async def store(self, primary: str, variant: str, vary: tuple[str, ...], blob: bytes,
+                    ttl_s: float, tags: Iterable[str] = ()) -> bool:
+        """Store one variant for ``ttl_s`` seconds (keep_until - now); False if skipped/failed."""
+        ttl_ms = int(ttl_s * 1000)
+        if len(blob) > self.settings.max_object_bytes or ttl_ms <= 0:
+            self.counts["store_skipped"] += 1
+            return False
+        b = self.base(primary)
+        keys = (b + "e:" + variant, b + "vary", b + "variants", b + "key", b + "soft")
+        tag_keys = sorted({self.tag_key(t) for t in tags})
+
+        async def run(c: _Conn) -> bool:
+            pipe = c.client.pipeline(transaction=False)
+            pipe.eval(_STORE, 5, *keys, blob, ttl_ms, json.dumps(list(vary)), variant, primary)
+            for tag_key in tag_keys:
+                pipe.eval(_TAG, 1, tag_key, primary, ttl_ms)
+            await pipe.execute()
+            return True
+
+        stored = await self._op(run, False)
+        self.counts["stores"] += stored
+        return stored
+
+    # -- purge --------------------------------------------------------------------------------
+    async def _purge_many(self, primaries: Iterable[str], soft: bool) -> int:
+        """Run the purge script for each key, pipelined 128 at a time; the entries affected."""
+        todo, total, flag = list(primaries), 0, "1" if soft else "0"
+        for i in range(0, len(todo), 128):
+
+            async def run(c: _Conn, chunk: list[str] = todo[i:i + 128]) -> int:
+                pipe = c.client.pipeline(transaction=False)
+                for b in map(self.base, chunk):
+                    pipe.eval(_PURGE, 2, b + "variants", b + "soft", b, flag)
+                return sum(int(n) for n in await pipe.execute())
+
+            total += await self._op(run, 0, bulk=True)
+        return total
+
+    async def _purged(self, kind: str, value: str, soft: bool, count: int) -> int:
+        self.counts["purges"] += 1
+        self.counts["purged"] += count
+        await self.publish_purge(kind, value, soft)
+        return count
+
+    async def purge_url(self, primary: str, soft: bool = False) -> int:
+        """Drop (soft: mark stale) every variant of a primary key; the number of entries."""
+        return await self._purged("url", primary, soft, await self._purge_many([primary], soft))
+
+    async def purge_tag(self, tag: str, soft: bool = False) -> int:
+        tag_key = self.tag_key(tag)
+        members = await self._op(lambda c: c.client.smembers(tag_key), set(), bulk=True)
+        count = await self._purge_many((m.decode("utf-8", "surrogateescape") for m in members),
+                                       soft)
+        if not soft and members:
+            await self._op(lambda c: c.client.delete(tag_key), 0, bulk=True)
+        return await self._purged("tag", tag, soft, count)
+
+    async def purge_prefix(self, prefix: str, soft: bool = False) -> int:
+        """Purge every primary key starting with ``prefix``: SCANs the whole tier (see above)."""
+        pattern = self.settings.prefix + "{*}:key"
+        count = 0
+        for target in await self._op(lambda c: c.scan_targets(), [], bulk=True):
+            cursor: Any = 0
+            while True:
+                kw = {"target_nodes": target} if target is not None else {}
+                page = await self._op(lambda c, cur=cursor, kw=kw: c.client.scan(
+                    cur, match=pattern, count=1000, **kw), None, bulk=True)
+                if page is None:
+                    break
+                cursor, names = page
+                if isinstance(cursor, dict):  # the cluster client answers {node: cursor}
+                    cursor = next(iter(cursor.values()), 0)
+                if names:
+                    texts = await self._op(lambda c, ns=names: _get_all(c, ns), [], bulk=True)
+                    hits = [t.decode("utf-8", "surrogateescape") for t in texts if t is not None]
+                    count += await self._purge_many((t for t in hits if t.startswith(prefix)),
+                                                    soft)
+                if not cursor:
+                    break
+        return await self._purged("prefix", prefix, soft, count)
+
+    async def publish_purge(self, kind: str, value: str, soft: bool) -> bool:
+        msg = json.dumps({"kind": kind, "value": value, "soft": soft, "from": self.node_id})
+        return await self._op(lambda c: _publish(c, self.purge_channel, msg), False, bulk=True)
+
+    # -- cross-node coalescing ----------------------------------------------------------------
+    async def try_lease(self, primary: str) -> bool:
+        """True: this node fetches from the origin (and then notifies); False otherwise."""
+        key = self.base(primary) + "lease"
+        won = await self._op(lambda c: c.add(key, self.node_id, self.settings.lease_ms), False)
+        self.counts["leases_won" if won else "leases_lost"] += 1
+        return won
+
+    async def release_lease(self, primary: str) -> bool:
+        key = self.base(primary) + "lease"
+        return await self._op(lambda c: c.release(key, self.node_id), False)
+
+    async def notify_filled(self, primary: str) -> bool:
+        h = self.key_hash(primary)
+        return await self._op(lambda c: _publish(c, self.filled_channel, h), False)
+
+    async def wait_filled(self, primary: str, timeout: float | None = None) -> bool:
+        """Wait (bounded) for another node's fill of ``primary``; see the rules above."""
+        if self._open() or not self.listening.is_set():
+            return False
+        h, event = self.key_hash(primary), asyncio.Event()
+        self._waiters.setdefault(h, set()).add(event)
+        try:
+            key = self.base(primary) + "lease"
+            held = await self._op(lambda c: c.client.exists(key), None)
+            if held is None:
+                return False
+            if held:
+                async with asyncio.timeout(self.settings.wait_timeout if timeout is None
+                                           else timeout):
+                    await event.wait()
+        except TimeoutError:
+            self.counts["waits_timed_out"] += 1
+            return False
+        finally:
+            waiting = self._waiters.get(h)
+            if waiting is not None:
+                waiting.discard(event)
+                if not waiting:
+                    del self._waiters[h]
+        self.counts["waits_filled"] += 1
+        return True
+
+    # -- background tasks ---------------------------------------------------------------------
+    async def _probe(self) -> None:
+        """While the breaker is not closed, PING once it lets a trial through."""
+        while True:
+            await asyncio.sleep(self.settings.breaker_reset / 4)
+            if self.breaker.state(self.clock()) is BreakerState.HALF_OPEN:
+                await self._op(_ping, False)
+
+    async def _listen(self) -> None:
+        attempt = 0
+        while True:
+            assert self._conn is not None
+            client = self._conn.listener_client(attempt)
+            pubsub = client.pubsub()
+            try:
+                async with asyncio.timeout(max(self.settings.timeout, 1.0)):
+                    await pubsub.subscribe(self.purge_channel, self.filled_channel)
+                async for msg in pubsub.listen():
+                    if msg["type"] == "subscribe" and msg["data"] == 2:
+                        self.listening.set()
+                        attempt = 0
+                    elif msg["type"] == "message":
+                        self._dispatch(msg["channel"], msg["data"])
+            except FAILURES as exc:
+                log.debug("shared tier listener: %r", exc)
+            finally:
+                self.listening.clear()
+                with contextlib.suppress(*FAILURES):
+                    await pubsub.aclose()
+                    await client.aclose()
+            attempt += 1
+            await asyncio.sleep(min(0.02 * 2 ** min(attempt, 8), self.settings.breaker_reset))
+
+    def _dispatch(self, channel: bytes, data: bytes) -> None:
+        if channel.decode() == self.filled_channel:
+            for event in self._waiters.pop(data.decode("ascii", "replace"), ()):
+                event.set()
+            return
+        try:
+            msg = json.loads(data)
+            kind, value, soft, sender = msg["kind"], msg["value"], msg["soft"], msg["from"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("shared tier: bad purge message %r", data[:200])
+            return
+        if sender == self.node_id or self.on_purge is None:
+            return
+        self.counts["purges_received"] += 1
+        # call_soon: a callback that raises is reported by the loop and cannot kill the listener
+        asyncio.get_running_loop().call_soon(self.on_purge, str(kind), str(value), bool(soft))
+
+    # -- metrics ------------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        return {**self.counts, "latency_ms": dict(self.latency),
+                "listening": self.listening.is_set(),
+                "breaker": self.breaker.snapshot(self.clock())}
+
+
+async def _get_all(c: _Conn, names: list[bytes]) -> list[bytes | None]:
+    pipe = c.client.pipeline(transaction=False)
+    for name in names:
+        pipe.get(name)
+    return await pipe.execute()
+
+
+async def _publish(c: _Conn, channel: str, message: str) -> bool:
+    await c.client.publish(channel, message)
+    return True
+
+
+async def _ping(c: _Conn) -> bool:
+    if isinstance(c, _Cluster):
+        return bool(await c.client.ping(target_nodes=RedisCluster.ALL_PRIMARIES))
+    return bool(await c.client.ping())
