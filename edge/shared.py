@@ -48,7 +48,6 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -65,6 +64,13 @@ from redis.exceptions import TimeoutError as RedisTimeout
 from edge.breaker import BreakerState, CircuitBreaker
 from edge.policy.headers import Headers
 from edge.policy.vary import vary_key
+from edge.sharedkeys import (
+    PURGE_SCRIPT,
+    STORE_SCRIPT,
+    TAG_SCRIPT,
+    SharedHit,
+    SharedSettings,
+)
 
 __all__ = ["SharedHit", "SharedSettings", "SharedTier"]
 
@@ -73,79 +79,6 @@ T = TypeVar("T")
 FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError)
 PurgeCallback = Callable[[str, str, bool], object]
 BULK_FACTOR = 20  # purge steps (SCAN pages, 128 purge scripts, PUBLISH): 1 s at the default
-
-_STORE = """
-local ttl = tonumber(ARGV[2])
-local function keep(k)
-  if redis.call('PTTL', k) < ttl then redis.call('PEXPIRE', k, ttl) end
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
-redis.call('SET', KEYS[2], ARGV[3], 'KEEPTTL')
-keep(KEYS[2])
-redis.call('SADD', KEYS[3], ARGV[4])
-keep(KEYS[3])
-redis.call('SET', KEYS[4], ARGV[5], 'KEEPTTL')
-keep(KEYS[4])
-redis.call('SREM', KEYS[5], ARGV[4])
-return 1
-"""
-_TAG = """
-redis.call('SADD', KEYS[1], ARGV[1])
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 1
-"""
-# KEYS: variants, soft. ARGV: the key base "P{H}:", "1" for soft. The entry, vary and key keys
-# are built from the base: same hash tag, so same slot as KEYS[1] (cluster-safe).
-_PURGE = """
-local vs = redis.call('SMEMBERS', KEYS[1])
-local n = 0
-for _, v in ipairs(vs) do n = n + redis.call('EXISTS', ARGV[1] .. 'e:' .. v) end
-if ARGV[2] == '1' then
-  if #vs > 0 then
-    redis.call('SADD', KEYS[2], unpack(vs))
-    local ttl = redis.call('PTTL', KEYS[1])
-    if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
-  end
-  return n
-end
-for _, v in ipairs(vs) do redis.call('DEL', ARGV[1] .. 'e:' .. v) end
-redis.call('DEL', KEYS[1], KEYS[2], ARGV[1] .. 'vary', ARGV[1] .. 'key')
-return n
-"""
-
-
-@dataclass(frozen=True, slots=True)
-class SharedSettings:
-    url: str | None
-    cluster_nodes: tuple[str, ...]
-    prefix: str = "geoedge:"
-    timeout: float = 0.05
-    max_object_bytes: int = 1 << 20
-    lease_ms: int = 5000
-    wait_timeout: float = 1.0
-    breaker_threshold: int = 5
-    breaker_reset: float = 2.0
-
-    def __post_init__(self) -> None:
-        if bool(self.url) == bool(self.cluster_nodes):
-            raise ValueError("shared tier: give exactly one of url or cluster_nodes")
-        if self.url and urlsplit(self.url).scheme not in ("redis", "rediss"):
-            raise ValueError(f"shared tier: not a redis:// URL: {self.url!r}")
-        for node in self.cluster_nodes:
-            host, _, port = node.rpartition(":")
-            if not host or not port.isdigit():
-                raise ValueError(f"shared tier: cluster node must be host:port, got {node!r}")
-        if any(c in self.prefix for c in "{}*?[]\\"):
-            raise ValueError("shared tier: prefix must not contain braces or glob characters")
-        if self.timeout <= 0 or self.max_object_bytes <= 0 or self.lease_ms <= 0:
-            raise ValueError("shared tier: timeout, max_object_bytes and lease_ms must be > 0")
-
-
-@dataclass(frozen=True, slots=True)
-class SharedHit:
-    blob: bytes  # the entry as stored (decode with edge.entrycodec.decode_entry)
-    soft: bool  # soft-purged: revalidate before use
-
 
 class _Conn:
     """A deployment: a redis-py command client plus the few calls done differently per mode."""
@@ -385,9 +318,10 @@ class SharedTier:
 
         async def run(c: _Conn) -> bool:
             pipe = c.client.pipeline(transaction=False)
-            pipe.eval(_STORE, 5, *keys, blob, ttl_ms, json.dumps(list(vary)), variant, primary)
+            pipe.eval(STORE_SCRIPT, 5, *keys, blob, ttl_ms, json.dumps(list(vary)), variant,
+                      primary)
             for tag_key in tag_keys:
-                pipe.eval(_TAG, 1, tag_key, primary, ttl_ms)
+                pipe.eval(TAG_SCRIPT, 1, tag_key, primary, ttl_ms)
             await pipe.execute()
             return True
 
@@ -404,7 +338,7 @@ class SharedTier:
             async def run(c: _Conn, chunk: list[str] = todo[i:i + 128]) -> int:
                 pipe = c.client.pipeline(transaction=False)
                 for b in map(self.base, chunk):
-                    pipe.eval(_PURGE, 2, b + "variants", b + "soft", b, flag)
+                    pipe.eval(PURGE_SCRIPT, 2, b + "variants", b + "soft", b, flag)
                 return sum(int(n) for n in await pipe.execute())
 
             total += await self._op(run, 0, bulk=True)
