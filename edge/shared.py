@@ -144,7 +144,8 @@ class _Standalone(_Conn):
         w = self.where
         return aioredis.Redis(host=w["host"], port=w["port"], db=w["db"], ssl=w["ssl"],
                               username=w["username"], password=w["password"],
-                              socket_connect_timeout=max(self.settings.timeout, 0.5))
+                              socket_connect_timeout=max(self.settings.timeout, 0.5),
+                              retry=Retry(NoBackoff(), 0))  # the listener loop retries itself
 
     async def close(self) -> None:
         # aiocache's close() calls the client's deprecated close(); aclose() is the same thing
@@ -171,7 +172,8 @@ class _Cluster(_Conn):
     def listener_client(self, attempt: int) -> aioredis.Redis:
         host, port = self.nodes[attempt % len(self.nodes)]  # classic pub/sub is cluster-wide
         return aioredis.Redis(host=host, port=port,
-                              socket_connect_timeout=max(self.settings.timeout, 0.5))
+                              socket_connect_timeout=max(self.settings.timeout, 0.5),
+                              retry=Retry(NoBackoff(), 0))  # the listener loop retries itself
 
 
 class SharedTier:
@@ -505,5 +507,5 @@ async def _publish(c: _Conn, channel: str, message: str) -> bool:
 
 async def _ping(c: _Conn) -> bool:
     if isinstance(c, _Cluster):
-        return bool(await c.client.ping(target_nodes=RedisCluster.ALL_PRIMARIES))
+        return bool(await c.client.ping(target_nodes=RedisCluster.PRIMARIES))
     return bool(await c.client.ping())

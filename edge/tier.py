@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable
 
 from edge.entrycodec import decode_entry, encode_entry
@@ -60,7 +61,8 @@ class RegionTier:
 
     def member(self, now: float, entry: Entry) -> str:
         """Our tier's Cache-Status member for a hit on ``entry``."""
-        return cache_status(self.name, hit=True, ttl=int(entry.lifetime - entry.age(now)))
+        return cache_status(self.name, hit=True,
+                            ttl=math.floor(entry.lifetime - entry.age(now)))
 
     async def lookup(self, key: str, headers: Headers) -> Entry | None:
         hit = await self.shared.lookup(key, headers)
