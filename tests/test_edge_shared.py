@@ -748,7 +748,7 @@ async def test_edges_start_and_serve_with_redis_down_then_use_it_once_up(
 
 async def test_edges_start_with_the_cluster_down_then_use_it_once_up(make_pair: MakePair):
     """The cluster client's first initialize fails; it initializes later, on first use. (Kept
-    under the breaker threshold: recovery through the cluster probe is the xfail below.)"""
+    under the breaker threshold: recovery through the cluster probe is tested further down.)"""
     cluster, pair = RedisCluster3(), None  # ports chosen, nothing started yet
     try:
         pair = await make_pair({"cluster": list(cluster.nodes)})
