@@ -26,7 +26,8 @@ Rules:
   (and socket timeouts of the same size); a timeout or Redis/OS error counts an error, feeds
   the circuit breaker and yields the miss value (None / False / 0). While the breaker is open
   nothing is sent; a probe task PINGs once the breaker is half-open, so the tier comes back by
-  itself. One breaker per tier: in cluster mode one dead master trips it for all keys.
+  itself. One breaker per tier: in cluster mode, consecutive failures against any master open
+  it for every key.
 - Purge steps get ``BULK_FACTOR`` times the timeout (they are admin calls, batched).
 - Prefix purges SCAN ``P{*}:key`` on every master (O(keys in the tier) per purge) and compare
   the stored key text; tag purges read ``Ptag:<tag>``. Each purge is then published; the
