@@ -79,6 +79,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError)
 PurgeCallback = Callable[[str, str, bool], object]
+POOL_SIZE = 64  # connections per edge to a standalone Redis
 BULK_FACTOR = 20  # purge steps (SCAN pages, 128 purge scripts, PUBLISH): 1 s at the default
 
 class _Conn:
@@ -119,14 +120,18 @@ class _Standalone(_Conn):
                       "password": unquote(u.password) if u.password else None,
                       "username": unquote(u.username) if u.username else None,
                       "ssl": u.scheme == "rediss"}
-        pool_kwargs: dict[str, Any] = {"socket_timeout": settings.timeout}
+        # a bounded pool that makes callers wait (within the operation timeout) for a free
+        # connection, instead of failing with MaxConnectionsError under a burst of misses
+        pool_kwargs: dict[str, Any] = {"socket_timeout": settings.timeout,
+                                       "timeout": settings.timeout}
         if self.where["username"]:
             pool_kwargs["username"] = self.where["username"]
         self.cache = Cache(Cache.REDIS, endpoint=self.where["host"], port=self.where["port"],
                            db=self.where["db"], password=self.where["password"],
                            ssl=self.where["ssl"], serializer=NullSerializer(encoding=None),
                            timeout=None, create_connection_timeout=settings.timeout,
-                           connection_pool_kwargs=pool_kwargs)
+                           connection_pool_class=aioredis.BlockingConnectionPool,
+                           pool_max_size=POOL_SIZE, connection_pool_kwargs=pool_kwargs)
         self.client = self.cache.client
 
     async def get(self, key: str) -> bytes | None:
