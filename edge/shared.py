@@ -316,26 +316,42 @@ class SharedTier:
     async def store(self, primary: str, variant: str, vary: tuple[str, ...], blob: bytes,
                     ttl_s: float, tags: Iterable[str] = ()) -> bool:
         """Store one variant for ``ttl_s`` seconds (keep_until - now); False if skipped/failed."""
+        return (await self._store(primary, variant, vary, blob, ttl_s, tags, False))[0]
+
+    async def store_filled(self, primary: str, variant: str, vary: tuple[str, ...],
+                           blob: bytes, ttl_s: float, tags: Iterable[str] = ()) -> bool:
+        """Store a fill made under this node's lease and, in the same round trip, release the
+        lease and notify the other nodes (standalone Redis). False when that did not all
+        happen: the caller then releases and notifies itself."""
+        stored, released = await self._store(primary, variant, vary, blob, ttl_s, tags, True)
+        return stored and released
+
+    async def _store(self, primary: str, variant: str, vary: tuple[str, ...], blob: bytes,
+                     ttl_s: float, tags: Iterable[str], release: bool) -> tuple[bool, bool]:
         ttl_ms = int(ttl_s * 1000)
         if len(blob) > self.settings.max_object_bytes or ttl_ms <= 0:
             self.counts["store_skipped"] += 1
-            return False
+            return False, False
         b = self.base(primary)
         keys = (b + "e:" + variant, b + "vary", b + "variants", b + "key", b + "soft")
         tag_keys = sorted({self.tag_key(t) for t in tags})
 
-        async def run(c: _Conn) -> bool:
+        async def run(c: _Conn) -> tuple[bool, bool]:
             pipe = c.client.pipeline(transaction=False)
             pipe.eval(STORE_SCRIPT, 5, *keys, blob, ttl_ms, json.dumps(list(vary)), variant,
                       primary)
             for tag_key in tag_keys:
                 pipe.eval(TAG_SCRIPT, 1, tag_key, primary, ttl_ms)
+            inline = release and isinstance(c, _Standalone)  # cluster pipelines: one slot
+            if inline:
+                pipe.eval(RedisBackend.RELEASE_SCRIPT, 1, b + "lease", self.node_id)
+                pipe.publish(self.filled_channel, self.key_hash(primary))
             await pipe.execute()
-            return True
+            return True, inline
 
-        stored = await self._op(run, False)
+        stored, released = await self._op(run, (False, False))
         self.counts["stores"] += stored
-        return stored
+        return stored, released
 
     # -- purge --------------------------------------------------------------------------------
     async def _purge_many(self, primaries: Iterable[str], soft: bool) -> int:

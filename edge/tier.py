@@ -86,17 +86,18 @@ class RegionTier:
         self._spawn(self._fill(entry, leased))
 
     async def _fill(self, entry: Entry, leased: bool) -> None:
+        done = False  # stored, with the lease released and the others notified in one go
         try:
             ttl = entry.keep_until - self.clock()
             if ttl > 0:
-                await self.shared.store(entry.key, entry.variant, entry.vary,
-                                        encode_entry(entry), ttl, entry.surrogate_keys)
+                store = self.shared.store_filled if leased else self.shared.store
+                done = await store(entry.key, entry.variant, entry.vary, encode_entry(entry),
+                                   ttl, entry.surrogate_keys)
         except ValueError as exc:  # not encodable: the other edges fetch for themselves
             log.warning("shared tier: cannot store %s: %s", entry.key, exc)
         finally:
-            if leased:
-                await self.shared.notify_filled(entry.key)
-                await self.shared.release_lease(entry.key)
+            if leased and not done:  # cluster mode, or nothing stored
+                await self._release(entry.key)
 
     async def lease(self, key: str) -> bool:
         return await self.shared.try_lease(key)
