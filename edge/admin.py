@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge.httpserver import Request, ResponseWriter
 from edge.policy.invalidation import normalise_uri
+from edge.store import primary_key
 
 if TYPE_CHECKING:
     from edge.proxy import EdgeApp
@@ -108,8 +109,7 @@ class Admin:
             return
         kind, value = kinds[0], doc[kinds[0]]
         if kind in ("url", "prefix") and value.startswith("/"):
-            host = (request.header("host") or "localhost").lower()
-            value = f"http://{host.removesuffix(':80')}{value}"
+            value = primary_key(request.host, value)
         n = self.purge(kind, value, bool(doc.get("soft", False)))
         await self._json(writer, 200, {"purged": n, "soft": bool(doc.get("soft", False))})
 

@@ -54,7 +54,7 @@ from edge.policy.request import (
 from edge.policy.validation import freshen_on_304
 from edge.policy.vary import vary_key
 from edge.respond import DateCache, hit_bytes, serialize_stored_head
-from edge.store import Entry, MemoryStore
+from edge.store import Entry, MemoryStore, primary_key
 from edge.tier import RegionTier
 from edge.upstream import OriginPool, UpstreamError, UpstreamResponse, UpstreamTimeout
 from geoedge.cdnconfig import EdgeSettings
@@ -96,7 +96,7 @@ class EdgeApp:
         self.coalescer: Coalescer[Entry] = Coalescer(settings.coalesce_max_waiters,
                                                      settings.coalesce_timeout)
         self.metrics = Metrics()
-        self.dates = DateCache(clock)
+        self.dates = DateCache()
         self.admin = Admin(self)
         self.tier: RegionTier | None = None  # the region's shared tier, set by start_edge
         self.background: set[asyncio.Task[None]] = set()
@@ -114,10 +114,7 @@ class EdgeApp:
         target = request.target
         if not target.startswith("/"):
             return normalise_uri(target)
-        host = request.host.lower() or "localhost"
-        if host.endswith(":80"):
-            host = host[:-3]
-        return f"http://{host}{target}"
+        return primary_key(request.host, target)
 
     # -- the fast path: fresh hits, no request directives ----------------------------------------
     def fast(self, request: Request) -> bytes | None:

@@ -7,12 +7,10 @@ Rules:
   it appends only Age, Date and our Cache-Status member, then the body (none for HEAD).
 - Every response carries ``Cache-Status`` with this edge's member after any upstream member
   (RFC 9211 §2), and ``Via: 1.1 <edge>`` (RFC 9110 §7.6.3).
-- ``Date`` is formatted once per second; ``clock`` is passed in.
+- ``Date`` is formatted once per second of the ``now`` passed in.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 from edge.httpserver import reason
 from edge.policy.headers import Headers, remove
@@ -26,8 +24,7 @@ PER_RESPONSE = ("age", "date", "content-length", "connection", "keep-alive",
 class DateCache:
     """``Date`` header values, formatted at most once per second."""
 
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self.clock = clock
+    def __init__(self) -> None:
         self._second = -1
         self._value = b""
 

@@ -29,6 +29,16 @@ from cachetools import LRUCache
 from edge.policy.freshness import StoredMeta
 from edge.policy.vary import vary_key
 
+
+def primary_key(host: str, target: str) -> str:
+    """The primary cache key: scheme, lower-case Host without the default port, and the request
+    target as received (the same form as ``edge.policy.invalidation.normalise_uri``)."""
+    host = host.lower() or "localhost"
+    if host.endswith(":80"):
+        host = host[:-3]
+    return f"http://{host}{target}"
+
+
 ENTRY_OVERHEAD = 512  # bytes counted for the key, metadata and bookkeeping of one entry
 Headers = tuple[tuple[str, str], ...]
 
@@ -148,9 +158,6 @@ class MemoryStore:
     def purge_tag(self, tag: str, soft: bool = False) -> int:
         keys = self._tags.get(tag, set()) if soft else self._tags.pop(tag, set())
         return self._drop(list(keys), soft)
-
-    def keys_for_tag(self, tag: str) -> list[str]:
-        return sorted({k[0] for k in self._tags.get(tag, ()) if k in self._cache})
 
     def sweep(self, now: float) -> int:
         """Drop every expired entry; the number dropped."""

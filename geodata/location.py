@@ -29,7 +29,3 @@ class Location:
     network: IPv4Network | IPv6Network
     found: bool
 
-    @property
-    def has_coordinates(self) -> bool:
-        """True when both latitude and longitude are known."""
-        return self.latitude is not None and self.longitude is not None
