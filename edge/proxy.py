@@ -230,17 +230,13 @@ class EdgeApp:
             stale = found
         if self.tier is not None and stale is None:
             leased = await self.tier.lease(key)
-            if not leased and await self.tier.wait_filled(key):
-                entry = await self.tier.lookup(key, headers)
-                if entry is not None:
-                    now = self.clock()
-                    self.store.put(entry, now)
-                    self.metrics.inc("coalesced")
-                    member = self._member(fwd=fwd, collapsed=True)
-                    outcome = Outcome(f"{self.tier.member(now, entry)}, {member}", entry=entry)
+            if not leased and await self.tier.wait_filled(key):  # another edge filled it
+                found = await self._from_tier(request, key, fwd, collapsed=True)
+                if isinstance(found, Outcome):
                     if flight is not None:
-                        self.coalescer.publish(key, flight, entry)
-                    return outcome
+                        self.coalescer.publish(key, flight, found.entry)
+                    return found
+                stale = found
         try:
             outcome = await self._from_origin(request, key, stale, fwd, leased=leased)
         except UpstreamError as exc:
@@ -260,9 +256,10 @@ class EdgeApp:
                                    and outcome.error is None else None)
         return outcome
 
-    async def _from_tier(self, request: Request, key: str, fwd: str) -> Outcome | Entry | None:
+    async def _from_tier(self, request: Request, key: str, fwd: str,
+                         collapsed: bool = False) -> Outcome | Entry | None:
         """The shared tier's entry as an answer (usable as it is), as a stale entry to
-        validate, or None (not there)."""
+        validate, or None (not there). ``collapsed``: we waited for another edge's fill."""
         assert self.tier is not None
         headers: Headers = tuple(request.headers)
         entry = await self.tier.lookup(key, headers)
@@ -274,12 +271,12 @@ class EdgeApp:
         if entry.soft_purged or decision.action not in (
                 Lookup.FRESH, Lookup.STALE, Lookup.STALE_WHILE_REVALIDATE):
             return entry
-        self.metrics.inc("shared_hits")
+        self.metrics.inc("coalesced" if collapsed else "shared_hits")
         if decision.action is Lookup.STALE_WHILE_REVALIDATE:
             self._refresh_later(request, key, entry)
         detail = None if decision.action is Lookup.FRESH else decision.reason
-        return Outcome(f"{self.tier.member(now, entry)}, {self._member(fwd=fwd, detail=detail)}",
-                       entry=entry)
+        member = self._member(fwd=fwd, collapsed=collapsed, detail=detail)
+        return Outcome(f"{self.tier.member(now, entry)}, {member}", entry=entry)
 
     def _failed(self, request: Request, stale: Entry | None, fwd: str, exc: UpstreamError,
                 collapsed: bool = False) -> Outcome:
