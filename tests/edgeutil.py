@@ -270,9 +270,12 @@ class Resp:
 
 def topology_dict(origins: list[TestOrigin], edge: dict[str, Any],
                   weights: list[int] | None = None) -> dict[str, Any]:
-    """examples/demo.toml with these origins and these [edge] settings merged in."""
+    """examples/demo.toml with these origins and these [edge] settings merged in; no Redis
+    (the demo's per-region servers are the demo's; shared-tier tests add their own)."""
     with DEMO.open("rb") as f:
         data = tomllib.load(f)
+    for region in data["regions"]:
+        region.pop("redis", None)
     weights = weights or [1] * len(origins)
     data["origins"] = [{"name": o.name, "host": "127.0.0.1", "port": o.port, "weight": w}
                        for o, w in zip(origins, weights, strict=True)]

@@ -1,0 +1,229 @@
+"""``geoedge demo``: the plan (pure, table-driven) and the real thing end to end.
+
+The end-to-end tests run ``geoedge demo`` as a subprocess on free ports: twelve real processes
+(three redis-server, two origins, six edges, GeoDNS), queried with dnspython and plain HTTP.
+The failover test is the issue's: a GB client gets eu-west; both eu-west edges are stopped;
+within 5 s GeoDNS answers with us-east and fetches through the new answer work; the edges come
+back and the answers return to eu-west; no request made with a fresh answer fails.
+"""
+
+from __future__ import annotations
+
+import http.client
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from demoutil import DEMO, DemoProcess, alive, demo_config
+from dnsutil import addresses, query
+
+from geoedge.services import plan, select
+from geoedge.topology import load_topology
+
+GB = "81.2.69.0/24"
+EU_WEST = {"127.0.2.1", "127.0.2.2"}
+US_EAST = {"127.0.1.1", "127.0.1.2"}
+
+
+# --- the plan ---------------------------------------------------------------------------------
+
+def test_plan_starts_redis_origins_edges_then_dns() -> None:
+    services = plan(load_topology(DEMO), DEMO, "/usr/bin/redis-server", Path("/tmp/d"))
+    assert [(s.name, s.role, s.region, s.address) for s in services] == [
+        ("redis-us-east", "redis", "us-east", "127.0.1.10:6379"),
+        ("redis-eu-west", "redis", "eu-west", "127.0.2.10:6379"),
+        ("redis-ap-southeast", "redis", "ap-southeast", "127.0.3.10:6379"),
+        ("origin-1", "origin", "", "127.0.1.11:8080"),
+        ("origin-2", "origin", "", "127.0.1.12:8080"),
+        ("us-east-1", "edge", "us-east", "127.0.1.1:8080"),
+        ("us-east-2", "edge", "us-east", "127.0.1.2:8080"),
+        ("eu-west-1", "edge", "eu-west", "127.0.2.1:8080"),
+        ("eu-west-2", "edge", "eu-west", "127.0.2.2:8080"),
+        ("ap-southeast-1", "edge", "ap-southeast", "127.0.3.1:8080"),
+        ("ap-southeast-2", "edge", "ap-southeast", "127.0.3.2:8080"),
+        ("geodns", "dns", "", "127.0.0.1:5353 [::1]:5353 (udp+tcp)"),
+    ]
+    redis = services[1]
+    assert redis.argv[:5] == ("/usr/bin/redis-server", "--bind", "127.0.2.10", "--port", "6379")
+    assert "/tmp/d/redis-eu-west" in redis.argv
+    edge = services[7]
+    assert edge.argv[-6:] == ("--config", str(DEMO), "--name", "eu-west-1", "--log-level",
+                              "warning")
+    assert (edge.probe.kind, edge.probe.host, edge.probe.port, edge.probe.path) == (
+        "http", "127.0.2.1", 8080, "/healthz")
+    dns = services[-1]
+    assert (dns.probe.kind, dns.probe.host, dns.probe.port, dns.probe.path) == (
+        "dns", "127.0.0.1", 5353, "example.test.")
+
+
+@pytest.mark.parametrize(("binary", "ipv6", "roles", "dns_args"), [
+    ("redis-server", True, {"redis": 3, "origin": 2, "edge": 6, "dns": 1},
+     ["127.0.0.1:5353", "[::1]:5353"]),
+    (None, True, {"origin": 2, "edge": 6, "dns": 1}, ["127.0.0.1:5353", "[::1]:5353"]),
+    ("redis-server", False, {"redis": 3, "origin": 2, "edge": 6, "dns": 1},
+     ["127.0.0.1:5353"]),
+])
+def test_plan_without_redis_or_ipv6(binary: str | None, ipv6: bool, roles: dict[str, int],
+                                    dns_args: list[str]) -> None:
+    services = plan(load_topology(DEMO), DEMO, binary, Path("/tmp/d"), ipv6=ipv6)
+    counted: dict[str, int] = {}
+    for s in services:
+        counted[s.role] = counted.get(s.role, 0) + 1
+    assert counted == roles
+    argv = list(services[-1].argv)
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "--listen"] == dns_args
+
+
+@pytest.mark.parametrize(("target", "names"), [
+    ("eu-west", ["eu-west-1", "eu-west-2"]),
+    ("eu-west-2", ["eu-west-2"]),
+    ("geodns", ["geodns"]),
+    ("redis-us-east", ["redis-us-east"]),
+    ("mars", []),
+])
+def test_select(target: str, names: list[str]) -> None:
+    services = plan(load_topology(DEMO), DEMO, "redis-server", Path("/tmp/d"))
+    assert [s.name for s in select(services, target)] == names
+
+
+# --- the real thing ---------------------------------------------------------------------------
+
+def fetch(address: str, port: int, path: str = "/index.html") -> tuple[int, str]:
+    """GET through one edge with the demo's Host; (status, Via)."""
+    conn = http.client.HTTPConnection(address, port, timeout=5)
+    try:
+        conn.request("GET", path, headers={"Host": f"www.example.test:{port}"})
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status, resp.getheader("Via", "")
+    finally:
+        conn.close()
+
+
+def answer(dns_port: int, subnet: str = GB) -> list[str]:
+    msg = query(dns_port, "www.example.test", "A", subnet=subnet)
+    return sorted(addresses(msg))
+
+
+@pytest.fixture
+def demo(tmp_path: Path):
+    config, ports = demo_config(tmp_path)
+    proc = DemoProcess(config)
+    try:
+        proc.wait_for(r"All 12 processes are up", 60)
+        yield proc, ports
+    finally:
+        proc.close()
+
+
+def test_region_failover_end_to_end(demo) -> None:
+    proc, ports = demo
+    pids = proc.pids()
+    assert len(pids) == 12, proc.output
+    assert set(answer(ports.dns)) == EU_WEST
+    assert fetch("127.0.2.1", ports.edge) == (200, "1.1 geoedge-eu-west-1")
+
+    # a client that asks GeoDNS afresh before every request, all the time
+    failures: list[str] = []
+    seen: list[tuple[float, str]] = []
+    done = threading.Event()
+
+    def client() -> None:
+        while not done.is_set():
+            try:
+                first = answer(ports.dns)[0]
+                status, _ = fetch(first, ports.edge)
+            except (OSError, http.client.HTTPException) as exc:
+                failures.append(f"{type(exc).__name__}: {exc}")
+                continue
+            if status != 200:
+                failures.append(f"status {status} from {first}")
+            seen.append((time.monotonic(), first))
+            time.sleep(0.02)
+
+    worker = threading.Thread(target=client, daemon=True)
+    worker.start()
+    try:
+        time.sleep(0.5)
+        stopped = time.monotonic()
+        proc.send("stop eu-west")
+        moved = None
+        while time.monotonic() - stopped < 5 and moved is None:
+            if set(answer(ports.dns)) == US_EAST:
+                moved = time.monotonic() - stopped
+            time.sleep(0.05)
+        assert moved is not None, "GeoDNS still answers eu-west 5 s after the region stopped"
+        proc.wait_for(r"stopped eu-west-1, eu-west-2", 20)
+        assert fetch("127.0.1.1", ports.edge)[0] == 200
+        with pytest.raises(OSError):
+            fetch("127.0.2.1", ports.edge)
+
+        proc.send("start eu-west")
+        proc.wait_for(r"ok\s+eu-west-2 ", 30)
+        back = time.monotonic()
+        while set(answer(ports.dns)) != EU_WEST:
+            assert time.monotonic() - back < 10, "answers did not return to eu-west"
+            time.sleep(0.05)
+        time.sleep(0.5)
+    finally:
+        done.set()
+        worker.join(10)
+    assert not failures, failures
+    regions = [first for _, first in seen]
+    assert regions[0] in EU_WEST and regions[-1] in EU_WEST
+    assert any(first in US_EAST for first in regions)
+
+    # a crash is repaired: SIGKILL an edge, the supervisor restarts it
+    proc.send("kill us-east-1")
+    proc.wait_for(r"us-east-1 exited with code -9", 10)
+    proc.wait_for(r"us-east-1 is back on", 30)
+    assert fetch("127.0.1.1", ports.edge)[0] == 200
+
+    pids = proc.pids()
+    assert proc.interrupt() == 0
+    assert "geoedge demo: stopped" in proc.output
+    assert [n for n, pid in pids.items() if alive(pid)] == []
+
+
+def test_killing_the_supervisor_leaves_nothing_running(demo) -> None:
+    proc, _ = demo
+    pids = proc.pids()
+    proc.proc.send_signal(signal.SIGKILL)
+    proc.proc.wait(10)
+    deadline = time.monotonic() + 15
+    while [pid for pid in pids.values() if alive(pid)] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [n for n, pid in pids.items() if alive(pid)] == []
+
+
+def test_a_process_that_cannot_start_stops_the_demo(tmp_path: Path) -> None:
+    config, ports = demo_config(tmp_path)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", ports.dns))  # GeoDNS cannot listen
+        proc = DemoProcess(config)
+        try:
+            assert proc.proc.wait(60) == 1
+        finally:
+            proc.close()
+    out = proc.output
+    assert "geodns exited with code 2 while starting" in out, out
+    assert "cannot listen" in out
+    # everything that had started was stopped again
+    for port in (ports.edge, ports.origin):
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.2.1" if port == ports.edge else "127.0.1.11",
+                                 port)) != 0
+
+
+def test_bad_config_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(DEMO.read_text().replace("latitude = 53.3", "latitude = 153.3"))
+    proc = DemoProcess(bad)
+    try:
+        assert proc.proc.wait(30) == 2
+    finally:
+        proc.close()
+    assert "regions[1].latitude" in proc.output
