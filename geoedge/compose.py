@@ -174,10 +174,9 @@ def build_compose(topology: Topology) -> dict[str, Any]:
     # Port 53 as a non-root user: allowed inside this container's network namespace only.
     geodns["sysctls"] = {"net.ipv4.ip_unprivileged_port_start": "0"}
     geodns["networks"] = {BACKBONE: {"ipv4_address": dns_address()}, **{r: {} for r in regions}}
-    geodns["healthcheck"] = {
-        "test": ["CMD-SHELL", f"dig +short +time=1 +tries=1 @127.0.0.1 {zone} SOA | grep -q ."],
-        **HEALTHCHECK,
-    }
+    # dig prints its errors as ';;' lines (and a pipe hides its status): require an answer line.
+    dig = f"dig +short +time=1 +tries=1 @127.0.0.1 {zone} SOA | grep -q '^[^;]'"
+    geodns["healthcheck"] = {"test": ["CMD-SHELL", dig], **HEALTHCHECK}
     services["geodns"] = geodns
 
     for rc, network in zip(topology.regions, regions, strict=True):

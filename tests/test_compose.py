@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+from dnsutil import ServerThread
 
 from geodns.main import load_engine
 from geoedge import compose
@@ -165,6 +166,26 @@ def test_container_topology_answers_with_container_addresses(
     assert cli_main(["explain", "--config", str(TOPOLOGY), "81.2.69.160"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"A\s+172\.30\.2\.11 172\.30\.2\.12", out), out
+
+
+def test_geodns_answers_and_its_healthcheck_passes(spec: dict[str, Any]) -> None:
+    """The README's dig, and the compose healthcheck, against a server on the container file."""
+    if shutil.which("dig") is None:
+        pytest.skip("dig not installed (apt-get install bind9-dnsutils)")
+    check = spec["services"]["geodns"]["healthcheck"]["test"]
+    assert check[0] == "CMD-SHELL" and "@127.0.0.1 " in check[1]
+    server = ServerThread(load_engine(TOPOLOGY)).start()
+    try:
+        answer = subprocess.run(
+            ["dig", "+short", "-p", str(server.port), "@127.0.0.1", "www.example.test",
+             "+subnet=81.2.69.0/24"], capture_output=True, text=True, timeout=30, check=True)
+        assert sorted(answer.stdout.split()) == ["172.30.2.11", "172.30.2.12"]
+        command = check[1].replace("@127.0.0.1 ", f"-p {server.port} @127.0.0.1 ")
+        assert subprocess.run(["sh", "-c", command], timeout=30, check=False).returncode == 0
+    finally:
+        server.stop()
+    # and it fails when nothing answers
+    assert subprocess.run(["sh", "-c", command], timeout=30, check=False).returncode != 0
 
 
 def test_toml_writer_round_trips() -> None:
