@@ -56,6 +56,7 @@ OPTION_ECS = 8
 VIA_PREFIX = "geoedge-"
 TRIES = 2  # UDP: one retry
 USER_AGENT = "geoedge-fetch"
+MAX_LISTED = 6  # addresses shown on the DNS line
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -276,8 +277,10 @@ def format_dns_line(s: DnsSummary) -> str:
     tcp = ", over TCP after TC=1" if s.transport == "tcp" else ""
     cname = "".join(f"CNAME {c} -> " for c in s.reply.cnames)
     ttl = "" if s.reply.ttl is None else f"  ttl {s.reply.ttl}"
-    return (f"{s.name} {s.qtype} via {s.server} ({ecs}{tcp}) -> {cname}"
-            f"{', '.join(s.reply.addresses)}{ttl}")
+    addresses = list(s.reply.addresses)
+    if len(addresses) > MAX_LISTED:
+        addresses[MAX_LISTED:] = [f"... ({len(s.reply.addresses)} addresses)"]
+    return f"{s.name} {s.qtype} via {s.server} ({ecs}{tcp}) -> {cname}{', '.join(addresses)}{ttl}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,7 +354,8 @@ def query_udp(host: str, port: int, data: bytes, accept: Accept, timeout: float,
     return None
 
 
-def query_tcp(host: str, port: int, data: bytes, accept: Accept, timeout: float) -> DnsReply | None:
+def query_tcp(host: str, port: int, data: bytes, accept: Accept, timeout: float) -> DnsReply:
+    """The same query over TCP (RFC 7766 framing); replies ``accept`` rejects are skipped."""
     family, sockaddr = _sockaddr(host, port, socket.SOCK_STREAM)
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
@@ -406,7 +410,6 @@ def resolve(server: tuple[str, int], name: str, qtype: str, subnet: ClientSubnet
             raise FetchError(f"DNS: TCP query to {where} (after TC=1) failed: "
                              f"{getattr(exc, 'strerror', None) or exc}") from None
     seconds = time.perf_counter() - start
-    assert reply is not None
     check_reply(reply, where, name, qtype)
     return DnsSummary(name, qtype, where, subnet, reply, transport, seconds)
 

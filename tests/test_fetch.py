@@ -251,8 +251,9 @@ def test_truncated_udp_answer_is_asked_again_over_tcp(cdn: Cdn, capsys):
     finally:
         server.stop()
     assert run.code == 0, run.err
-    assert "scope /" in run.dns_line and ", over TCP after TC=1) -> 127.0.2.1, " in run.dns_line
-    assert run.dns_line.count(", 127.0.2.") == 99
+    assert "scope /" in run.dns_line
+    assert run.dns_line.endswith(", over TCP after TC=1) -> 127.0.2.1, 127.0.2.10, 127.0.2.11, "
+                                 "127.0.2.12, 127.0.2.13, 127.0.2.14, ... (100 addresses)  ttl 30")
     assert run.report["edge"] == f"eu-west-1 (127.0.2.1:{cdn.port})"
 
 
@@ -304,6 +305,66 @@ def test_dns_timeout_is_a_quick_clear_error(cdn: Cdn, capsys):
     assert took < 2.0
 
 
+def test_dns_server_not_listening_is_a_clear_error(cdn: Cdn, capsys):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    run = fetch(capsys, *cdn.args("/", "--client-ip", GB, dns_port=port))
+    assert run.code == 1
+    assert run.err == (f"geoedge fetch: DNS: 127.0.0.1:{port} refused the query "
+                       "(nothing listening on UDP)\n")
+
+
+def test_http_timeout_is_exit_1(capsys):
+    with socket.socket() as silent:  # accepts connections (backlog) but never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        start = time.monotonic()
+        run = fetch(capsys, "fetch", f"http://127.0.0.1:{port}/", "--timeout", "0.3")
+        took = time.monotonic() - start
+    assert run.code == 1
+    assert run.err == (f"geoedge fetch: HTTP: no complete response from 127.0.0.1:{port} "
+                       "within 0.3 s\n")
+    assert took < 2.0
+
+
+def test_ipv6_asks_for_aaaa(cdn: Cdn, capsys):
+    if not _has_ipv6_loopback(cdn.port):
+        pytest.skip("::1 is not available here, or its port is taken")
+    data = copy.deepcopy(cdn.data)
+    eu = next(rc for rc in data["regions"] if rc["name"] == "eu-west")
+    eu["edges"][0]["ipv6"] = "::1"
+    config = cdn.config.parent / "ipv6.toml"
+    config.write_text(demo_text(cdn.port).replace('ipv6 = "fd00:0:0:2::1"', 'ipv6 = "::1"'))
+    loop = LoopThread()
+    topology = parse_topology(data, source=str(DEMO))
+    edge = loop.run(start_edge(topology, "eu-west-1", listen=("::1", cdn.port)))
+    server = dns_server(data)
+    try:
+        run = fetch(capsys, "fetch", cdn.url("/index.html?case=ipv6"), "--ipv6", "--client-ip",
+                    "2a02:390::1", "--dns", f"127.0.0.1:{server.port}", "--config", str(config))
+    finally:
+        server.stop()
+        loop.run(edge.stop())
+        loop.close()
+    assert run.code == 0, run.err
+    assert "www.example.test AAAA via" in run.dns_line
+    assert "(ECS 2a02:390::/56, scope /" in run.dns_line
+    assert run.dns_line.split(" -> ")[1].startswith("::1, fd00:0:0:2::2  ttl 30")
+    assert run.report["edge"] == f"eu-west-1 ([::1]:{cdn.port})"
+    assert run.report["region"] == "eu-west"
+
+
+def _has_ipv6_loopback(port: int = 0) -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", port))
+    except OSError:
+        return False
+    return True
+
+
 def _drain(sock: socket.socket) -> list[bytes]:
     sock.setblocking(False)
     out = []
@@ -320,6 +381,28 @@ def test_nxdomain_names_the_server_and_rcode(cdn: Cdn, capsys):
     assert run.code == 1
     assert run.err == (f"geoedge fetch: DNS: 127.0.0.1:{cdn.dns.port} answered NXDOMAIN for "
                        "nope.example.test A\n")
+
+
+def test_no_address_of_that_type_is_exit_1(cdn: Cdn, capsys):
+    run = fetch(capsys, "fetch", "http://mail.example.test/", "--ipv6", "--dns",
+                f"127.0.0.1:{cdn.dns.port}")
+    assert run.code == 1
+    assert run.err == (f"geoedge fetch: DNS: 127.0.0.1:{cdn.dns.port} answered NOERROR with no "
+                       "AAAA address for mail.example.test\n")
+
+
+def test_dns_server_on_ipv6(cdn: Cdn, capsys):
+    if not _has_ipv6_loopback():
+        pytest.skip("no ::1 here")
+    server = ServerThread(cdn.dns.engine, listen=[("::1", 0)]).start()
+    try:
+        run = fetch(capsys, "fetch", cdn.url("/index.html?case=dns6"), "--client-ip", GB,
+                    "--dns", f"[::1]:{server.port}", "--config", str(cdn.config))
+    finally:
+        server.stop()
+    assert run.code == 0, run.err
+    assert run.dns_line.startswith(f"www.example.test A via [::1]:{server.port} (ECS ")
+    assert run.report["edge"].startswith("eu-west-1 ")
 
 
 def test_refused_outside_the_zones(cdn: Cdn, capsys):
