@@ -19,8 +19,8 @@ Rules:
   ``http://ADDRESS:PORT/path?query`` with the URL's ``Host`` (``host[:port]`` as written).
   ``--repeat N`` sends N requests through the address that answered.
 - Naming: the edge that answered is found in the topology by address and port; else by the
-  response's ``Via`` (``1.1 geoedge-NAME``, our edges' pseudonym) and, when a topology is
-  given, its region.
+  response's ``Via`` (``1.1 geoedge-NAME``, our edges' pseudonym) and its region in the
+  topology, or else from a ``geoedge-REGION-redis`` Cache-Status member (a shared tier).
 - Exit codes: 0 for HTTP status < 500; 1 for status >= 500, DNS failures and network errors;
   2 for usage and configuration errors.
 """
@@ -37,7 +37,7 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -53,7 +53,8 @@ DEFAULT_DNS = "127.0.0.1:5353"
 DEFAULT_CONFIG = Path("examples/demo.toml")  # relative to the working directory
 UDP_PAYLOAD = 1232
 OPTION_ECS = 8
-VIA_PREFIX = "geoedge-"
+VIA_PREFIX = "geoedge-"  # our edges' pseudonym in Via and Cache-Status
+REDIS_SUFFIX = "-redis"  # a region's shared tier member: geoedge-REGION-redis
 TRIES = 2  # UDP: one retry
 USER_AGENT = "geoedge-fetch"
 MAX_LISTED = 6  # addresses shown on the DNS line
@@ -231,8 +232,17 @@ def via_edge(via: str | None) -> str | None:
     return None
 
 
-def locate(topology: Topology | None, address: str, port: int,
-           via: str | None) -> tuple[str | None, str | None]:
+def redis_region(cache_status: str | None) -> str | None:
+    """The region of a ``geoedge-REGION-redis`` member (a region's shared tier), if any."""
+    for member in (cache_status or "").split(","):
+        name = member.split(";", 1)[0].strip()
+        if name.startswith(VIA_PREFIX) and name.endswith(REDIS_SUFFIX):
+            return name.removeprefix(VIA_PREFIX).removesuffix(REDIS_SUFFIX) or None
+    return None
+
+
+def locate(topology: Topology | None, address: str, port: int, via: str | None,
+           cache_status: str | None = None) -> tuple[str | None, str | None]:
     """(region, edge) for the server that answered; None where it cannot be told."""
     if topology is not None:
         addr = ipaddress.ip_address(address)
@@ -246,7 +256,7 @@ def locate(topology: Topology | None, address: str, port: int,
             return topology.find_edge(name).region, name
         except KeyError:
             pass
-    return None, name
+    return redis_region(cache_status), name
 
 
 def hostport(address: str, port: int) -> str:
@@ -291,7 +301,8 @@ class Result:
     port: int
     status: int
     reason: str
-    headers: Mapping[str, str]
+    cache_status: str | None  # every Cache-Status field, joined
+    age: str | None
     size: int
     seconds: float
     region: str | None
@@ -309,8 +320,8 @@ def format_report(r: Result) -> str:
         ("region", r.region or "-"),
         ("edge", f"{r.edge or '-'} ({hostport(r.address, r.port)})"),
         ("status", f"{r.status} {r.reason}".rstrip()),
-        ("cache-status", r.headers.get("Cache-Status", "-")),
-        ("age", r.headers.get("Age", "-")),
+        ("cache-status", r.cache_status or "-"),
+        ("age", r.age or "-"),
         ("bytes", str(r.size)),
         ("time", time_text),
     ]
@@ -423,9 +434,11 @@ class Fetcher:
     topology: Topology | None
     session: aiohttp.ClientSession
     failed: list[str] = field(default_factory=list)
+    where: str = ""  # ADDRESS:PORT of the latest request
 
     async def once(self, address: str) -> tuple[Result, bytes]:
-        url = f"http://{hostport(address, self.target.port)}{self.target.path}"
+        self.where = hostport(address, self.target.port)
+        url = f"http://{self.where}{self.target.path}"
         headers = [("Host", self.target.host_header), ("User-Agent", USER_AGENT),
                    *self.headers]
         start = time.perf_counter()
@@ -433,9 +446,12 @@ class Fetcher:
                                         allow_redirects=False) as resp:
             body = await resp.read()
         seconds = time.perf_counter() - start
-        region, edge = locate(self.topology, address, self.target.port, resp.headers.get("Via"))
+        via = ", ".join(resp.headers.getall("Via", [])) or None
+        cache_status = ", ".join(resp.headers.getall("Cache-Status", [])) or None
+        region, edge = locate(self.topology, address, self.target.port, via, cache_status)
         result = Result(self.method, self.target.url, address, self.target.port, resp.status,
-                        resp.reason or "", resp.headers, len(body), seconds, region, edge)
+                        resp.reason or "", cache_status, resp.headers.get("Age"), len(body),
+                        seconds, region, edge)
         return result, body
 
     async def first(self, addresses: Sequence[str]) -> tuple[str, Result, bytes]:
@@ -522,15 +538,14 @@ async def _fetch_all(opts: Options, addresses: Sequence[str],
                 if address is None:
                     address, result, body = await fetcher.first(addresses)
                     result = dataclasses.replace(result, dns_seconds=dns_seconds,
-                                      failed=tuple(fetcher.failed))
+                                                 failed=tuple(fetcher.failed))
                 else:
                     result, body = await fetcher.once(address)
             except TimeoutError:
-                raise FetchError(f"HTTP: no complete response from "
-                                 f"{hostport(address or addresses[0], opts.target.port)} "
+                raise FetchError(f"HTTP: no complete response from {fetcher.where} "
                                  f"within {opts.timeout:g} s") from None
             except aiohttp.ClientError as exc:
-                where = hostport(address or addresses[0], opts.target.port)
+                where = fetcher.where
                 raise FetchError(f"HTTP: {opts.method} to {where} failed: "
                                  f"{exc.__class__.__name__}: {exc}") from None
             if i:
@@ -580,6 +595,7 @@ __all__ = [
     "parse_client_ip",
     "parse_reply",
     "parse_url",
+    "redis_region",
     "run_fetch",
     "via_edge",
 ]

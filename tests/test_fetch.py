@@ -50,6 +50,7 @@ from geoedge.fetch import (
     parse_client_ip,
     parse_reply,
     parse_url,
+    redis_region,
     via_edge,
 )
 from geoedge.topology import load_topology, parse_topology
@@ -617,9 +618,26 @@ def test_locate_with_the_demo_topology(address, port, via, expected):
     assert locate(load_topology(DEMO), address, port, via) == expected
 
 
-def test_locate_without_a_topology_uses_via():
+def test_locate_without_a_topology_uses_via_and_the_shared_tier_member():
     assert locate(None, "127.0.2.1", 8080, "1.1 geoedge-eu-west-1") == (None, "eu-west-1")
     assert locate(None, "127.0.2.1", 8080, None) == (None, None)
+    tier = "geoedge-us-east-redis; hit; ttl=59, geoedge-us-east-2; fwd=uri-miss"
+    assert locate(None, "127.0.1.2", 8080, "1.1 geoedge-us-east-2", tier) == (
+        "us-east", "us-east-2")
+
+
+@pytest.mark.parametrize(("cache_status", "region"), [
+    ("geoedge-us-east-redis; hit; ttl=59, geoedge-us-east-2; fwd=uri-miss", "us-east"),
+    ("geoedge-ap-southeast-redis; fwd=uri-miss, geoedge-ap-southeast-1; fwd=uri-miss",
+     "ap-southeast"),
+    ("geoedge-eu-west-1; hit; ttl=10", None),
+    ("other-redis; hit", None),
+    ("geoedge--redis; hit", None),
+    ("", None),
+    (None, None),
+])
+def test_redis_region(cache_status, region):
+    assert redis_region(cache_status) == region
 
 
 @pytest.mark.parametrize(("url", "host", "port", "path", "header"), [
@@ -665,9 +683,8 @@ def test_format_dns_line(subnet, reply, transport, line):
 
 def test_format_report():
     result = Result("GET", "http://www.example.test:8080/index.html", "127.0.2.1", 8080, 200,
-                    "OK", {"Cache-Status": "geoedge-eu-west-1; fwd=uri-miss; stored",
-                           "Age": "0"}, 1234, 0.0045, "eu-west", "eu-west-1",
-                    dns_seconds=0.0012)
+                    "OK", "geoedge-eu-west-1; fwd=uri-miss; stored", "0", 1234, 0.0045,
+                    "eu-west", "eu-west-1", dns_seconds=0.0012)
     assert format_report(result) == """\
 GET http://www.example.test:8080/index.html
   region        eu-west
@@ -677,7 +694,7 @@ GET http://www.example.test:8080/index.html
   age           0
   bytes         1234
   time          dns 1.2 ms, http 4.5 ms"""
-    bare = Result("HEAD", "http://[::1]:80/", "::1", 80, 404, "", {}, 0, 0.25, None, None,
+    bare = Result("HEAD", "http://[::1]:80/", "::1", 80, 404, "", None, None, 0, 0.25, None, None,
                   failed=("[::2]:80: Connection refused; trying the next address",))
     assert format_report(bare) == """\
 HEAD http://[::1]:80/
