@@ -104,29 +104,40 @@ def dns_server(data: dict[str, Any]) -> ServerThread:
     return ServerThread(engine).start()
 
 
-async def _start_cdn(data: dict[str, Any]) -> tuple[web.AppRunner, list[RunningEdge], int]:
-    topology = parse_topology(data, source=str(DEMO))
-    runner = web.AppRunner(create_app("origin-1", topology.cdn.origin), access_log=None)
+async def _start_origin() -> tuple[web.AppRunner, int]:
+    """The demo origin (its content and API) on 127.0.0.1, port 0."""
+    runner = web.AppRunner(create_app("origin-1", load_topology(DEMO).cdn.origin),
+                           access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", data["origins"][0]["port"]).start()
-    edges: list[RunningEdge] = []
-    port = 0
-    for name, ip in EDGE_IPS.items():
-        edges.append(await start_edge(topology, name, listen=(ip, port)))
-        port = edges[-1].port  # the first edge's free port, for them all
-    return runner, edges, port
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, runner.addresses[0][1]
+
+
+async def _start_edges(data: dict[str, Any]) -> tuple[list[RunningEdge], int]:
+    """The six edges on their demo addresses, all on the port the first one was given."""
+    topology = parse_topology(data, source=str(DEMO))
+    for _ in range(5):
+        edges: list[RunningEdge] = []
+        port = 0
+        try:
+            for name, ip in EDGE_IPS.items():
+                edges.append(await start_edge(topology, name, listen=(ip, port)))
+                port = edges[-1].port
+        except OSError:  # that port is taken on another address: try another one
+            for edge in edges:
+                await edge.stop()
+            continue
+        return edges, port
+    raise OSError("no port free on all six edge addresses")
 
 
 @pytest.fixture(scope="module")
 def cdn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cdn]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    origin_port = sock.getsockname()[1]
-    sock.close()
+    loop = LoopThread()
+    runner, origin_port = loop.run(_start_origin())
     data = topology_dict([SimpleNamespace(name="origin-1", port=origin_port)],
                          {**DEFAULT_EDGE, "purge_token": "demo-purge-token"})
-    loop = LoopThread()
-    runner, edges, port = loop.run(_start_cdn(data))
+    edges, port = loop.run(_start_edges(data))
     for rc in data["regions"]:
         for edge in rc["edges"]:
             edge["port"] = port
