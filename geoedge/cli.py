@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     origin.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"])
 
+    _add_fetch(sub)
+
     demo = sub.add_parser("demo", help="run the local multi-region demo")
     demo.add_argument("--config", default="examples/demo.toml", help="topology file (TOML)")
     return parser
@@ -63,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": _cmd_demo,
         "edge": _cmd_edge,
         "origin": _cmd_origin,
+        "fetch": _cmd_fetch,
     }
     try:
         return handlers[args.command](args)
@@ -95,6 +98,51 @@ def _cmd_origin(args: argparse.Namespace) -> int:
     from origin.main import run_origin
 
     return run_origin(args.config, args.name, listen=args.listen, log_level=args.log_level)
+
+
+FETCH_EPILOG = """\
+Resolves the URL's host through the GeoDNS server (with --client-ip sent as EDNS Client
+Subnet, as a resolver would for that client), then fetches the URL from the first address
+of the answer (the next one if it refuses the connection) with the URL's Host header, and
+prints the region, edge, status, Cache-Status, Age, size and time taken.
+
+exit status: 0 for an HTTP status below 500; 1 for a status of 500 or more, a DNS failure
+(timeout, NXDOMAIN, REFUSED, no address) or a network error; 2 for usage or config errors.
+"""
+
+
+def _add_fetch(sub: argparse._SubParsersAction) -> None:
+    fetch = sub.add_parser(
+        "fetch", help="resolve a URL through GeoDNS and fetch it from the chosen edge",
+        description="Fetch an http:// URL the way a client in --client-ip's network would.",
+        epilog=FETCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    fetch.add_argument("url", metavar="URL", help="http://HOST[:PORT]/PATH (HOST may be an IP)")
+    fetch.add_argument("--client-ip", metavar="IP[/PREFIX]",
+                       help="the client to resolve for, sent as ECS (default prefix /24 for "
+                            "IPv4, /56 for IPv6); without it: no ECS, like a normal client")
+    fetch.add_argument("--dns", default="127.0.0.1:5353", metavar="HOST:PORT",
+                       help="the GeoDNS server, UDP then TCP if truncated; [V6]:PORT for IPv6 "
+                            "(default 127.0.0.1:5353, the demo's)")
+    fetch.add_argument("--config", metavar="FILE",
+                       help="topology used to name the region and edge (default: "
+                            "examples/demo.toml if it exists here, else the Via header)")
+    fetch.add_argument("--ipv6", action="store_true", help="ask for AAAA instead of A")
+    fetch.add_argument("-H", "--header", action="append", metavar="'NAME: VALUE'",
+                       help="extra request header; repeatable")
+    fetch.add_argument("-X", "--method", default="GET",
+                       help="request method: GET (default), HEAD, PURGE, ...")
+    fetch.add_argument("--repeat", type=int, default=1, metavar="N",
+                       help="send N requests to the same address, one report each")
+    fetch.add_argument("--body", action="store_true",
+                       help="print the response body after the report (default: its size)")
+    fetch.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
+                       help="per DNS try (one retry) and per HTTP request (default 5)")
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from geoedge.fetch import run_fetch
+
+    return run_fetch(args)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

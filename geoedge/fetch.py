@@ -1,0 +1,601 @@
+"""``geoedge fetch URL``: resolve a name through the GeoDNS server as a resolver would for a
+client, then fetch the URL from the edge it chose and report what happened.
+
+Rules:
+
+- URLs: ``http://`` only (the edges speak plain HTTP/1.1); anything else is a usage error.
+  A host that is an IP literal is fetched directly, without DNS.
+- DNS: one question (A, or AAAA with ``--ipv6``), RD=0, EDNS0 with a 1232-byte UDP size. With
+  ``--client-ip IP[/PREFIX]`` the query carries an EDNS Client Subnet option (RFC 7871 §6):
+  family, source prefix (default /24 for IPv4, /56 for IPv6), SCOPE 0, and only the address
+  octets the prefix covers (bits past it cleared). Without it there is no ECS option: the
+  server locates the client by the address the query comes from, as for any stub client.
+- DNS transport: UDP, waiting ``timeout`` seconds per try, one retry; replies with another ID
+  or question are ignored; a reply with TC=1 is followed by the same query over TCP (RFC 7766
+  framing). A timeout, a refused query, an RCODE other than NOERROR, or no address in the
+  answer is a :class:`FetchError` naming the server (exit 1).
+- HTTP: the answer's addresses are tried in order (a normal client takes the first); one that
+  refuses the connection is reported and the next is tried. The request goes to
+  ``http://ADDRESS:PORT/path?query`` with the URL's ``Host`` (``host[:port]`` as written).
+  ``--repeat N`` sends N requests through the address that answered.
+- Naming: the edge that answered is found in the topology by address and port; else by the
+  response's ``Via`` (``1.1 geoedge-NAME``, our edges' pseudonym) and its region in the
+  topology, or else from a ``geoedge-REGION-redis`` Cache-Status member (a shared tier).
+- Exit codes: 0 for HTTP status < 500; 1 for status >= 500, DNS failures and network errors;
+  2 for usage and configuration errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import ipaddress
+import os
+import random
+import socket
+import struct
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiohttp
+import dnslib
+from multidict import CIMultiDict
+
+from geoedge.topology import Topology, load_topology
+from geoedge.validate import ConfigError, host_port
+
+DEFAULT_DNS = "127.0.0.1:5353"
+DEFAULT_CONFIG = Path("examples/demo.toml")  # relative to the working directory
+UDP_PAYLOAD = 1232
+OPTION_ECS = 8
+VIA_PREFIX = "geoedge-"  # our edges' pseudonym in Via and Cache-Status
+REDIS_SUFFIX = "-redis"  # a region's shared tier member: geoedge-REGION-redis
+TRIES = 2  # UDP: one retry
+USER_AGENT = "geoedge-fetch"
+MAX_LISTED = 6  # addresses shown on the DNS line
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class FetchError(Exception):
+    """A failure to report on one line and exit with ``code``."""
+
+    def __init__(self, message: str, code: int = EXIT_FAIL) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def usage_error(message: str) -> FetchError:
+    return FetchError(message, EXIT_USAGE)
+
+
+# -- pure parts: the URL, the client subnet, the query and the reply ------------------------------
+@dataclass(frozen=True, slots=True)
+class Target:
+    url: str
+    host: str  # without brackets
+    port: int
+    path: str  # path and query, at least "/"
+    host_header: str  # host[:port] as written in the URL
+
+    @property
+    def literal(self) -> IPAddress | None:
+        try:
+            return ipaddress.ip_address(self.host)
+        except ValueError:
+            return None
+
+
+def parse_url(url: str) -> Target:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise usage_error(f"bad URL {url!r}: {exc}") from None
+    if parts.scheme.lower() != "http":
+        what = f"{parts.scheme}:// URLs" if parts.scheme else "URLs without http://"
+        raise usage_error(f"{what} are not supported, only http:// (the edges speak plain HTTP)")
+    if not parts.hostname:
+        raise usage_error(f"no host in URL {url!r}")
+    netloc = parts.netloc.rpartition("@")[2]
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    return Target(url, parts.hostname, port or 80, path, netloc)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSubnet:
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network
+
+    @property
+    def family(self) -> int:
+        return 1 if self.network.version == 4 else 2
+
+    @property
+    def prefix(self) -> int:
+        return self.network.prefixlen
+
+    def option_data(self) -> bytes:
+        """The ECS option's data (RFC 7871 §6): FAMILY, SOURCE, SCOPE 0, ADDRESS octets."""
+        octets = (self.prefix + 7) // 8
+        address = self.network.network_address.packed[:octets]
+        return struct.pack("!HBB", self.family, self.prefix, 0) + address
+
+    def __str__(self) -> str:
+        return str(self.network)
+
+
+def parse_client_ip(text: str) -> ClientSubnet:
+    """``IP`` (prefix /24 or /56) or ``IP/PREFIX``; host bits past the prefix are dropped."""
+    address_text, sep, prefix_text = text.partition("/")
+    try:
+        address = ipaddress.ip_address(address_text)
+    except ValueError:
+        raise usage_error(f"--client-ip: not an IP address: {address_text!r}") from None
+    if "%" in address_text:
+        raise usage_error(f"--client-ip: no zone index (%...) allowed: {text!r}")
+    if sep:
+        if not (prefix_text.isascii() and prefix_text.isdigit()):
+            raise usage_error(f"--client-ip: prefix must be a number, got {prefix_text!r}")
+        prefix = int(prefix_text)
+        if prefix > address.max_prefixlen:
+            raise usage_error(f"--client-ip: prefix /{prefix} is longer than an "
+                              f"IPv{address.version} address")
+    else:
+        prefix = 24 if address.version == 4 else 56
+    return ClientSubnet(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+
+
+def build_query(name: str, qtype: str, subnet: ClientSubnet | None, qid: int) -> bytes:
+    """An authoritative-style query (RD=0) with EDNS0 and, when given, an ECS option."""
+    record = dnslib.DNSRecord(dnslib.DNSHeader(id=qid, rd=0),
+                              q=dnslib.DNSQuestion(name, getattr(dnslib.QTYPE, qtype)))
+    options = [] if subnet is None else [dnslib.EDNSOption(OPTION_ECS, subnet.option_data())]
+    record.add_ar(dnslib.EDNS0(udp_len=UDP_PAYLOAD, opts=options))
+    return bytes(record.pack())
+
+
+@dataclass(frozen=True, slots=True)
+class DnsReply:
+    rcode: str
+    truncated: bool
+    addresses: tuple[str, ...]
+    ttl: int | None  # the smallest TTL of the address records
+    scope: int | None  # the ECS SCOPE PREFIX-LENGTH, None without an ECS option
+    cnames: tuple[str, ...] = ()
+
+
+def parse_reply(data: bytes, qid: int, name: str, qtype: str) -> DnsReply | None:
+    """The reply's outcome, or None when it is not a reply to this query (ID or question).
+
+    Raises FetchError when the bytes are not a DNS message."""
+    try:
+        record = dnslib.DNSRecord.parse(data)
+    except (dnslib.DNSError, struct.error, IndexError, ValueError) as exc:
+        raise FetchError(f"malformed DNS reply: {exc}") from None
+    if record.header.id != qid or not record.header.qr:
+        return None
+    want = getattr(dnslib.QTYPE, qtype)
+    if record.questions and (str(record.q.qname).lower().rstrip(".") != name.lower().rstrip(".")
+                             or record.q.qtype != want):
+        return None
+    addresses = [(str(ipaddress.ip_address(str(rr.rdata))), rr.ttl) for rr in record.rr
+                 if rr.rtype == want]
+    cnames = tuple(str(rr.rdata).rstrip(".") for rr in record.rr
+                   if rr.rtype == dnslib.QTYPE.CNAME)
+    scope = None
+    for rr in record.ar:
+        if rr.rtype != dnslib.QTYPE.OPT:
+            continue
+        for opt in rr.rdata:
+            if opt.code == OPTION_ECS and len(opt.data) >= 4:
+                scope = opt.data[3]
+    return DnsReply(
+        rcode=dnslib.RCODE.get(record.header.rcode, str(record.header.rcode)),
+        truncated=bool(record.header.tc),
+        addresses=tuple(a for a, _ in addresses),
+        ttl=min((t for _, t in addresses), default=None),
+        scope=scope,
+        cnames=cnames,
+    )
+
+
+def needs_tcp(reply: DnsReply) -> bool:
+    """A truncated UDP reply is not the answer: ask again over TCP (RFC 7766 §5)."""
+    return reply.truncated
+
+
+def check_reply(reply: DnsReply, server: str, name: str, qtype: str) -> None:
+    if reply.rcode != "NOERROR":
+        raise FetchError(f"DNS: {server} answered {reply.rcode} for {name} {qtype}")
+    if not reply.addresses:
+        raise FetchError(f"DNS: {server} answered NOERROR with no {qtype} address for {name}")
+
+
+# -- pure parts: which edge answered, and the report ----------------------------------------------
+def via_edge(via: str | None) -> str | None:
+    """The name in the last ``geoedge-NAME`` pseudonym of a Via field (the nearest proxy)."""
+    if not via:
+        return None
+    for hop in reversed(via.split(",")):
+        parts = hop.split()
+        if len(parts) >= 2 and parts[1].startswith(VIA_PREFIX):
+            return parts[1].removeprefix(VIA_PREFIX)
+    return None
+
+
+def redis_region(cache_status: str | None) -> str | None:
+    """The region of a ``geoedge-REGION-redis`` member (a region's shared tier), if any."""
+    for member in (cache_status or "").split(","):
+        name = member.split(";", 1)[0].strip()
+        if name.startswith(VIA_PREFIX) and name.endswith(REDIS_SUFFIX):
+            return name.removeprefix(VIA_PREFIX).removesuffix(REDIS_SUFFIX) or None
+    return None
+
+
+def locate(topology: Topology | None, address: str, port: int, via: str | None,
+           cache_status: str | None = None) -> tuple[str | None, str | None]:
+    """(region, edge) for the server that answered; None where it cannot be told."""
+    if topology is not None:
+        addr = ipaddress.ip_address(address)
+        for edge in topology.edges:
+            ips = {ipaddress.ip_address(a) for a in (edge.ipv4, edge.ipv6) if a}
+            if addr in ips and edge.port == port:
+                return edge.region, edge.name
+    name = via_edge(via)
+    if name is not None and topology is not None:
+        try:
+            return topology.find_edge(name).region, name
+        except KeyError:
+            pass
+    return redis_region(cache_status), name
+
+
+def hostport(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+@dataclass(frozen=True, slots=True)
+class DnsSummary:
+    name: str
+    qtype: str
+    server: str
+    subnet: ClientSubnet | None
+    reply: DnsReply
+    transport: str  # "udp" or "tcp"
+    seconds: float
+
+
+def format_dns_line(s: DnsSummary) -> str:
+    if s.subnet is None:
+        ecs = "no ECS"
+    else:
+        scope = "no scope" if s.reply.scope is None else f"scope /{s.reply.scope}"
+        ecs = f"ECS {s.subnet}, {scope}"
+    tcp = ", over TCP after TC=1" if s.transport == "tcp" else ""
+    cname = "".join(f"CNAME {c} -> " for c in s.reply.cnames)
+    ttl = "" if s.reply.ttl is None else f"  ttl {s.reply.ttl}"
+    addresses = list(s.reply.addresses)
+    if len(addresses) > MAX_LISTED:
+        addresses[MAX_LISTED:] = [f"... ({len(s.reply.addresses)} addresses)"]
+    return f"{s.name} {s.qtype} via {s.server} ({ecs}{tcp}) -> {cname}{', '.join(addresses)}{ttl}"
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    method: str
+    url: str
+    address: str
+    port: int
+    status: int
+    reason: str
+    cache_status: str | None  # every Cache-Status field, joined
+    age: str | None
+    size: int
+    seconds: float
+    region: str | None
+    edge: str | None
+    dns_seconds: float | None = None  # only for the fetch that followed the query
+    failed: tuple[str, ...] = ()  # "ADDRESS:PORT: why" for addresses that refused
+
+
+def format_report(r: Result) -> str:
+    time_text = f"http {_ms(r.seconds)}"
+    if r.dns_seconds is not None:
+        time_text = f"dns {_ms(r.dns_seconds)}, {time_text}"
+    rows: list[tuple[str, str]] = [("skipped", f) for f in r.failed]
+    rows += [
+        ("region", r.region or "-"),
+        ("edge", f"{r.edge or '-'} ({hostport(r.address, r.port)})"),
+        ("status", f"{r.status} {r.reason}".rstrip()),
+        ("cache-status", r.cache_status or "-"),
+        ("age", r.age or "-"),
+        ("bytes", str(r.size)),
+        ("time", time_text),
+    ]
+    lines = [f"{r.method} {r.url}"]
+    lines += [f"  {label:<13} {value}" for label, value in rows]
+    return "\n".join(lines)
+
+
+Accept = Callable[[bytes], DnsReply | None]
+
+
+# -- DNS I/O --------------------------------------------------------------------------------------
+def _sockaddr(host: str, port: int, kind: socket.SocketKind) -> tuple[socket.AddressFamily,
+                                                                       tuple]:
+    try:
+        family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=kind)[0]
+    except socket.gaierror as exc:
+        raise FetchError(f"DNS server {host}: {exc.strerror}") from None
+    return family, sockaddr
+
+
+def query_udp(host: str, port: int, data: bytes, accept: Accept, timeout: float,
+              tries: int = TRIES) -> DnsReply | None:
+    """Send ``data`` over UDP up to ``tries`` times; the first reply ``accept`` takes, or None
+    after the last timeout. ``accept(bytes)`` returns a DnsReply or None (not ours)."""
+    family, sockaddr = _sockaddr(host, port, socket.SOCK_DGRAM)
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.connect(sockaddr)
+        for _ in range(tries):
+            sock.send(data)
+            deadline = time.monotonic() + timeout
+            while (left := deadline - time.monotonic()) > 0:
+                sock.settimeout(left)
+                try:
+                    packet = sock.recv(65535)
+                except TimeoutError:
+                    break
+                reply = accept(packet)
+                if reply is not None:
+                    return reply
+    return None
+
+
+def query_tcp(host: str, port: int, data: bytes, accept: Accept, timeout: float) -> DnsReply:
+    """The same query over TCP (RFC 7766 framing); replies ``accept`` rejects are skipped."""
+    family, sockaddr = _sockaddr(host, port, socket.SOCK_STREAM)
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(sockaddr)
+        sock.sendall(struct.pack("!H", len(data)) + data)
+        while True:
+            length = struct.unpack("!H", _recv_exactly(sock, 2))[0]
+            reply = accept(_recv_exactly(sock, length))
+            if reply is not None:
+                return reply
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+    out = bytearray()
+    while len(out) < n:
+        chunk = sock.recv(n - len(out))
+        if not chunk:
+            raise ConnectionResetError("the server closed the connection")
+        out += chunk
+    return bytes(out)
+
+
+def resolve(server: tuple[str, int], name: str, qtype: str, subnet: ClientSubnet | None,
+            timeout: float) -> DnsSummary:
+    host, port = server
+    where = hostport(host, port)
+    qid = random.randrange(1 << 16)
+    data = build_query(name, qtype, subnet, qid)
+
+    def accept(packet: bytes) -> DnsReply | None:
+        return parse_reply(packet, qid, name, qtype)
+
+    start = time.perf_counter()
+    transport = "udp"
+    try:
+        reply = query_udp(host, port, data, accept, timeout)
+    except ConnectionRefusedError:
+        raise FetchError(f"DNS: {where} refused the query (nothing listening on UDP)") from None
+    except OSError as exc:
+        raise FetchError(f"DNS: cannot query {where} over UDP: {exc.strerror or exc}") from None
+    if reply is None:
+        raise FetchError(f"DNS: no reply from {where} for {name} {qtype} "
+                         f"({TRIES} tries, {timeout:g} s each)")
+    if needs_tcp(reply):
+        transport = "tcp"
+        try:
+            reply = query_tcp(host, port, data, accept, timeout)
+        except TimeoutError:
+            raise FetchError(f"DNS: no reply from {where} over TCP for {name} {qtype} "
+                             f"within {timeout:g} s") from None
+        except (OSError, struct.error) as exc:
+            raise FetchError(f"DNS: TCP query to {where} (after TC=1) failed: "
+                             f"{getattr(exc, 'strerror', None) or exc}") from None
+    seconds = time.perf_counter() - start
+    check_reply(reply, where, name, qtype)
+    return DnsSummary(name, qtype, where, subnet, reply, transport, seconds)
+
+
+# -- HTTP I/O -------------------------------------------------------------------------------------
+@dataclass
+class Fetcher:
+    target: Target
+    method: str
+    headers: list[tuple[str, str]]
+    topology: Topology | None
+    session: aiohttp.ClientSession
+    failed: list[str] = field(default_factory=list)
+    where: str = ""  # ADDRESS:PORT of the latest request
+
+    async def once(self, address: str) -> tuple[Result, bytes]:
+        self.where = hostport(address, self.target.port)
+        url = f"http://{self.where}{self.target.path}"
+        headers = [("Host", self.target.host_header), ("User-Agent", USER_AGENT),
+                   *self.headers]
+        start = time.perf_counter()
+        async with self.session.request(self.method, url, headers=CIMultiDict(headers),
+                                        allow_redirects=False) as resp:
+            body = await resp.read()
+        seconds = time.perf_counter() - start
+        via = ", ".join(resp.headers.getall("Via", [])) or None
+        cache_status = ", ".join(resp.headers.getall("Cache-Status", [])) or None
+        region, edge = locate(self.topology, address, self.target.port, via, cache_status)
+        result = Result(self.method, self.target.url, address, self.target.port, resp.status,
+                        resp.reason or "", cache_status, resp.headers.get("Age"), len(body),
+                        seconds, region, edge)
+        return result, body
+
+    async def first(self, addresses: Sequence[str]) -> tuple[str, Result, bytes]:
+        """Try the addresses in order until one accepts the connection."""
+        for i, address in enumerate(addresses):
+            try:
+                result, body = await self.once(address)
+            except aiohttp.ClientConnectorError as exc:
+                errno = exc.os_error.errno
+                why = os.strerror(errno) if errno else str(exc.os_error)
+                self.failed.append(f"{hostport(address, self.target.port)}: {why}"
+                                   + ("; trying the next address"
+                                      if i + 1 < len(addresses) else ""))
+                continue
+            return address, result, body
+        raise FetchError(f"no address accepted a connection: {'; '.join(self.failed)}")
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    name = name.strip()
+    if not sep or not name or any(c in name for c in " \t\r\n"):
+        raise usage_error(f"-H must be 'Name: value', got {text!r}")
+    if "\r" in value or "\n" in value:
+        raise usage_error(f"-H value must be one line: {text!r}")
+    return name, value.strip()
+
+
+# -- the command ----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Options:
+    target: Target
+    server: tuple[str, int]
+    subnet: ClientSubnet | None
+    qtype: str
+    method: str
+    headers: list[tuple[str, str]]
+    repeat: int
+    body: bool
+    timeout: float
+    topology: Topology | None
+
+
+def options_from(args: argparse.Namespace) -> Options:
+    """Validate the command line (FetchError with code 2, ConfigError for the topology)."""
+    target = parse_url(args.url)
+    subnet = parse_client_ip(args.client_ip) if args.client_ip is not None else None
+    try:
+        server = host_port(args.dns, "--dns")
+    except ConfigError as exc:
+        raise usage_error(str(exc)) from None
+    if server[1] == 0:
+        raise usage_error("--dns: port must not be 0")
+    method = args.method.upper()
+    if not method.isascii() or not method.isalpha():
+        raise usage_error(f"-X: not an HTTP method: {args.method!r}")
+    if args.repeat < 1:
+        raise usage_error(f"--repeat must be at least 1, got {args.repeat}")
+    if not args.timeout > 0:
+        raise usage_error(f"--timeout must be greater than 0, got {args.timeout}")
+    headers = [parse_header(h) for h in args.header or []]
+    if any(n.lower() == "host" for n, _ in headers):
+        raise usage_error("-H: Host is taken from the URL")
+    config = args.config
+    if config is None and DEFAULT_CONFIG.is_file():
+        config = str(DEFAULT_CONFIG)
+    topology = load_topology(config) if config else None
+    return Options(target, server, subnet, "AAAA" if args.ipv6 else "A", method, headers,
+                   args.repeat, args.body, args.timeout, topology)
+
+
+async def _fetch_all(opts: Options, addresses: Sequence[str],
+                     dns_seconds: float | None) -> int:
+    timeout = aiohttp.ClientTimeout(total=opts.timeout)
+    connector = aiohttp.TCPConnector(limit=1, use_dns_cache=False)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout,
+                                     auto_decompress=False,
+                                     skip_auto_headers=("User-Agent",)) as session:
+        fetcher = Fetcher(opts.target, opts.method, opts.headers, opts.topology, session)
+        code = EXIT_OK
+        address = None
+        for i in range(opts.repeat):
+            try:
+                if address is None:
+                    address, result, body = await fetcher.first(addresses)
+                    result = dataclasses.replace(result, dns_seconds=dns_seconds,
+                                                 failed=tuple(fetcher.failed))
+                else:
+                    result, body = await fetcher.once(address)
+            except TimeoutError:
+                raise FetchError(f"HTTP: no complete response from {fetcher.where} "
+                                 f"within {opts.timeout:g} s") from None
+            except aiohttp.ClientError as exc:
+                where = fetcher.where
+                raise FetchError(f"HTTP: {opts.method} to {where} failed: "
+                                 f"{exc.__class__.__name__}: {exc}") from None
+            if i:
+                print()
+            print(format_report(result), flush=True)
+            if opts.body:
+                sys.stdout.buffer.write(body)
+                sys.stdout.flush()
+            if result.status >= 500:
+                code = EXIT_FAIL
+        return code
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    try:
+        opts = options_from(args)
+        literal = opts.target.literal
+        if literal is not None:
+            addresses: Sequence[str] = (str(literal),)
+            dns_seconds = None
+            print(f"{opts.target.host}: an IP address, no DNS query")
+        else:
+            summary = resolve(opts.server, opts.target.host, opts.qtype, opts.subnet,
+                              opts.timeout)
+            addresses, dns_seconds = summary.reply.addresses, summary.seconds
+            print(format_dns_line(summary))
+        sys.stdout.flush()
+        return asyncio.run(_fetch_all(opts, addresses, dns_seconds))
+    except FetchError as exc:
+        sys.stdout.flush()
+        print(f"geoedge fetch: {exc}", file=sys.stderr)
+        return exc.code
+
+
+__all__ = [
+    "DEFAULT_DNS",
+    "ClientSubnet",
+    "DnsReply",
+    "FetchError",
+    "Result",
+    "Target",
+    "build_query",
+    "format_dns_line",
+    "format_report",
+    "locate",
+    "needs_tcp",
+    "parse_client_ip",
+    "parse_reply",
+    "parse_url",
+    "redis_region",
+    "run_fetch",
+    "via_edge",
+]
