@@ -133,6 +133,9 @@ def _add_fetch(sub: argparse._SubParsersAction) -> None:
                        help="request method: GET (default), HEAD, PURGE, ...")
     fetch.add_argument("--repeat", type=int, default=1, metavar="N",
                        help="send N requests to the same address, one report each")
+    fetch.add_argument("--each", action="store_true",
+                       help="then fetch once through each other address of the answer "
+                            "(a region's other edges)")
     fetch.add_argument("--body", action="store_true",
                        help="print the response body after the report (default: its size)")
     fetch.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",

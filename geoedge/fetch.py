@@ -17,7 +17,8 @@ Rules:
 - HTTP: the answer's addresses are tried in order (a normal client takes the first); one that
   refuses the connection is reported and the next is tried. The request goes to
   ``http://ADDRESS:PORT/path?query`` with the URL's ``Host`` (``host[:port]`` as written).
-  ``--repeat N`` sends N requests through the address that answered.
+  ``--repeat N`` sends N requests through the address that answered; ``--each`` then sends
+  one more through each of the answer's other addresses (a region's other edges).
 - Naming: the edge that answered is found in the topology by address and port; else by the
   response's ``Via`` (``1.1 geoedge-NAME``, our edges' pseudonym) and its region in the
   topology, or else from a ``geoedge-REGION-redis`` Cache-Status member (a shared tier).
@@ -490,6 +491,7 @@ class Options:
     method: str
     headers: list[tuple[str, str]]
     repeat: int
+    each: bool
     body: bool
     timeout: float
     topology: Topology | None
@@ -520,7 +522,7 @@ def options_from(args: argparse.Namespace) -> Options:
         config = str(DEFAULT_CONFIG)
     topology = load_topology(config) if config else None
     return Options(target, server, subnet, "AAAA" if args.ipv6 else "A", method, headers,
-                   args.repeat, args.body, args.timeout, topology)
+                   args.repeat, args.each, args.body, args.timeout, topology)
 
 
 async def _fetch_all(opts: Options, addresses: Sequence[str],
@@ -533,14 +535,20 @@ async def _fetch_all(opts: Options, addresses: Sequence[str],
         fetcher = Fetcher(opts.target, opts.method, opts.headers, opts.topology, session)
         code = EXIT_OK
         address = None
-        for i in range(opts.repeat):
+        rounds = opts.repeat + (len(addresses) - 1 if opts.each else 0)
+        for i in range(rounds):
             try:
                 if address is None:
                     address, result, body = await fetcher.first(addresses)
                     result = dataclasses.replace(result, dns_seconds=dns_seconds,
                                                  failed=tuple(fetcher.failed))
-                else:
+                    others = list(addresses[addresses.index(address) + 1:])
+                elif i < opts.repeat:
                     result, body = await fetcher.once(address)
+                elif others:
+                    result, body = await fetcher.once(others.pop(0))
+                else:
+                    break
             except TimeoutError:
                 raise FetchError(f"HTTP: no complete response from {fetcher.where} "
                                  f"within {opts.timeout:g} s") from None

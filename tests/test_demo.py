@@ -10,8 +10,11 @@ back and the answers return to eu-west; no request made with a fresh answer fail
 from __future__ import annotations
 
 import http.client
+import re
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -114,17 +117,32 @@ def demo(tmp_path: Path):
     proc = DemoProcess(config)
     try:
         proc.wait_for(r"All 12 processes are up", 60)
-        yield proc, ports
+        yield proc, ports, config
     finally:
         proc.close()
 
 
+def geoedge_fetch(config: Path, dns_port: int, edge_port: int, *args: str) -> str:
+    """The real ``geoedge fetch`` as a GB client; its report (exit status must be 0)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "geoedge.cli", "fetch", "--config", str(config),
+         "--dns", f"127.0.0.1:{dns_port}", "--client-ip", "81.2.69.160",
+         f"http://www.example.test:{edge_port}/index.html", *args],
+        capture_output=True, text=True, timeout=30, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
 def test_region_failover_end_to_end(demo) -> None:
-    proc, ports = demo
+    proc, ports, config = demo
     pids = proc.pids()
     assert len(pids) == 12, proc.output
     assert set(answer(ports.dns)) == EU_WEST
-    assert fetch("127.0.2.1", ports.edge) == (200, "1.1 geoedge-eu-west-1")
+    report = geoedge_fetch(config, ports.dns, ports.edge, "--each")
+    assert re.search(r"region +eu-west\n +edge +eu-west-1 ", report), report
+    # the region's other edge finds it in the region's Redis
+    assert re.search(r"cache-status +geoedge-eu-west-redis; hit; ttl=\d+, geoedge-eu-west-2; "
+                     r"fwd=uri-miss", report), report
 
     # a client that asks GeoDNS afresh before every request, all the time
     failures: list[str] = []
@@ -156,8 +174,10 @@ def test_region_failover_end_to_end(demo) -> None:
                 moved = time.monotonic() - stopped
             time.sleep(0.05)
         assert moved is not None, "GeoDNS still answers eu-west 5 s after the region stopped"
+        report = geoedge_fetch(config, ports.dns, ports.edge)
+        assert re.search(r"region +us-east\n +edge +us-east-1 ", report), report
+        assert re.search(r"status +200 OK", report), report
         proc.wait_for(r"stopped eu-west-1, eu-west-2", 20)
-        assert fetch("127.0.1.1", ports.edge)[0] == 200
         with pytest.raises(OSError):
             fetch("127.0.2.1", ports.edge)
 
@@ -189,7 +209,7 @@ def test_region_failover_end_to_end(demo) -> None:
 
 
 def test_killing_the_supervisor_leaves_nothing_running(demo) -> None:
-    proc, _ = demo
+    proc = demo[0]
     pids = proc.pids()
     proc.proc.send_signal(signal.SIGKILL)
     proc.proc.wait(10)

@@ -228,6 +228,18 @@ def test_repeat_shows_miss_then_hit_with_age(cdn: Cdn, capsys):
     assert miss["bytes"] == hit["bytes"]
 
 
+def test_each_then_asks_every_other_edge_of_the_answer(cdn: Cdn, capsys):
+    run = fetch(capsys, *cdn.args("/index.html?case=each", "--client-ip", GB,
+                                  "--repeat", "2", "--each"))
+    assert run.code == 0, run.err
+    miss, hit, other = run.reports()
+    assert [r["edge"] for r in (miss, hit, other)] == [
+        f"eu-west-1 (127.0.2.1:{cdn.port})", f"eu-west-1 (127.0.2.1:{cdn.port})",
+        f"eu-west-2 (127.0.2.2:{cdn.port})"]
+    assert hit["cache-status"].startswith("geoedge-eu-west-1; hit")
+    assert other["cache-status"].startswith("geoedge-eu-west-2; fwd=uri-miss")  # no Redis here
+
+
 def test_host_header_and_extra_headers_reach_the_origin(cdn: Cdn, capsys):
     run = fetch(capsys, *cdn.args("/api/echo?case=host", "--client-ip", US, "--body",
                                   "-H", "X-Test: one", "-H", "Accept-Language: fr"))
