@@ -52,6 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_fetch(sub)
 
+    purge = sub.add_parser("purge", help="purge a URL, prefix or surrogate key on every edge",
+                           epilog="exit status: 0 when every edge confirmed, 1 when any did "
+                                  "not, 2 for usage or config errors")
+    purge.add_argument("--config", required=True, help="topology file (TOML)")
+    purge.add_argument("url", nargs="?", metavar="URL",
+                       help="absolute URL as clients ask for it: http://HOST[:PORT]/PATH")
+    purge.add_argument("--prefix", metavar="URL", help="every URL starting with this one")
+    purge.add_argument("--key", metavar="KEY", help="a surrogate key (Surrogate-Key/Cache-Tag)")
+    purge.add_argument("--soft", action="store_true",
+                       help="mark stale (revalidated on next use) instead of dropping")
+    purge.add_argument("--token", help="bearer token (default: the topology's edge.purge_token)")
+    purge.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS")
+
     demo = sub.add_parser("demo", help="run the local multi-region demo")
     demo.add_argument("--config", default="examples/demo.toml", help="topology file (TOML)")
     return parser
@@ -66,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "edge": _cmd_edge,
         "origin": _cmd_origin,
         "fetch": _cmd_fetch,
+        "purge": _cmd_purge,
     }
     try:
         return handlers[args.command](args)
@@ -140,6 +154,12 @@ def _add_fetch(sub: argparse._SubParsersAction) -> None:
                        help="print the response body after the report (default: its size)")
     fetch.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
                        help="per DNS try (one retry) and per HTTP request (default 5)")
+
+
+def _cmd_purge(args: argparse.Namespace) -> int:
+    from geoedge.purge import run_purge
+
+    return run_purge(args)
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:

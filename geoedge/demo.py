@@ -88,27 +88,26 @@ def table(topology: Topology, services: list[Service], sup: Supervisor) -> str:
 def tour(topology: Topology, config: str) -> str:
     dns = next((hp for hp in topology.dns.listen if ":" not in hp[0]), topology.dns.listen[0])
     at = f"@{dns[0]} -p {dns[1]}"
-    geo = topology.zones[0].geo[0].name.rstrip(".") if topology.zones and \
-        topology.zones[0].geo else "www.example.test"
+    zone = topology.zones[0] if topology.zones else None
+    geo = zone.geo[0].name.rstrip(".") if zone and zone.geo else "www.example.test"
     port = topology.edges[0].port if topology.edges else 8080
     url = f"http://{geo}:{port}"
     ge = _geoedge_command()
-    fetch = f"{ge} fetch --dns {dns[0]}:{dns[1]} --config {config}"
-    token = topology.cdn.edge.purge_token or "TOKEN"
-    eu = next((e for e in topology.edges if e.region == "eu-west"), None)
-    purge_at = f"{eu.ipv4}:{eu.port}" if eu and eu.ipv4 else f"EDGE:{port}"
+    dns_opt = "" if dns == ("127.0.0.1", 5353) else f" --dns {dns[0]}:{dns[1]}"
+    cfg_opt = "" if config == "examples/demo.toml" else f" --config {config}"
+    fetch = f"{ge} fetch{dns_opt}{cfg_opt}"
     return f"""\
 Try, from another terminal:
   dig {at} {geo} A +subnet=81.2.69.0/24 +short      # GB client -> eu-west
   dig {at} {geo} A +subnet=8.8.8.0/24 +short        # US client -> us-east
   dig {at} {geo} AAAA +subnet=1.0.16.0/24 +short    # JP client -> ap-southeast
-  {fetch} {url}/index.html --client-ip 81.2.69.160 --repeat 2
-  {fetch} {url}/index.html --client-ip 1.0.16.1
-  {fetch} {url}/api/time --client-ip 81.2.69.160
-  curl -X PURGE -H 'Authorization: Bearer {token}' -H 'Host: {geo}:{port}' http://{purge_at}/index.html
+  {fetch} {url}/index.html --client-ip 81.2.69.160 --repeat 2 --each
+        # miss, hit, then the region's other edge finds it in the region's Redis
+  {fetch} {url}/index.html --client-ip 1.0.16.1      # an Asian client
+  {ge} purge --config {config} {url}/index.html     # on every edge
   {ge} explain --config {config} 81.2.69.160
-Then type `stop eu-west` below and ask again as the GB client: GeoDNS moves it away within
-a few seconds; `start eu-west` brings the region back."""
+Then type `stop eu-west` below and fetch again as the GB client: GeoDNS moves it to us-east
+within a few seconds; `start eu-west` brings the region back."""
 
 
 async def _console(sup: Supervisor, topology: Topology, services: list[Service],

@@ -133,6 +133,13 @@ def geoedge_fetch(config: Path, dns_port: int, edge_port: int, *args: str) -> st
     return out.stdout
 
 
+def geoedge_purge(config: Path, edge_port: int) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "geoedge.cli", "purge", "--config", str(config),
+         f"http://www.example.test:{edge_port}/index.html"],
+        capture_output=True, text=True, timeout=30, check=False)
+
+
 def test_region_failover_end_to_end(demo) -> None:
     proc, ports, config = demo
     pids = proc.pids()
@@ -143,6 +150,14 @@ def test_region_failover_end_to_end(demo) -> None:
     # the region's other edge finds it in the region's Redis
     assert re.search(r"cache-status +geoedge-eu-west-redis; hit; ttl=\d+, geoedge-eu-west-2; "
                      r"fwd=uri-miss", report), report
+    # a purge reaches every edge (and, through them, every region's Redis)
+    purged = geoedge_purge(config, ports.edge)
+    assert purged.returncode == 0, purged.stdout
+    assert re.search(r"eu-west-1 .* purged 1\n", purged.stdout), purged.stdout
+    assert len(re.findall(r" purged \d+", purged.stdout)) == 6
+    report = geoedge_fetch(config, ports.dns, ports.edge, "--each")
+    assert re.search(r"cache-status +geoedge-eu-west-1; fwd=uri-miss; fwd-status=200; stored",
+                     report), report
 
     # a client that asks GeoDNS afresh before every request, all the time
     failures: list[str] = []
@@ -178,6 +193,9 @@ def test_region_failover_end_to_end(demo) -> None:
         assert re.search(r"region +us-east\n +edge +us-east-1 ", report), report
         assert re.search(r"status +200 OK", report), report
         proc.wait_for(r"stopped eu-west-1, eu-west-2", 20)
+        purged = geoedge_purge(config, ports.edge)  # an edge that misses a purge is an error
+        assert purged.returncode == 1, purged.stdout
+        assert re.search(r"eu-west-1 .* not reached", purged.stdout), purged.stdout
         with pytest.raises(OSError):
             fetch("127.0.2.1", ports.edge)
 
