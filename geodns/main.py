@@ -21,7 +21,7 @@ from geodns.engine import Engine
 from geodns.health import HealthChecker
 from geodns.server import DnsServer
 from geoedge.topology import Topology, load_topology
-from geoedge.validate import ConfigError
+from geoedge.validate import ConfigError, format_host_port
 
 log = logging.getLogger("geoedge.dns")
 
@@ -99,7 +99,7 @@ class Service:
 
 
 def _where(listen: list[tuple[str, int]]) -> str:
-    return ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in listen)
+    return ", ".join(format_host_port(h, p) for h, p in listen)
 
 
 async def serve(config_path: Path, engine: Engine, listen: list[tuple[str, int]],

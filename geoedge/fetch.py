@@ -49,6 +49,7 @@ from multidict import CIMultiDict
 
 from geoedge.topology import Topology, load_topology
 from geoedge.validate import ConfigError, host_port
+from geoedge.validate import format_host_port as hostport
 
 DEFAULT_DNS = "127.0.0.1:5353"
 DEFAULT_CONFIG = Path("examples/demo.toml")  # relative to the working directory
@@ -258,10 +259,6 @@ def locate(topology: Topology | None, address: str, port: int, via: str | None,
         except KeyError:
             pass
     return redis_region(cache_status), name
-
-
-def hostport(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def _ms(seconds: float) -> str:

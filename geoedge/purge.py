@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from geoedge.topology import Edge, Topology, load_topology
+from geoedge.validate import format_host_port
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -38,8 +39,7 @@ class PurgeRequest:
 
 
 def edge_address(edge: Edge) -> str:
-    host = edge.ipv4 or edge.ipv6 or "127.0.0.1"
-    return f"[{host}]:{edge.port}" if ":" in host else f"{host}:{edge.port}"
+    return format_host_port(edge.ipv4 or edge.ipv6 or "127.0.0.1", edge.port)
 
 
 def plan_purge(topology: Topology, kind: str, value: str, soft: bool) -> list[PurgeRequest]:

@@ -22,7 +22,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from geoedge.topology import Topology
-from geoedge.validate import ConfigError
+from geoedge.validate import ConfigError, format_host_port
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +41,6 @@ class Service:
     argv: tuple[str, ...]
     address: str    # for people: "127.0.1.1:8080"
     probe: Probe
-
-
-def _hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def redis_address(url: str, key: str) -> tuple[str, int]:
@@ -80,12 +76,12 @@ def plan(topology: Topology, config: Path, redis_binary: str | None, data_dir: P
                 (redis_binary, "--bind", host, "--port", str(port), "--save", "",
                  "--appendonly", "no", "--dir", str(workdir), "--loglevel", "warning",
                  "--protected-mode", "no"),
-                _hostport(host, port), Probe("redis", host, port)))
+                format_host_port(host, port), Probe("redis", host, port)))
     for origin in topology.cdn.origins:
         services.append(Service(
             origin.name, "origin", "", geoedge_argv("origin", "--config", cfg, "--name",
                                                     origin.name, "--log-level", "warning"),
-            _hostport(origin.host, origin.port),
+            format_host_port(origin.host, origin.port),
             Probe("http", origin.host, origin.port, "/healthz")))
     for rc in topology.regions:
         for edge in rc.edges:
@@ -94,17 +90,17 @@ def plan(topology: Topology, config: Path, redis_binary: str | None, data_dir: P
                 edge.name, "edge", rc.name,
                 geoedge_argv("edge", "--config", cfg, "--name", edge.name,
                              "--log-level", "warning"),
-                _hostport(host, edge.port),
+                format_host_port(host, edge.port),
                 Probe("http", edge.check_address, edge.port, topology.health.path)))
     listen = [hp for hp in topology.dns.listen if ipv6 or ":" not in hp[0]]
     if not listen:
         raise ConfigError("dns.listen", "no address this host can listen on (IPv6 only?)")
-    args = [a for host, port in listen for a in ("--listen", _hostport(host, port))]
+    args = [a for host, port in listen for a in ("--listen", format_host_port(host, port))]
     zone = topology.zones[0].origin if topology.zones else "."
     services.append(Service(
         "geodns", "dns", "", geoedge_argv("dns", "--config", cfg, *args,
                                           "--log-level", "warning"),
-        " ".join(_hostport(h, p) for h, p in listen) + " (udp+tcp)",
+        " ".join(format_host_port(h, p) for h, p in listen) + " (udp+tcp)",
         Probe("dns", listen[0][0], listen[0][1], zone)))
     return services
 

@@ -111,6 +111,11 @@ def ip_address(value: str, path: str, version: int | None = None) -> str:
     return str(addr)
 
 
+def format_host_port(host: str, port: int) -> str:
+    """``HOST:PORT``, or ``[V6]:PORT`` for an IPv6 address (the inverse of ``host_port``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def host_port(value: str, path: str) -> tuple[str, int]:
     """Parse ``HOST:PORT`` or ``[V6]:PORT``."""
     host, sep, port_text = value.rpartition(":")
