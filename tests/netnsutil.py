@@ -18,7 +18,8 @@ Rules:
   with them); ``Lab.create`` first destroys a stale lab with the same prefix (a crashed run).
 - ``availability()`` says why the lab cannot be built (not root, no ``ip``, ``ip netns add``
   refused); ``need_lab`` turns that into a skip, except that under CI (``CI`` set) a root run
-  with ``ip`` present fails instead, so the test really runs there.
+  with ``ip`` present fails instead, so the test really runs there. A lab that cannot be
+  completed (e.g. no veth support) is treated like a refused ``ip netns add``.
 - The test's client side runs on threads that entered core's namespace (``setns``), so
   dnspython, ``http.client`` and the supervisor's readiness probes reach every address; the
   processes are started by :class:`geoedge.supervisor.Supervisor` with ``ip netns exec NS``
@@ -102,9 +103,11 @@ def availability() -> tuple[str, bool] | None:
 def need_lab() -> None:
     """Skip (or, under CI as root with ``ip``, fail) when no lab can be built here."""
     problem = availability()
-    if problem is None:
-        return
-    reason, ci_may_skip = problem
+    if problem is not None:
+        skip_or_fail(*problem)
+
+
+def skip_or_fail(reason: str, ci_may_skip: bool = False) -> None:
     if os.environ.get("CI") and not ci_may_skip:
         pytest.fail(f"netns test cannot run under CI as root: {reason}")
     pytest.skip(reason)
