@@ -1,9 +1,11 @@
 """``python -m geoedge._child PARENT_PID CMD ...``: run CMD so that it dies with its parent.
 
 The demo's supervisor starts every process through this: on Linux it asks the kernel for
-SIGTERM when the parent goes away (``PR_SET_PDEATHSIG``, kept across ``exec``), so nothing is
-left running even if the supervisor itself is killed with SIGKILL. If the parent is already
-gone when this runs, the command is not started. Elsewhere it simply execs the command.
+SIGINT when the parent goes away (``PR_SET_PDEATHSIG``, kept across ``exec``), so nothing is
+left running even if the supervisor itself is killed with SIGKILL. SIGINT, not SIGTERM: every
+role stops at once on it (edges drain on SIGTERM, holding their ports for seconds). If the
+parent is already gone when this runs, the command is not started. Elsewhere it simply execs
+the command.
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ def main(argv: list[str]) -> int:
     parent, command = int(argv[0]), argv[1:]
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGINT), 0, 0, 0) != 0:
+            print(f"geoedge: prctl(PR_SET_PDEATHSIG) failed: {os.strerror(ctypes.get_errno())}",
+                  file=sys.stderr)
+            return 1
     if os.getppid() != parent:  # the parent died before prctl took effect
         return 1
     try:

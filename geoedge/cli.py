@@ -65,8 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument("--token", help="bearer token (default: the topology's edge.purge_token)")
     purge.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS")
 
-    demo = sub.add_parser("demo", help="run the local multi-region demo")
-    demo.add_argument("--config", default="examples/demo.toml", help="topology file (TOML)")
+    demo = sub.add_parser(
+        "demo", help="run the local multi-region demo",
+        description="Start and supervise every process of the topology on this machine: a "
+                    "Redis per region, the origins, the edges and GeoDNS. Once they are up, "
+                    "type on stdin: stop|start|kill PROCESS-or-REGION, status, help, quit. "
+                    "Ctrl-C stops everything.")
+    demo.add_argument("--config", default="examples/demo.toml",
+                      help="topology file (TOML; default: examples/demo.toml)")
     return parser
 
 

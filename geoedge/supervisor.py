@@ -5,28 +5,36 @@ Rules:
 - Processes start in the plan's order, one role at a time (Redis, origins, edges, GeoDNS);
   a role's processes start together and the next role starts once all of them pass their
   readiness probe. Each process's stdout and stderr go to ``<log_dir>/<name>.log``.
+- Before a process starts, its address must be free: a port someone else holds (another
+  demo, say) is a StartError naming it, not a probe answered by the wrong process. A process
+  counts as ready when its probe answers *and* it is still running.
 - Every process runs in its own process group (a terminal's Ctrl-C reaches only the
   supervisor, which then stops them in order) and through ``geoedge._child`` so it gets
-  SIGTERM if the supervisor dies without stopping it.
-- A process that exits before it was ever ready fails the start (:class:`StartError` with
-  the end of its log). A process that exits later, without being asked to, is reported and
-  restarted after a backoff (0.5 s doubling to 30 s; reset once it has run for a minute).
+  SIGINT (stop now) if the supervisor dies without stopping it.
+- A process that exits before it was ready fails its start (:class:`StartError` with the end
+  of its log) and is not restarted. A process that exits later, without being asked to, is
+  reported and restarted after a backoff (``backoff`` seconds doubling to 30 s; reset once it
+  has run for a minute). Each spawn has one watcher; a watcher whose process has been
+  replaced meanwhile (a console ``start`` during the backoff) does nothing more.
 - ``stop`` sends SIGTERM when ``graceful`` (edges then drain: ``/healthz`` turns 503 while
   they keep serving, so GeoDNS moves clients away first), SIGINT otherwise; a process still
   running after its grace period gets SIGKILL. Stopped processes are not restarted until
-  ``start`` is called for them again. ``stop_all`` stops everything in reverse order.
+  ``start`` is called for them again. ``stop_all`` stops everything in reverse order and
+  waits for every watcher.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from geoedge.probes import ready
@@ -50,11 +58,33 @@ class Running:
     proc: asyncio.subprocess.Process | None = None
     started: float = 0.0
     wanted: bool = False       # False once asked to stop: its exit is not a failure
-    was_ready: bool = False
+    was_ready: bool = False    # the current process passed its probe
     restarts: int = 0
     backoff: float = 0.5
-    watcher: asyncio.Task[None] | None = None
-    exited: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def next_backoff(current: float, lived: float, initial: float) -> tuple[float, float]:
+    """(delay before this restart, the delay after the next crash)."""
+    delay = initial if lived >= STABLE_AFTER else current
+    return delay, min(delay * 2, BACKOFF_MAX)
+
+
+def address_in_use(service: Service) -> bool:
+    """True when another process holds the service's port on its address (TCP, and UDP for
+    DNS). An address this host does not have here is not "in use": the process will say."""
+    probe = service.probe
+    family = socket.AF_INET6 if ":" in probe.host else socket.AF_INET
+    kinds = (socket.SOCK_STREAM, socket.SOCK_DGRAM) if probe.kind == "dns" else (
+        socket.SOCK_STREAM,)
+    for kind in kinds:
+        with socket.socket(family, kind) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
+            try:
+                s.bind((probe.host, probe.port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return True
+    return False
 
 
 def log_tail(path: Path, lines: int = 8) -> str:
@@ -67,14 +97,17 @@ def log_tail(path: Path, lines: int = 8) -> str:
 
 class Supervisor:
     def __init__(self, services: list[Service], log_dir: Path, report: Report,
-                 ready_timeout: float = 30.0, grace: float = 10.0) -> None:
+                 ready_timeout: float = 30.0, grace: float = 10.0,
+                 backoff: float = 0.5) -> None:
         self.services = services
         self.log_dir = log_dir
         self.report = report
         self.ready_timeout = ready_timeout
         self.grace = grace  # seconds a graceful stop may take (edges drain) before SIGKILL
-        self.running = {s.name: Running(s) for s in services}
+        self.backoff = backoff
+        self.running = {s.name: Running(s, backoff=backoff) for s in services}
         self.stopping = False
+        self.watchers: set[asyncio.Task[None]] = set()
 
     def log_path(self, service: Service) -> Path:
         return self.log_dir / f"{service.name}.log"
@@ -93,7 +126,12 @@ class Supervisor:
     # --- starting ---------------------------------------------------------------------------
 
     async def start_all(self) -> None:
-        """Start every service, role by role; raises StartError (after stopping them all)."""
+        """Start every service, role by role; raises StartError (after stopping them all).
+        Nothing starts while any address is taken."""
+        taken = [s for s in self.services if address_in_use(s)]
+        if taken:
+            raise StartError("in use by another process (another demo still running?): "
+                             + ", ".join(f"{s.address} ({s.name})" for s in taken))
         try:
             for group in self._groups():
                 await asyncio.gather(*(self.start(s) for s in group))
@@ -106,37 +144,51 @@ class Supervisor:
         run = self.running[service.name]
         if run.proc is not None and run.proc.returncode is None:
             return
+        if address_in_use(service):
+            raise StartError(f"{service.name}: {service.address} is in use by another "
+                             f"process (another demo still running?)")
         run.wanted = True
-        await self._spawn(run)
         began = time.monotonic()
-        await self._wait_ready(run)
-        run.was_ready = True
+        try:
+            proc = await self._spawn(run)
+        except OSError as exc:
+            raise StartError(f"{service.name}: cannot start: {exc}") from exc
+        await self._wait_ready(run, proc)
         self.report(f"  ok  {service.name:<18} {service.address}  "
                     f"({time.monotonic() - began:.1f} s)")
 
-    async def _spawn(self, run: Running) -> None:
+    async def _spawn(self, run: Running) -> asyncio.subprocess.Process:
         service = run.service
+        run.was_ready = False
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if service.role == "redis":
             workdir = service.argv[service.argv.index("--dir") + 1]
             Path(workdir).mkdir(parents=True, exist_ok=True)
         with self.log_path(service).open("ab") as log:
-            run.proc = await asyncio.create_subprocess_exec(
+            log.write(f"---- {time.strftime('%Y-%m-%d %H:%M:%S')} starting "
+                      f"{service.name}\n".encode())
+            log.flush()
+            proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "geoedge._child", str(os.getpid()), *service.argv,
                 stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
                 process_group=0)
+        run.proc = proc
         run.started = time.monotonic()
-        run.exited = asyncio.Event()
-        run.watcher = asyncio.get_running_loop().create_task(self._watch(run, run.proc))
+        watcher = asyncio.get_running_loop().create_task(self._watch(run, proc))
+        self.watchers.add(watcher)
+        watcher.add_done_callback(self.watchers.discard)
+        return proc
 
-    async def _wait_ready(self, run: Running) -> None:
+    async def _wait_ready(self, run: Running, proc: asyncio.subprocess.Process) -> None:
         service = run.service
         deadline = time.monotonic() + self.ready_timeout
-        while not await ready(service.probe):
-            if run.exited.is_set():
-                code = run.proc.returncode if run.proc else None
-                raise StartError(f"{service.name} exited with code {code} while starting; "
-                                 f"end of {self.log_path(service)}:\n"
+        while True:
+            if await ready(service.probe) and proc.returncode is None:
+                run.was_ready = True
+                return
+            if proc.returncode is not None:
+                raise StartError(f"{service.name} exited with code {proc.returncode} while "
+                                 f"starting; end of {self.log_path(service)}:\n"
                                  f"{log_tail(self.log_path(service))}")
             if time.monotonic() > deadline:
                 raise StartError(f"{service.name} not ready on {service.address} after "
@@ -147,29 +199,35 @@ class Supervisor:
 
     # --- watching -----------------------------------------------------------------------------
 
+    def _current(self, run: Running, proc: asyncio.subprocess.Process) -> bool:
+        """Whether ``proc`` is still the one to look after (not stopped, not replaced)."""
+        return not self.stopping and run.wanted and run.proc is proc
+
     async def _watch(self, run: Running, proc: asyncio.subprocess.Process) -> None:
         code = await proc.wait()
-        run.exited.set()
-        if self.stopping or not run.wanted or not run.was_ready:
-            return
+        if not self._current(run, proc) or not run.was_ready:
+            return  # asked to stop, replaced, or a failed start (its starter reports it)
         service = run.service
         lived = time.monotonic() - run.started
-        if lived >= STABLE_AFTER:
-            run.backoff = 0.5
-        delay = run.backoff
-        run.backoff = min(run.backoff * 2, BACKOFF_MAX)
+        delay, run.backoff = next_backoff(run.backoff, lived, self.backoff)
         run.restarts += 1
         self.report(f"!!  {service.name} exited with code {code} after {lived:.1f} s; "
                     f"restarting in {delay:.1f} s (restart #{run.restarts})\n"
                     f"{log_tail(self.log_path(service))}")
         await asyncio.sleep(delay)
-        if self.stopping or not run.wanted:
+        if not self._current(run, proc):
             return
-        await self._spawn(run)
         try:
-            await self._wait_ready(run)
+            fresh = await self._spawn(run)
+        except OSError as exc:
+            self.report(f"!!  {service.name} could not be restarted: {exc}")
+            return
+        try:
+            await self._wait_ready(run, fresh)
         except StartError as exc:
-            self.report(f"!!  {exc}")
+            if self._current(run, fresh):
+                self.report(f"!!  {exc}\n    not restarting it again: type "
+                            f"`start {service.name}` when it is fixed")
             return
         self.report(f"  ok  {service.name} is back on {service.address}")
 
@@ -198,11 +256,10 @@ class Supervisor:
         self.stopping = True
         for group in reversed(self._groups()):
             await asyncio.gather(*(self.stop(s, graceful=False) for s in group))
+        for watcher in list(self.watchers):
+            watcher.cancel()
+        await asyncio.gather(*self.watchers, return_exceptions=True)
         for run in self.running.values():
-            if run.watcher is not None:
-                run.watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await run.watcher
             if run.proc is not None and run.proc.returncode is None:  # spawned meanwhile
                 run.proc.kill()
                 await run.proc.wait()

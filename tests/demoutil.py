@@ -135,10 +135,18 @@ class DemoProcess:
         return self.proc.wait(timeout)
 
     def close(self) -> None:
+        """Stop it as a user would (Ctrl-C), killing it only if that does not work."""
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
         self._reader.join(5)
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
 def alive(pid: int) -> bool:

@@ -239,6 +239,24 @@ def test_killing_the_supervisor_leaves_nothing_running(demo) -> None:
 
 def test_a_process_that_cannot_start_stops_the_demo(tmp_path: Path) -> None:
     config, ports = demo_config(tmp_path)
+    config.write_text(config.read_text().replace(
+        f'root = "{DEMO.parent / "content"}"', f'root = "{tmp_path / "missing"}"'))
+    proc = DemoProcess(config)
+    try:
+        assert proc.proc.wait(60) == 1
+    finally:
+        proc.close()
+    out = proc.output
+    assert re.search(r"origin-\d exited with code 2 while starting", out), out
+    assert "missing" in out  # the end of its log says why
+    # what had started (the Redis servers) was stopped again
+    for region in (1, 2, 3):
+        with socket.socket() as s:
+            assert s.connect_ex((f"127.0.{region}.10", ports.redis)) != 0
+
+
+def test_a_taken_address_stops_the_demo_before_anything_starts(tmp_path: Path) -> None:
+    config, ports = demo_config(tmp_path)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", ports.dns))  # GeoDNS cannot listen
         proc = DemoProcess(config)
@@ -247,13 +265,9 @@ def test_a_process_that_cannot_start_stops_the_demo(tmp_path: Path) -> None:
         finally:
             proc.close()
     out = proc.output
-    assert "geodns exited with code 2 while starting" in out, out
-    assert "cannot listen" in out
-    # everything that had started was stopped again
-    for port in (ports.edge, ports.origin):
-        with socket.socket() as s:
-            assert s.connect_ex(("127.0.2.1" if port == ports.edge else "127.0.1.11",
-                                 port)) != 0
+    assert (f"in use by another process (another demo still running?): "
+            f"127.0.0.1:{ports.dns} (udp+tcp) (geodns)") in out, out
+    assert " ok " not in out  # nothing was started
 
 
 def test_bad_config_exits_2(tmp_path: Path) -> None:

@@ -45,14 +45,15 @@ def test_bad_plans(kind: str, value: str, message: str) -> None:
     ([], "give exactly one of URL, --prefix URL, --key KEY"),
     ([URL, "--key", "html"], "give exactly one of"),
     (["/index.html"], "URL must be absolute"),
+    (["--key", "html", "--timeout", "-1"], "--timeout must be greater than 0"),
 ])
 def test_usage_errors_exit_2(args: list[str], message: str, capsys) -> None:
     assert main(["purge", "--config", str(DEMO), *args]) == 2
-    assert message in capsys.readouterr().out
+    assert message in capsys.readouterr().err
 
 
 def test_no_token_exits_2(tmp_path, capsys) -> None:
     config = tmp_path / "demo.toml"
     config.write_text(DEMO.read_text().replace('purge_token = "demo-purge-token"', ""))
     assert main(["purge", "--config", str(config), "--key", "html"]) == 2
-    assert "no token" in capsys.readouterr().out
+    assert "no token" in capsys.readouterr().err
