@@ -38,20 +38,22 @@ from geodata import GeoReader, embedded_database_path
 from geodns.engine import Engine
 from geoedge.cli import main
 from geoedge.fetch import (
-    DnsReply,
-    DnsSummary,
-    FetchError,
     Result,
-    build_query,
     format_dns_line,
     format_report,
     locate,
-    needs_tcp,
-    parse_client_ip,
-    parse_reply,
     parse_url,
     redis_region,
     via_edge,
+)
+from geoedge.fetcherror import FetchError
+from geoedge.stubdns import (
+    DnsReply,
+    DnsSummary,
+    build_query,
+    needs_tcp,
+    parse_client_ip,
+    parse_reply,
 )
 from geoedge.topology import load_topology, parse_topology
 from origin.app import create_app
