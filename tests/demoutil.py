@@ -70,10 +70,10 @@ def demo_config(tmp_path: Path) -> tuple[Path, DemoPorts]:
 class DemoProcess:
     """``geoedge demo --config PATH`` with its console on a pipe."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, stdin: int = subprocess.PIPE) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "geoedge.cli", "demo", "--config", str(config)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, bufsize=1)
         self.lines: list[str] = []
         self.ended = False

@@ -10,6 +10,8 @@ back and the answers return to eu-west; no request made with a fresh answer fail
 from __future__ import annotations
 
 import http.client
+import os
+import pty
 import re
 import signal
 import socket
@@ -224,6 +226,27 @@ def test_region_failover_end_to_end(demo) -> None:
     assert proc.interrupt() == 0
     assert "geoedge demo: stopped" in proc.output
     assert [n for n, pid in pids.items() if alive(pid)] == []
+
+
+def test_a_terminal_is_left_blocking(tmp_path: Path) -> None:
+    """asyncio makes the console's stdin non-blocking; a terminal shares that flag with the
+    shell, which must get it back as it was."""
+    config, _ = demo_config(tmp_path)
+    master, terminal = pty.openpty()
+    try:
+        assert os.get_blocking(terminal)
+        proc = DemoProcess(config, stdin=terminal)
+        try:
+            proc.wait_for(r"Type here:", 60)
+            os.write(master, b"status\n")
+            proc.wait_for(r"\bgeodns\b.*\bup\b", 10, since=len(proc.lines))
+            assert proc.interrupt() == 0
+        finally:
+            proc.close()
+        assert os.get_blocking(terminal)
+    finally:
+        os.close(master)
+        os.close(terminal)
 
 
 def test_killing_the_supervisor_leaves_nothing_running(demo) -> None:
