@@ -43,6 +43,7 @@ import dns.rdatatype
 import pytest
 from dnsutil import (
     DEMO,
+    UDP_LOOPS,
     DnsProcess,
     ServerThread,
     addresses,
@@ -51,6 +52,7 @@ from dnsutil import (
     ecs_scope,
     query,
     wait_for,
+    with_udp_loop,
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -873,9 +875,9 @@ def server_errors(caplog) -> list[str]:
             if r.levelno >= logging.WARNING and r.name.startswith(("geoedge", "asyncio"))]
 
 
-@pytest.fixture(scope="module")
-def server():
-    srv = ServerThread(demo_engine(), idle_timeout=0.5).start()
+@pytest.fixture(scope="module", params=UDP_LOOPS)
+def server(request):
+    srv = ServerThread(demo_engine(), idle_timeout=0.5, udp_loop=request.param).start()
     yield srv
     srv.stop()
 
@@ -1172,12 +1174,14 @@ def test_stop_with_an_open_tcp_connection_logs_no_error(caplog):
 
 
 # == 4. the real ``geoedge dns`` process =========================================================
-def test_geoedge_dns_process_survives_garbage(tmp_path):
+@pytest.mark.parametrize("loop", UDP_LOOPS)
+def test_geoedge_dns_process_survives_garbage(tmp_path, loop):
     config = tmp_path / "topology.toml"
     text = demo_text(1, watch_interval=3600,
                      health='path = "/healthz"\ninterval = 60.0\ntimeout = 1.0\nrise = 2\n'
                             'fall = 100')  # edges stay up for the whole test
-    config.write_text(text.replace("tcp_idle_timeout = 10.0", "tcp_idle_timeout = 1.0"))
+    text = with_udp_loop(text.replace("tcp_idle_timeout = 10.0", "tcp_idle_timeout = 1.0"), loop)
+    config.write_text(text)
     proc = DnsProcess(config)
     try:
         rng = random.Random(31337)
