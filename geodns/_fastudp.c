@@ -23,6 +23,14 @@
      answers the rest of that batch and returns None, and the caller checks whether it is
      stopping. Receive errors other than EINTR/EAGAIN raise OSError.
 
+   scan_common(data) is geodns/wire.py's parse_common (the usual query: one plain question, at
+   most an OPT with at most one valid ECS option) as a flat tuple, for the Python miss path:
+   (id, flags, question, qname, qtype, qclass, udp_size, version, do, family, source, address),
+   with udp_size -1 when there is no OPT and family 0 when there is no ECS; None for anything
+   else (parse_query then parses it in full and decides). Same rules, same results: the tests
+   compare it with the Python function on table-driven and random packets. It reads only
+   within the bytes object's length.
+
    Buffers and references: a response's iovecs point into the receive buffer (the ID) and into a
    bytes object (the cached value or the callback's result). Each such bytes object is held by a
    strong reference in `keep` from the moment it is chosen until its batch has been sent, so a
@@ -302,11 +310,108 @@ serve(PyObject *module, PyObject *args, PyObject *kwargs)
     Py_RETURN_NONE;
 }
 
+static unsigned int
+u16(const unsigned char *p)
+{
+    return ((unsigned int)p[0] << 8) | p[1];
+}
+
+/* End of an uncompressed name starting at pos, or -1 (see wire.py's _scan_plain_name). */
+static Py_ssize_t
+scan_plain_name(const unsigned char *d, Py_ssize_t n, Py_ssize_t pos)
+{
+    Py_ssize_t start = pos;
+    while (pos < n) {
+        unsigned int length = d[pos];
+        if (length == 0)
+            return pos + 1 - start <= 255 ? pos + 1 : -1;
+        if (length > 63)
+            return -1;
+        pos += (Py_ssize_t)length + 1;
+    }
+    return -1;
+}
+
+static PyObject *
+scan_common(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    if (!PyBytes_Check(arg))
+        return PyErr_Format(PyExc_TypeError, "scan_common() needs bytes, not %.100s",
+                            Py_TYPE(arg)->tp_name);
+    const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(arg);
+    Py_ssize_t n = PyBytes_GET_SIZE(arg);
+    if (n < 17)
+        Py_RETURN_NONE;
+    unsigned int id = u16(d), flags = u16(d + 2), qd = u16(d + 4), an = u16(d + 6),
+                 ns = u16(d + 8), ar = u16(d + 10);
+    if ((flags & 0x8000) || qd != 1 || an || ns || ar > 1)
+        Py_RETURN_NONE;
+    Py_ssize_t end = scan_plain_name(d, n, 12);
+    if (end < 0 || end + 4 > n)
+        Py_RETURN_NONE;
+    unsigned int qtype = u16(d + end), qclass = u16(d + end + 2);
+    Py_ssize_t pos = end + 4;
+    long udp_size = -1, version = 0, dnssec_ok = 0, family = 0, source = 0;
+    Py_ssize_t addr_at = 0, addr_len = 0;
+    if (!ar) {
+        if (pos != n)
+            Py_RETURN_NONE;
+    } else {
+        if (pos + 11 > n)
+            Py_RETURN_NONE;
+        const unsigned char *opt = d + pos;
+        unsigned int rtype = u16(opt + 1), rclass = u16(opt + 3), rdlen = u16(opt + 9);
+        unsigned long ttl = ((unsigned long)u16(opt + 5) << 16) | u16(opt + 7);
+        if (opt[0] || rtype != 41 || pos + 11 + (Py_ssize_t)rdlen != n)
+            Py_RETURN_NONE;
+        if (rdlen) {
+            if (rdlen < 4)
+                Py_RETURN_NONE;
+            unsigned int code = u16(opt + 11), length = u16(opt + 13);
+            if (code != 8 || length + 4 != rdlen)
+                Py_RETURN_NONE;
+            /* the ECS option's data: d[pos + 15 .. n), `length` bytes */
+            const unsigned char *ecs = opt + 15;
+            if (length < 4)
+                Py_RETURN_NONE;
+            family = (long)u16(ecs);
+            source = ecs[2];
+            if (family != 1 && family != 2)
+                Py_RETURN_NONE;
+            if (source > (family == 1 ? 32 : 128))
+                Py_RETURN_NONE;
+            addr_at = pos + 15 + 4;
+            addr_len = (Py_ssize_t)length - 4;
+            if (addr_len != (source + 7) / 8)
+                Py_RETURN_NONE;
+            if ((source % 8) && (d[addr_at + addr_len - 1] & (0xFF >> (source % 8))))
+                Py_RETURN_NONE;
+        }
+        udp_size = rclass > 512 ? (long)rclass : 512;
+        version = (long)((ttl >> 16) & 0xFF);
+        dnssec_ok = (ttl & 0x8000) != 0;
+    }
+    PyObject *qname = PyBytes_FromStringAndSize(NULL, end - 12);
+    if (qname == NULL)
+        return NULL;
+    char *lower = PyBytes_AS_STRING(qname);
+    for (Py_ssize_t i = 12; i < end; i++) /* bytes.lower(): ASCII letters only */
+        lower[i - 12] = (char)(d[i] >= 'A' && d[i] <= 'Z' ? d[i] + 32 : d[i]);
+    return Py_BuildValue("(IIy#NIIllNlly#)", id, flags, (const char *)d + 12,
+                         (Py_ssize_t)(pos - 12), qname, qtype, qclass, udp_size, version,
+                         PyBool_FromLong(dnssec_ok), family, source, (const char *)d + addr_at,
+                         addr_len);
+}
+
 static PyMethodDef methods[] = {
     {"serve", (PyCFunction)(void (*)(void))serve, METH_VARARGS | METH_KEYWORDS,
      "serve(fd, cache_of, answer, send_failed, batch=64)\n--\n\n"
      "Serve one blocking UDP socket until it is shut down (see the module's source for the "
      "rules)."},
+    {"scan_common", scan_common, METH_O,
+     "scan_common(data)\n--\n\n"
+     "geodns.wire.parse_common's fields as a flat tuple, or None (see the module's source)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -17,7 +17,12 @@ Rules:
   ``packed`` (question + ranking -> wire answer) and ``wire_udp``/``wire_tcp`` (query bytes
   after the ID -> response bytes after the ID). The health-dependent ones are replaced by new
   dicts on every health change, so a thread that computed an answer against old health can only
-  write it into a dict nobody reads any more. All are bounded (flushed when full).
+  write it into a dict nobody reads any more. All are bounded: flushed when full, except the
+  wire caches, which keep two generations (``wire_udp`` and ``wire_udp_old``, each at most
+  ``cache_size`` entries): when the current one is full it becomes the old one (the previous old
+  one is dropped), and a hit in the old one is copied into the current one. So queries that are
+  never asked again (random names, as in a random-subdomain flood) cannot flush the answers that
+  are asked all the time; a full flush would send all of those through the slow path again.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from geodns.answer import (
     nxdomain_fast,
     pack_answer,
 )
-from geodns.wire import Drop, Ecs, Edns, FormErr, Query, parse_query
+from geodns.wire import Drop, Ecs, Edns, FormErr, Query, c_parse_common, parse_common, parse_query
 from geodns.zonedata import ZoneSet, compile_zone
 from geoedge.topology import Topology
 from geoedge.zoneconfig import GeoName
@@ -80,6 +85,10 @@ class Engine:
         self.fingerprint: tuple = ()  # the loaded files' identity, for the reload watcher
         self.wire_udp: dict[bytes, bytes | dict[str, bytes]] = {}
         self.wire_tcp: dict[bytes, bytes | dict[str, bytes]] = {}
+        # the usual query's parser: the C scanner with the fast path on and built (same results)
+        self.parse_common = (topology.dns.udp_fast_path and c_parse_common()) or parse_common
+        self.wire_udp_old: dict[bytes, bytes | dict[str, bytes]] = {}
+        self.wire_tcp_old: dict[bytes, bytes | dict[str, bytes]] = {}
 
     # -- health -------------------------------------------------------------------------------
     def set_health(self, health: Mapping[str, bool]) -> None:
@@ -88,6 +97,8 @@ class Engine:
         self.packed = {}
         self.wire_udp = {}
         self.wire_tcp = {}
+        self.wire_udp_old = {}
+        self.wire_tcp_old = {}
 
     def region_up(self, region: str) -> bool:
         health = self.health
@@ -162,6 +173,10 @@ class Engine:
         cache = self.wire_tcp if tcp else self.wire_udp
         key = data[2:]
         hit = cache.get(key)
+        if hit is None:
+            hit = (self.wire_tcp_old if tcp else self.wire_udp_old).get(key)
+            if hit is not None:  # asked again: into the current generation
+                self._store(cache, key, hit, tcp)
         if hit is not None:
             if hit.__class__ is bytes:
                 return data[:2] + hit
@@ -173,16 +188,28 @@ class Engine:
             if per_client:
                 if hit is None or hit.__class__ is bytes:
                     hit = {}
-                    self._remember(cache, key, hit)
+                    self._store(cache, key, hit, tcp)
                 self._remember(hit, client_ip, response[2:])
             else:
-                self._remember(cache, key, response[2:])
+                self._store(cache, key, response[2:], tcp)
         return response
+
+    def _store(self, cache: dict, key: bytes, value: bytes | dict[str, bytes], tcp: bool) -> None:
+        """Put an answer into ``cache``, the current wire generation when ``respond`` began."""
+        if len(cache) >= self.cache_size:
+            if tcp and cache is self.wire_tcp:
+                self.wire_tcp_old, self.wire_tcp = cache, {}
+            elif not tcp and cache is self.wire_udp:
+                self.wire_udp_old, self.wire_udp = cache, {}
+            else:  # replaced meanwhile (a health change): nobody reads it any more
+                return
+            cache = self.wire_tcp if tcp else self.wire_udp
+        cache[key] = value
 
     def respond_uncached(self, data: bytes, client_ip: str, tcp: bool) -> tuple[bytes | None, bool]:
         """(response, whether it depends on the client's own address)."""
         try:
-            q = parse_query(data)
+            q = parse_query(data, self.parse_common)
         except Drop:
             return None, False
         except FormErr as err:

@@ -414,3 +414,52 @@ def test_health_change_is_seen_by_the_c_loop():
 
 def test_server_defaults_to_the_fast_path():
     assert DnsServer(demo_engine(), []).udp_fast_path is True
+
+
+# -- the wire cache's two generations (what the C loop reads) ------------------------------------
+def test_random_names_do_not_flush_the_answers_asked_again(monkeypatch):
+    engine = demo_engine()
+    engine.cache_size = 16
+    hot = [qwire("www.example.test", t, 1, s) for s in ("81.2.69.0/24", "8.8.8.0/24")
+           for t in ("A", "AAAA")]
+    slow: list[bytes] = []
+    uncached = engine.respond_uncached
+    monkeypatch.setattr(engine, "respond_uncached",
+                        lambda d, c, t: (slow.append(d), uncached(d, c, t))[1])
+    for wire in hot:
+        engine.respond(wire, CLIENT)
+    for i in range(200):  # never asked again; the hot queries are asked now and then
+        engine.respond(qwire(f"r{i}.example.test", "A", 2), CLIENT)
+        if i % 10 == 0:
+            for wire in hot:
+                engine.respond(wire, CLIENT)
+        assert len(engine.wire_udp) <= 16 and len(engine.wire_udp_old) <= 16
+    assert [d for d in slow if d in hot] == hot  # each computed once, never again
+    for wire in hot:  # and the C loop's dict holds them again after being asked
+        engine.respond(wire, CLIENT)
+        assert isinstance(engine.wire_udp.get(wire[2:]), bytes)
+
+
+def test_health_change_empties_both_generations():
+    engine = demo_engine()
+    engine.cache_size = 16
+    for i in range(40):
+        engine.respond(qwire(f"r{i}.example.test"), CLIENT)
+    assert engine.wire_udp and engine.wire_udp_old
+    engine.set_health({"eu-west-1": False})
+    assert not engine.wire_udp and not engine.wire_udp_old
+    assert not engine.wire_tcp and not engine.wire_tcp_old
+
+
+def test_engine_parser_follows_the_switch(tmp_path):
+    """``udp_fast_path = false`` means no C at all: the engine parses with the Python code."""
+    from dnsutil import DEMO, with_udp_loop
+
+    from geodns.main import load_engine
+    from geodns.wire import parse_common
+
+    config = tmp_path / "demo.toml"
+    config.write_text(with_udp_loop(DEMO.read_text(), "python"))
+    assert load_engine(config).parse_common is parse_common
+    if FAST_UDP_BUILT:
+        assert demo_engine().parse_common is not parse_common

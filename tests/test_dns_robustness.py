@@ -43,6 +43,7 @@ import dns.rdatatype
 import pytest
 from dnsutil import (
     DEMO,
+    NOT_BUILT,
     UDP_LOOPS,
     DnsProcess,
     ServerThread,
@@ -59,6 +60,7 @@ from hypothesis import strategies as st
 
 from geodns.engine import Engine
 from geodns.main import load_engine
+from geodns.wire import c_parse_common, parse_common
 
 HDR = struct.Struct("!HHHHHH")
 LEN = struct.Struct("!H")
@@ -867,6 +869,58 @@ def test_malformed_query_with_another_opcode_is_notimp(engine):
     packet = header(0xFFFF, RD | CD | (2 << 11), 1, 1) + Q_WWW
     raw = engine.respond(packet, CLIENT)
     assert raw[:4] == b"\xff\xff" + LEN.pack(QR | RD | CD | (2 << 11) | NOTIMP)
+
+
+# == 2b. the C scanner (geodns/_fastudp.c scan_common) against wire.parse_common ==============
+C_COMMON = c_parse_common()
+needs_c = pytest.mark.skipif(C_COMMON is None, reason=NOT_BUILT)
+
+
+def same_parse(data: bytes) -> None:
+    assert C_COMMON is not None
+    assert C_COMMON(data) == parse_common(data), data.hex()
+
+
+@needs_c
+@fast(1500)
+@given(data=st.one_of(packets(), st.binary(max_size=300),
+                      st.binary(min_size=12, max_size=300).map(as_query)))
+def test_c_scanner_matches_python(data):
+    same_parse(data)
+
+
+@needs_c
+@pytest.mark.parametrize("packet", [pytest.param(c.values[0], id=c.id) for c in TABLE])
+def test_c_scanner_matches_python_on_the_table(packet):
+    same_parse(packet)
+
+
+@needs_c
+@pytest.mark.parametrize("base", BASES, ids=BASE_IDS)
+def test_c_scanner_matches_python_on_every_truncation_and_bit_flip(base):
+    for n in range(len(base) + 1):
+        same_parse(base[:n])
+    for bit in range(8 * len(base)):
+        same_parse(mutate(base, "flip", bit, 0))
+
+
+ECS_EDGES = [  # (family, source, address): valid ones and every rule of _parse_ecs broken
+    (1, 0, b""), (1, 24, bytes([81, 2, 69])), (1, 32, bytes(4)), (1, 33, bytes(5)),
+    (2, 128, bytes(16)), (2, 129, bytes(17)), (2, 48, bytes(6)), (3, 8, b"\x01"),
+    (0, 0, b""), (1, 23, bytes([81, 2, 69])), (1, 23, bytes([81, 2, 68])), (1, 24, bytes(2)),
+    (1, 24, bytes(4)), (1, 1, b"\x80"), (1, 1, b"\x40"), (2, 7, b"\xfe"), (2, 7, b"\xff"),
+]
+
+
+@needs_c
+@pytest.mark.parametrize(("family", "source", "address"), ECS_EDGES)
+@pytest.mark.parametrize("payload", [0, 511, 512, 513, 4096, 65535])
+def test_c_scanner_matches_python_on_ecs_edges(family, source, address, payload):
+    packet = q(Q_WWW, opt(ecs(family, source, address), payload=payload), ar=1)
+    same_parse(packet)
+    same_parse(q(Q_WWW, opt(option(8, b"\x00\x01\x18")), ar=1))  # shorter than 4 octets
+    same_parse(q(Q_WWW, opt(ecs(1, 24, bytes([81, 2, 69])) + option(12, b"")), ar=1))
+    assert C_COMMON(q(Q_WWW, opt(do=True, version=3), ar=1)) is not None
 
 
 # == 3. real sockets ===========================================================================
