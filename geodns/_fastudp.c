@@ -31,12 +31,13 @@
    compare it with the Python function on table-driven and random packets. It reads only
    within the bytes object's length.
 
-   Buffers and references: a response's iovecs point into the receive buffer (the ID) and into a
-   bytes object (the cached value or the callback's result). Each such bytes object is held by a
-   strong reference in `keep` from the moment it is chosen until its batch has been sent, so a
-   callback that clears or replaces the cache, or another thread, cannot free it while the GIL
-   is released for sendmmsg(). Bytes objects are immutable, so reading them without the GIL is
-   safe. */
+   Buffers and references: a cached answer is copied, while the GIL is held, behind the ID in
+   its datagram's own receive buffer (the datagram has been looked up already and is not read
+   again; 2 + its size always fits in the 65535 bytes, else the next rule applies). Any other
+   response's iovec points into a bytes object (the callback's result), held by a strong
+   reference in `keep` from the moment it is chosen until its batch has been sent, so nothing
+   can free it while the GIL is released for sendmmsg(). Bytes objects are immutable, so reading
+   them without the GIL is safe. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
@@ -120,21 +121,32 @@ receive(int fd, Batch *b, int batch)
     }
 }
 
-/* Queue `response` (a new reference, handed over to b->keep) for datagram i; with `id` set,
-   the datagram's own ID goes first. */
+/* Queue the answer to datagram i. A cached answer (`with_id`: the datagram's ID goes first) is
+   copied behind the ID into the datagram's own buffer, which is no longer needed: one iovec,
+   and nothing to keep alive. Otherwise the iovecs point into `response`, and the reference
+   (a new one, handed over) is kept in b->keep until the batch is sent. */
 static void
 queue(Batch *b, int i, PyObject *response, int with_id)
 {
     int k = b->nout++;
     struct iovec *iov = b->out_iov[k];
+    size_t size = (size_t)PyBytes_GET_SIZE(response);
     int n = 0;
-    if (with_id) {
+    if (with_id && size <= DGRAM_MAX - ID_LEN) {
+        memcpy((char *)b->in_iov[i].iov_base + ID_LEN, PyBytes_AS_STRING(response), size);
         iov[n].iov_base = b->in_iov[i].iov_base;
-        iov[n++].iov_len = ID_LEN;
+        iov[n++].iov_len = ID_LEN + size;
+        b->keep[k] = NULL;
+    } else {
+        if (with_id) {
+            Py_INCREF(response);
+            iov[n].iov_base = b->in_iov[i].iov_base;
+            iov[n++].iov_len = ID_LEN;
+        }
+        iov[n].iov_base = PyBytes_AS_STRING(response);
+        iov[n++].iov_len = size;
+        b->keep[k] = response;
     }
-    iov[n].iov_base = PyBytes_AS_STRING(response);
-    iov[n++].iov_len = (size_t)PyBytes_GET_SIZE(response);
-    b->keep[k] = response;
     memset(&b->out[k], 0, sizeof b->out[k]);
     b->out[k].msg_hdr.msg_name = &b->addr[i];
     b->out[k].msg_hdr.msg_namelen = b->in[i].msg_hdr.msg_namelen;
@@ -178,7 +190,7 @@ send_queued(int fd, Batch *b, PyObject *send_failed)
         done++;
     }
     for (int k = 0; k < b->nout; k++)
-        Py_DECREF(b->keep[k]);
+        Py_XDECREF(b->keep[k]);
     b->nout = 0;
 }
 
@@ -248,8 +260,7 @@ answer_batch(int fd, Batch *b, int n, PyObject *cache_of, PyObject *answer,
             }
         }
         if (value != NULL && PyBytes_CheckExact(value)) {
-            Py_INCREF(value); /* the cache may drop it before the batch is sent */
-            queue(b, i, value, 1);
+            queue(b, i, value, 1); /* borrowed: copied, or a reference taken */
         } else if (answer_in_python(b, i, answer) < 0) {
             failed = 1;
         }

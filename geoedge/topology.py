@@ -72,7 +72,7 @@ class DnsSettings:
     tcp_idle_timeout: float = 10.0
     max_udp_payload: int = 1232
     answer_cache_size: int = 100_000
-    udp_fast_path: bool = True  # the C UDP loop when it is built (read at start-up only)
+    udp_fast_path: bool = True  # geodns/_fastudp.c when it is built (read at start-up only)
 
 
 @dataclass(frozen=True, slots=True)
