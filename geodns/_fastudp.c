@@ -23,13 +23,13 @@
      answers the rest of that batch and returns None, and the caller checks whether it is
      stopping. Receive errors other than EINTR/EAGAIN raise OSError.
 
-   scan_common(data) is geodns/wire.py's parse_common (the usual query: one plain question, at
-   most an OPT with at most one valid ECS option) as a flat tuple, for the Python miss path:
+   scan_common(data) is query_fields(parse_common(data)) of geodns/wire.py (the usual query: one
+   plain question, at most an OPT with at most one valid ECS option) for the Python miss path:
    (id, flags, question, qname, qtype, qclass, udp_size, version, do, family, source, address),
    with udp_size -1 when there is no OPT and family 0 when there is no ECS; None for anything
    else (parse_query then parses it in full and decides). Same rules, same results: the tests
-   compare it with the Python function on table-driven and random packets. It reads only
-   within the bytes object's length.
+   compare the two on table-driven and random packets. It reads only within the bytes object's
+   length.
 
    Buffers and references: a cached answer is copied, while the GIL is held, behind the ID in
    its datagram's own receive buffer (the datagram has been looked up already and is not read

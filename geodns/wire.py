@@ -17,9 +17,10 @@ Rules (RFC 1035 §4.1, RFC 6891 §6, RFC 7871 §6):
 - Bytes left over after the last record are FORMERR.
 
 ``parse_query`` returns a :class:`Query` or raises :class:`FormErr` (with whatever could be
-parsed, so the error answer can echo the ID, the question and the OPT) or :class:`Drop`. Its
-first step, ``parse_common`` (the usual query, in one pass), has a C twin when the extension
-``geodns._fastudp`` is built: :func:`c_parse_common`, same rules, compared with it in the tests.
+parsed, so the error answer can echo the ID, the question and the OPT) or :class:`Drop`.
+:func:`query_fields` flattens a Query into the tuple that the C extension's ``scan_common``
+(geodns/_fastudp.c) returns for the usual query, so the engine takes both the same way; the
+tests check that ``scan_common(data) == query_fields(parse_common(data))``.
 """
 
 from __future__ import annotations
@@ -220,33 +221,38 @@ def parse_common(data: bytes) -> Query | None:
     return Query(id_, flags, data[12:pos], data[12:end].lower(), qtype, qclass, edns)
 
 
-def c_parse_common() -> Callable[[bytes], Query | None] | None:
-    """``parse_common`` on the C extension's scanner, or None when the extension is not built."""
+Fields = tuple[int, int, bytes, bytes, int, int, int, int, bool, int, int, bytes]
+
+
+def query_fields(q: Query) -> Fields:
+    """(id, flags, question, qname, qtype, qclass, udp_size, version, do, ecs family, ecs
+    source, ecs address); udp_size -1 without EDNS, family 0 (source 0, address b"") without
+    ECS. The same tuple as ``_fastudp.scan_common``."""
+    edns = q.edns
+    if edns is None:
+        return q.id, q.flags, q.question, q.qname, q.qtype, q.qclass, -1, 0, False, 0, 0, b""
+    ecs = edns.ecs
+    if ecs is None:
+        return (q.id, q.flags, q.question, q.qname, q.qtype, q.qclass, edns.udp_size,
+                edns.version, edns.do, 0, 0, b"")
+    return (q.id, q.flags, q.question, q.qname, q.qtype, q.qclass, edns.udp_size, edns.version,
+            edns.do, ecs.family, ecs.source, ecs.address)
+
+
+def c_scan_common() -> Callable[[bytes], Fields | None] | None:
+    """The C extension's ``scan_common`` (``query_fields`` of the usual query, None for any
+    other packet), or None when the extension is not built."""
     try:
         from geodns._fastudp import scan_common
     except ImportError:
         return None
-
-    def parse(data: bytes) -> Query | None:
-        fields = scan_common(data)
-        if fields is None:
-            return None
-        id_, flags, question, qname, qtype, qclass, size, version, do, family, source, address = (
-            fields)
-        edns = None
-        if size >= 0:
-            ecs = Ecs(family, source, address) if family else None
-            edns = Edns(size, version, do, ecs)
-        return Query(id_, flags, question, qname, qtype, qclass, edns)
-
-    return parse
+    return scan_common
 
 
-def parse_query(data: bytes,
-                common: Callable[[bytes], Query | None] = parse_common) -> Query:
-    query = common(data)
-    if query is not None:
-        return query
+def parse_query(data: bytes) -> Query:
+    common = parse_common(data)
+    if common is not None:
+        return common
     if len(data) < 12:
         raise Drop("shorter than a DNS header")
     id_, flags, qd, an, ns, ar = _HEADER.unpack_from(data)

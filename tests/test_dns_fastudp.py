@@ -456,10 +456,8 @@ def test_engine_parser_follows_the_switch(tmp_path):
     from dnsutil import DEMO, with_udp_loop
 
     from geodns.main import load_engine
-    from geodns.wire import parse_common
 
     config = tmp_path / "demo.toml"
     config.write_text(with_udp_loop(DEMO.read_text(), "python"))
-    assert load_engine(config).parse_common is parse_common
-    if FAST_UDP_BUILT:
-        assert demo_engine().parse_common is not parse_common
+    assert load_engine(config).scan_common is None
+    assert (demo_engine().scan_common is not None) == FAST_UDP_BUILT

@@ -60,7 +60,7 @@ from hypothesis import strategies as st
 
 from geodns.engine import Engine
 from geodns.main import load_engine
-from geodns.wire import c_parse_common, parse_common
+from geodns.wire import c_scan_common, parse_common, query_fields
 
 HDR = struct.Struct("!HHHHHH")
 LEN = struct.Struct("!H")
@@ -872,36 +872,51 @@ def test_malformed_query_with_another_opcode_is_notimp(engine):
 
 
 # == 2b. the C scanner (geodns/_fastudp.c scan_common) against wire.parse_common ==============
-C_COMMON = c_parse_common()
-needs_c = pytest.mark.skipif(C_COMMON is None, reason=NOT_BUILT)
+SCAN = c_scan_common()
+needs_c = pytest.mark.skipif(SCAN is None, reason=NOT_BUILT)
 
 
-def same_parse(data: bytes) -> None:
-    assert C_COMMON is not None
-    assert C_COMMON(data) == parse_common(data), data.hex()
+@pytest.fixture(scope="module")
+def py_engine() -> Engine:
+    """An engine without the C scanner: the reference for the one with it."""
+    engine = demo_engine()
+    engine.scan_common = None
+    return engine
+
+
+def same_parse(data: bytes, engine: Engine | None = None, py_engine: Engine | None = None) -> None:
+    """The scanner gives parse_common's fields; with engines, both answer the same bytes."""
+    assert SCAN is not None
+    query = parse_common(data)
+    assert SCAN(data) == (None if query is None else query_fields(query)), data.hex()
+    if engine is not None and py_engine is not None:
+        for tcp in (False, True):
+            got = engine.respond_uncached(data, CLIENT, tcp)
+            assert got == py_engine.respond_uncached(data, CLIENT, tcp), (data.hex(), tcp)
 
 
 @needs_c
 @fast(1500)
 @given(data=st.one_of(packets(), st.binary(max_size=300),
                       st.binary(min_size=12, max_size=300).map(as_query)))
-def test_c_scanner_matches_python(data):
-    same_parse(data)
+def test_c_scanner_matches_python(engine, py_engine, data):
+    assert engine.scan_common is SCAN
+    same_parse(data, engine, py_engine)
 
 
 @needs_c
 @pytest.mark.parametrize("packet", [pytest.param(c.values[0], id=c.id) for c in TABLE])
-def test_c_scanner_matches_python_on_the_table(packet):
-    same_parse(packet)
+def test_c_scanner_matches_python_on_the_table(engine, py_engine, packet):
+    same_parse(packet, engine, py_engine)
 
 
 @needs_c
 @pytest.mark.parametrize("base", BASES, ids=BASE_IDS)
-def test_c_scanner_matches_python_on_every_truncation_and_bit_flip(base):
+def test_c_scanner_matches_python_on_every_truncation_and_bit_flip(engine, py_engine, base):
     for n in range(len(base) + 1):
-        same_parse(base[:n])
+        same_parse(base[:n], engine, py_engine)
     for bit in range(8 * len(base)):
-        same_parse(mutate(base, "flip", bit, 0))
+        same_parse(mutate(base, "flip", bit, 0), engine, py_engine)
 
 
 ECS_EDGES = [  # (family, source, address): valid ones and every rule of _parse_ecs broken
@@ -915,12 +930,15 @@ ECS_EDGES = [  # (family, source, address): valid ones and every rule of _parse_
 @needs_c
 @pytest.mark.parametrize(("family", "source", "address"), ECS_EDGES)
 @pytest.mark.parametrize("payload", [0, 511, 512, 513, 4096, 65535])
-def test_c_scanner_matches_python_on_ecs_edges(family, source, address, payload):
-    packet = q(Q_WWW, opt(ecs(family, source, address), payload=payload), ar=1)
-    same_parse(packet)
-    same_parse(q(Q_WWW, opt(option(8, b"\x00\x01\x18")), ar=1))  # shorter than 4 octets
-    same_parse(q(Q_WWW, opt(ecs(1, 24, bytes([81, 2, 69])) + option(12, b"")), ar=1))
-    assert C_COMMON(q(Q_WWW, opt(do=True, version=3), ar=1)) is not None
+def test_c_scanner_matches_python_on_ecs_edges(engine, py_engine, family, source, address,
+                                                payload):
+    for qname in (Q_WWW, question(name("nope", "example", "test"), AAAA)):
+        packet = q(qname, opt(ecs(family, source, address), payload=payload), ar=1)
+        same_parse(packet, engine, py_engine)
+        same_parse(q(qname, opt(option(8, b"\x00\x01\x18")), ar=1))  # shorter than 4 octets
+        same_parse(q(qname, opt(ecs(1, 24, bytes([81, 2, 69])) + option(12, b"")), ar=1))
+        same_parse(q(qname, opt(do=True, version=3, payload=payload), ar=1), engine, py_engine)
+        same_parse(q(qname, opt(do=True), ar=1, flags=RD | CD | (2 << 11)), engine, py_engine)
 
 
 # == 3. real sockets ===========================================================================
