@@ -170,7 +170,9 @@ class DnsServer:
                     log.debug("udp send to %s failed: %s", addr[0], exc)
 
     def _udp_fast_loop(self, sock: socket.socket, serve: Callable[..., None]) -> None:
-        """The C loop; it returns when woken by ``stop()`` (or raises on a receive error)."""
+        """The C loop. ``serve`` returns when woken by ``stop()``; a receive error is logged and
+        serving goes on, as in the Python loop; anything else ends the thread (with a traceback),
+        as a non-``Exception`` error from ``_answer`` ends the Python loop."""
         stopping = self._stopping.is_set
         while not stopping():
             try:
