@@ -12,7 +12,7 @@
 # Environment (all optional):
 #   DNS_BENCH_DURATION=15     seconds per measured run (dnsperf -l)
 #   DNS_BENCH_WARMUP=2        seconds of unmeasured warm-up per server (0: none)
-#   DNS_BENCH_QUERIES=1000000 queries in the generated file; dnsperf starts over at its end, and
+#   DNS_BENCH_QUERIES=3000000 queries in the generated file; dnsperf starts over at its end, and
 #                             then repeats its NXDOMAIN names, which a response cache can answer
 #   DNS_BENCH_SEED=1          seed for the query file
 #   DNS_BENCH_OUTSTANDING=100 max outstanding queries (dnsperf -q)
@@ -31,7 +31,7 @@ VENV=${GEOEDGE_VENV:-$ROOT/.venv}
 PY=$VENV/bin/python
 DURATION=${DNS_BENCH_DURATION:-15}
 WARMUP=${DNS_BENCH_WARMUP:-2}
-QUERIES=${DNS_BENCH_QUERIES:-1000000}
+QUERIES=${DNS_BENCH_QUERIES:-3000000}
 SEED=${DNS_BENCH_SEED:-1}
 OUTSTANDING=${DNS_BENCH_OUTSTANDING:-100}
 TIMEOUT=${DNS_BENCH_TIMEOUT:-2}

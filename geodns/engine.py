@@ -17,7 +17,16 @@ Rules:
   ``packed`` (question + ranking -> wire answer) and ``wire_udp``/``wire_tcp`` (query bytes
   after the ID -> response bytes after the ID). The health-dependent ones are replaced by new
   dicts on every health change, so a thread that computed an answer against old health can only
-  write it into a dict nobody reads any more. All are bounded (flushed when full).
+  write it into a dict nobody reads any more. All are bounded: flushed when full, except the
+  wire caches, which keep two generations (``wire_udp`` and ``wire_udp_old``, each at most
+  ``cache_size`` entries): when the current one is full it becomes the old one (the previous old
+  one is dropped), and a hit in the old one is copied into the current one. So queries that are
+  never asked again (random names, as in a random-subdomain flood) cannot flush the answers that
+  are asked all the time; a full flush would send all of those through the slow path again.
+- Parsing: with ``dns.udp_fast_path`` on and the C extension built, the usual query's fields
+  come from ``_fastudp.scan_common`` (the same tuple as ``query_fields(parse_query(data))``,
+  compared in the tests); every other packet, and every packet without it, goes through
+  ``parse_query``. Both then take the same ``_answer_fields``.
 """
 
 from __future__ import annotations
@@ -37,7 +46,7 @@ from geodns.answer import (
     nxdomain_fast,
     pack_answer,
 )
-from geodns.wire import Drop, Ecs, Edns, FormErr, Query, parse_query
+from geodns.wire import Drop, Ecs, Edns, Fields, FormErr, c_scan_common, parse_query, query_fields
 from geodns.zonedata import ZoneSet, compile_zone
 from geoedge.topology import Topology
 from geoedge.zoneconfig import GeoName
@@ -80,6 +89,10 @@ class Engine:
         self.fingerprint: tuple = ()  # the loaded files' identity, for the reload watcher
         self.wire_udp: dict[bytes, bytes | dict[str, bytes]] = {}
         self.wire_tcp: dict[bytes, bytes | dict[str, bytes]] = {}
+        # the usual query's fields straight from C (same as query_fields(parse_query(data)))
+        self.scan_common = c_scan_common() if topology.dns.udp_fast_path else None
+        self.wire_udp_old: dict[bytes, bytes | dict[str, bytes]] = {}
+        self.wire_tcp_old: dict[bytes, bytes | dict[str, bytes]] = {}
 
     # -- health -------------------------------------------------------------------------------
     def set_health(self, health: Mapping[str, bool]) -> None:
@@ -88,6 +101,8 @@ class Engine:
         self.packed = {}
         self.wire_udp = {}
         self.wire_tcp = {}
+        self.wire_udp_old = {}
+        self.wire_tcp_old = {}
 
     def region_up(self, region: str) -> bool:
         health = self.health
@@ -162,6 +177,10 @@ class Engine:
         cache = self.wire_tcp if tcp else self.wire_udp
         key = data[2:]
         hit = cache.get(key)
+        if hit is None:
+            hit = (self.wire_tcp_old if tcp else self.wire_udp_old).get(key)
+            if hit is not None:  # asked again: into the current generation
+                self._store(cache, key, hit, tcp)
         if hit is not None:
             if hit.__class__ is bytes:
                 return data[:2] + hit
@@ -173,53 +192,91 @@ class Engine:
             if per_client:
                 if hit is None or hit.__class__ is bytes:
                     hit = {}
-                    self._remember(cache, key, hit)
+                    self._store(cache, key, hit, tcp)
                 self._remember(hit, client_ip, response[2:])
             else:
-                self._remember(cache, key, response[2:])
+                self._store(cache, key, response[2:], tcp)
         return response
+
+    def _store(self, cache: dict, key: bytes, value: bytes | dict[str, bytes], tcp: bool) -> None:
+        """Put an answer into ``cache``, the current wire generation when ``respond`` began."""
+        if len(cache) >= self.cache_size:
+            if tcp and cache is self.wire_tcp:
+                self.wire_tcp_old, self.wire_tcp = cache, {}
+            elif not tcp and cache is self.wire_udp:
+                self.wire_udp_old, self.wire_udp = cache, {}
+            else:  # replaced meanwhile (a health change): nobody reads it any more
+                return
+            cache = self.wire_tcp if tcp else self.wire_udp
+        cache[key] = value
 
     def respond_uncached(self, data: bytes, client_ip: str, tcp: bool) -> tuple[bytes | None, bool]:
         """(response, whether it depends on the client's own address)."""
-        try:
-            q = parse_query(data)
-        except Drop:
-            return None, False
-        except FormErr as err:
-            # other opcodes have other rules (e.g. DSO has no question): not implemented
-            rcode = FORMERR if (err.flags >> 11) & 0xF == 0 else 4
-            return self._error(err.id, err.flags, err.question, err.edns, rcode), False
-        edns = q.edns
-        if edns is not None and edns.version > 0:
-            return self._error(q.id, q.flags, q.question, edns, BADVERS), False
-        if q.opcode != 0:
-            return self._error(q.id, q.flags, q.question, edns, 4), False  # NOTIMP
-        ecs = edns.ecs if edns is not None else None
+        scan = self.scan_common
+        fields = scan(data) if scan is not None else None
+        if fields is None or fields[7] or fields[1] & 0x7800:  # not opcode 0 + EDNS version 0
+            try:
+                q = parse_query(data)
+            except Drop:
+                return None, False
+            except FormErr as err:
+                # other opcodes have other rules (e.g. DSO has no question): not implemented
+                rcode = FORMERR if (err.flags >> 11) & 0xF == 0 else 4
+                return self._error(err.id, err.flags, err.question, err.edns, rcode), False
+            edns = q.edns
+            if edns is not None and edns.version > 0:
+                return self._error(q.id, q.flags, q.question, edns, BADVERS), False
+            if q.opcode != 0:
+                return self._error(q.id, q.flags, q.question, edns, 4), False  # NOTIMP
+            fields = query_fields(q)
+        return self._answer_fields(fields, client_ip, tcp)
+
+    def _answer_fields(self, fields: Fields, client_ip: str, tcp: bool) -> tuple[bytes, bool]:
+        """The response to a well-formed opcode-0 query given as ``query_fields``."""
+        id_, flags, question, qname, qtype, qclass, size, _, do, family, source, address = fields
         order: tuple[str, ...] | None = None
         scope = 0
         by_resolver = False
-        if q.qname in self.dependent:
-            decision = self.decide(ecs, client_ip)
+        if qname in self.dependent:
+            decision = self.decide(Ecs(family, source, address) if family else None, client_ip)
             order, scope, by_resolver = decision.order, decision.scope, not decision.scope
-        key = (q.qname, q.qtype, q.qclass, order, tcp and q.qtype == 255)
+        key = (qname, qtype, qclass, order, tcp and qtype == 255)
         packed_cache = self.packed
         entry = packed_cache.get(key)
         if entry is None:
-            entry = self._build(q, order, tcp)
+            entry = self._build(qname, qtype, qclass, order, tcp)
             self._remember(packed_cache, key, entry)
         if not entry.location_dependent:
             scope, by_resolver = 0, False
-        return self._assemble(q, entry, ecs, scope, tcp), by_resolver
+        out_flags = 0x8000 | (flags & 0x7910) | entry.flags  # QR, opcode/RD/CD copied, AA/RCODE
+        opt = b""
+        if size >= 0:
+            options = b""
+            if family:
+                options = _ECS_HEAD.pack(8, 4 + len(address), family, source, scope) + address
+            opt = _OPT_FIXED.pack(0, 41, self.max_udp, 0x8000 if do else 0, len(options))
+            opt += options
+        extra = 1 if opt else 0
+        wire = b"".join((
+            _HEADER.pack(id_, out_flags, 1, entry.ancount, entry.nscount, entry.arcount + extra),
+            question, entry.body, opt,
+        ))
+        if not tcp:
+            limit = 512 if size < 0 else min(size, self.max_udp)
+            if len(wire) > limit:
+                wire = _HEADER.pack(id_, out_flags | 0x0200, 1, 0, 0, extra) + question + opt
+        return wire, by_resolver
 
-    def _build(self, q: Query, order: tuple[str, ...] | None, tcp: bool) -> Packed:
-        fast = nxdomain_fast(self.zones, q.qname, q.qtype, q.qclass)
+    def _build(self, qname: bytes, qtype: int, qclass: int, order: tuple[str, ...] | None,
+               tcp: bool) -> Packed:
+        fast = nxdomain_fast(self.zones, qname, qtype, qclass)
         if fast is not None:
             return fast
         def resolve(geo: GeoName) -> tuple[tuple[str, ...], ...]:
             return self.addresses(geo, order or (self.topology.default_region,))
 
-        answer: Answer = build_answer(self.zones, q.qname, q.qtype, q.qclass, resolve, tcp)
-        return pack_answer(answer, q.qname, q.qtype, q.qclass, self.zones.packed)
+        answer: Answer = build_answer(self.zones, qname, qtype, qclass, resolve, tcp)
+        return pack_answer(answer, qname, qtype, qclass, self.zones.packed)
 
     def _opt(self, edns: Edns, ecs: Ecs | None, scope: int, ext_rcode: int = 0) -> bytes:
         options = b""
@@ -228,22 +285,6 @@ class Engine:
             options += ecs.address
         ttl = (ext_rcode << 24) | (0x8000 if edns.do else 0)
         return _OPT_FIXED.pack(0, 41, self.max_udp, ttl, len(options)) + options
-
-    def _assemble(self, q: Query, entry: Packed, ecs: Ecs | None, scope: int, tcp: bool) -> bytes:
-        flags = 0x8000 | (q.flags & 0x7910) | entry.flags  # QR, opcode/RD/CD copied, AA/RCODE
-        edns = q.edns
-        opt = b"" if edns is None else self._opt(edns, ecs, scope)
-        extra = 1 if opt else 0
-        wire = b"".join((
-            _HEADER.pack(q.id, flags, 1, entry.ancount, entry.nscount, entry.arcount + extra),
-            q.question, entry.body, opt,
-        ))
-        if not tcp:
-            limit = 512 if edns is None else min(edns.udp_size, self.max_udp)
-            if len(wire) > limit:
-                header = _HEADER.pack(q.id, flags | 0x0200, 1, 0, 0, extra)
-                wire = header + q.question + opt
-        return wire
 
     def _error(self, id_: int, flags: int, question: bytes | None, edns: Edns | None,
                rcode: int) -> bytes:

@@ -3,7 +3,8 @@
 Reload rules: when the topology file or the database file changes (checked every
 ``geoip.watch_interval`` seconds by size and mtime), or on SIGHUP, the new files are loaded and
 validated off the event loop, then a new engine is swapped in at once. A file that does not load
-is logged and the running configuration is kept. Listen addresses are fixed at start-up.
+is logged and the running configuration is kept. Listen addresses and ``dns.udp_fast_path``
+are fixed at start-up.
 """
 
 from __future__ import annotations
@@ -105,7 +106,8 @@ def _where(listen: list[tuple[str, int]]) -> str:
 async def serve(config_path: Path, engine: Engine, listen: list[tuple[str, int]],
                 reuse_port: bool, ready: asyncio.Event | None = None) -> int:
     topology = engine.topology
-    server = DnsServer(engine, listen, topology.dns.tcp_idle_timeout, reuse_port)
+    server = DnsServer(engine, listen, topology.dns.tcp_idle_timeout, reuse_port,
+                       udp_fast_path=topology.dns.udp_fast_path)
     service = Service(config_path, server, HealthChecker(topology.edges, topology.health,
                                                          lambda h: service.apply_health(h)))
     try:

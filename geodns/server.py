@@ -1,10 +1,15 @@
 """DNS transports: UDP and TCP listeners that hand bytes to the current :class:`Engine`.
 
-- UDP: one thread per socket doing blocking ``recvfrom``/``sendto`` (no socket timeout: that
+- UDP: one thread per socket doing blocking receives and sends (no socket timeout: that
   would add a poll() per packet; ``stop()`` wakes the thread with ``shutdown(SHUT_RD)``, which
   also works with SO_REUSEPORT, where a datagram to our own port may reach another worker).
   The answer path is plain CPU work on cached bytes; a thread avoids the event loop's
   per-datagram overhead, and the GIL is released while the thread waits for packets.
+- UDP fast path (``udp_fast_path``, on by default): when the C extension ``geodns._fastudp`` is
+  built, the thread runs its loop instead: batches of datagrams per system call
+  (recvmmsg/sendmmsg), queries found in the engine's ``wire_udp`` cache answered in C, every
+  other datagram handed to the same ``_answer`` as the pure-Python loop, so both loops send the
+  same bytes. Without the extension (no C compiler at install time) the Python loop is used.
 - TCP (RFC 7766): two-byte length framing, several queries per connection, answered in order
   as they arrive (pipelining), closed after ``idle_timeout`` seconds without a complete query,
   at most ``max_tcp_clients`` connections at once (further ones are closed at once).
@@ -18,14 +23,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import struct
 import threading
+from collections.abc import Callable
 
 from geodns.engine import Engine
 
 log = logging.getLogger("geoedge.dns")
 _LEN = struct.Struct("!H")
+
+
+def fast_udp_serve() -> Callable[..., None] | None:
+    """The C loop's ``serve`` (see geodns/_fastudp.c), or None when the extension is not built."""
+    try:
+        from geodns import _fastudp
+    except ImportError:
+        return None
+    return _fastudp.serve
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -66,12 +82,15 @@ def bind_pair(host: str, port: int, reuse_port: bool) -> tuple[socket.socket, so
 
 class DnsServer:
     def __init__(self, engine: Engine, listen: list[tuple[str, int]], idle_timeout: float = 10.0,
-                 reuse_port: bool = False, max_tcp_clients: int = 1000) -> None:
+                 reuse_port: bool = False, max_tcp_clients: int = 1000,
+                 udp_fast_path: bool = True) -> None:
         self.engine = engine
         self.listen = listen
         self.idle_timeout = idle_timeout
         self.reuse_port = reuse_port
         self.max_tcp_clients = max_tcp_clients
+        self.udp_fast_path = udp_fast_path
+        self.udp_loop = ""  # after start(): "c" or "python", the loop serving UDP
         self.addresses: list[tuple[str, int]] = []
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -80,6 +99,11 @@ class DnsServer:
         self._tcp_clients: set[asyncio.Task[None]] = set()
 
     async def start(self) -> list[tuple[str, int]]:
+        serve = fast_udp_serve() if self.udp_fast_path else None
+        self.udp_loop = "python" if serve is None else "c"
+        if self.udp_fast_path and serve is None:
+            log.info("udp_fast_path: the C extension geodns._fastudp is not built; "
+                     "serving UDP with the Python loop")
         for host, port in self.listen:
             udp, tcp = bind_pair(host, port, self.reuse_port)
             self._udp.append(udp)
@@ -88,8 +112,12 @@ class DnsServer:
             server = await asyncio.start_server(self._tcp_client, sock=tcp)
             self._tcp_servers.append(server)
             self.addresses.append((host, udp.getsockname()[1]))
-            thread = threading.Thread(target=self._udp_loop, args=(udp,), daemon=True,
-                                      name=f"dns-udp-{host}")
+            if serve is None:
+                thread = threading.Thread(target=self._udp_loop, args=(udp,), daemon=True,
+                                          name=f"dns-udp-{host}")
+            else:
+                thread = threading.Thread(target=self._udp_fast_loop, args=(udp, serve),
+                                          daemon=True, name=f"dns-udp-{host}")
             thread.start()
             self._threads.append(thread)
         return self.addresses
@@ -140,6 +168,25 @@ class DnsServer:
                     send(response, addr)
                 except OSError as exc:
                     log.debug("udp send to %s failed: %s", addr[0], exc)
+
+    def _udp_fast_loop(self, sock: socket.socket, serve: Callable[..., None]) -> None:
+        """The C loop. ``serve`` returns when woken by ``stop()``; a receive error is logged and
+        serving goes on, as in the Python loop; anything else ends the thread (with a traceback),
+        as a non-``Exception`` error from ``_answer`` ends the Python loop."""
+        stopping = self._stopping.is_set
+        while not stopping():
+            try:
+                serve(sock.fileno(), self._udp_cache, self._answer, self._udp_send_failed)
+            except OSError as exc:
+                if stopping():
+                    return
+                log.warning("udp receive failed: %s", exc)
+
+    def _udp_cache(self) -> dict:
+        return self.engine.wire_udp  # read once per batch: a reload or health change is seen
+
+    def _udp_send_failed(self, client: str, errno: int) -> None:
+        log.debug("udp send to %s failed: %s", client, os.strerror(errno))
 
     async def _tcp_client(self, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:

@@ -18,11 +18,15 @@ Rules (RFC 1035 §4.1, RFC 6891 §6, RFC 7871 §6):
 
 ``parse_query`` returns a :class:`Query` or raises :class:`FormErr` (with whatever could be
 parsed, so the error answer can echo the ID, the question and the OPT) or :class:`Drop`.
+:func:`query_fields` flattens a Query into the tuple that the C extension's ``scan_common``
+(geodns/_fastudp.c) returns for the usual query, so the engine takes both the same way; the
+tests check that ``scan_common(data) == query_fields(parse_common(data))``.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 _HEADER = struct.Struct("!HHHHHH")
@@ -215,6 +219,34 @@ def parse_common(data: bytes) -> Query | None:
             return None  # parse_query answers FORMERR with the reason
     edns = Edns(rclass if rclass > 512 else 512, (ttl >> 16) & 0xFF, bool(ttl & 0x8000), ecs)
     return Query(id_, flags, data[12:pos], data[12:end].lower(), qtype, qclass, edns)
+
+
+Fields = tuple[int, int, bytes, bytes, int, int, int, int, bool, int, int, bytes]
+
+
+def query_fields(q: Query) -> Fields:
+    """(id, flags, question, qname, qtype, qclass, udp_size, version, do, ecs family, ecs
+    source, ecs address); udp_size -1 without EDNS, family 0 (source 0, address b"") without
+    ECS. The same tuple as ``_fastudp.scan_common``."""
+    edns = q.edns
+    if edns is None:
+        return q.id, q.flags, q.question, q.qname, q.qtype, q.qclass, -1, 0, False, 0, 0, b""
+    ecs = edns.ecs
+    if ecs is None:
+        return (q.id, q.flags, q.question, q.qname, q.qtype, q.qclass, edns.udp_size,
+                edns.version, edns.do, 0, 0, b"")
+    return (q.id, q.flags, q.question, q.qname, q.qtype, q.qclass, edns.udp_size, edns.version,
+            edns.do, ecs.family, ecs.source, ecs.address)
+
+
+def c_scan_common() -> Callable[[bytes], Fields | None] | None:
+    """The C extension's ``scan_common`` (``query_fields`` of the usual query, None for any
+    other packet), or None when the extension is not built."""
+    try:
+        from geodns._fastudp import scan_common
+    except ImportError:
+        return None
+    return scan_common
 
 
 def parse_query(data: bytes) -> Query:

@@ -7,7 +7,7 @@ Nothing is read at import time; callers decide when to (re)load.
 Shape (see ``examples/demo.toml`` for a complete file)::
 
     default_region = "us-east"
-    [dns]      listen, tcp_idle_timeout, max_udp_payload, answer_cache_size
+    [dns]      listen, tcp_idle_timeout, max_udp_payload, answer_cache_size, udp_fast_path
     [geoip]    database ("" = the embedded GeoLite2-City), watch_interval
     [health]   path, interval, timeout, rise, fall
     [[regions]] name, latitude, longitude, countries, continents,
@@ -72,6 +72,7 @@ class DnsSettings:
     tcp_idle_timeout: float = 10.0
     max_udp_payload: int = 1232
     answer_cache_size: int = 100_000
+    udp_fast_path: bool = True  # geodns/_fastudp.c when it is built (read at start-up only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +161,8 @@ def parse_topology(data: dict[str, Any], source: str = "<memory>") -> Topology:
 
 def _dns(table: Any) -> DnsSettings:
     p = "dns"
-    t = check_keys(table, p, {"listen", "tcp_idle_timeout", "max_udp_payload", "answer_cache_size"})
+    t = check_keys(table, p, {"listen", "tcp_idle_timeout", "max_udp_payload", "answer_cache_size",
+                              "udp_fast_path"})
     d = DnsSettings()
     listen = d.listen
     if "listen" in t:
@@ -174,7 +176,8 @@ def _dns(table: Any) -> DnsSettings:
     number_in(cache, join(p, "answer_cache_size"), 16, 10_000_000)
     idle = get(t, p, "tcp_idle_timeout", float, d.tcp_idle_timeout)
     positive(idle, join(p, "tcp_idle_timeout"))
-    return DnsSettings(listen, idle, payload, cache)
+    fast = get(t, p, "udp_fast_path", bool, d.udp_fast_path)
+    return DnsSettings(listen, idle, payload, cache, fast)
 
 
 def _geoip(table: Any) -> GeoIPSettings:

@@ -1,4 +1,8 @@
-"""Test helpers: a real DNS server on port 0 in a background thread, and query helpers."""
+"""Test helpers: a real DNS server on port 0 in a background thread, and query helpers.
+
+Servers run with either UDP loop: ``UDP_LOOPS`` parametrizes a fixture or test over the C loop
+(skipped, with the reason, when the extension is not built) and the pure-Python one.
+"""
 
 from __future__ import annotations
 
@@ -19,13 +23,29 @@ import dns.edns
 import dns.message
 import dns.query
 import dns.rdatatype
+import pytest
 
 from geodns.engine import Engine
 from geodns.main import load_engine
-from geodns.server import DnsServer
+from geodns.server import DnsServer, fast_udp_serve
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "examples" / "demo.toml"
+FAST_UDP_BUILT = fast_udp_serve() is not None
+NOT_BUILT = ("the C extension geodns._fastudp is not built (no C compiler or Python headers at "
+             "install time; see .ci/run)")
+UDP_LOOPS = [
+    pytest.param("c", id="c-loop", marks=pytest.mark.skipif(not FAST_UDP_BUILT, reason=NOT_BUILT)),
+    pytest.param("python", id="python-loop"),
+]
+
+
+def with_udp_loop(text: str, loop: str) -> str:
+    """A topology text with ``[dns] udp_fast_path`` set for ``loop`` ("c" or "python")."""
+    text = re.sub(r"(?m)^udp_fast_path = .*\n", "", text)
+    assert "\n[dns]\n" in text
+    value = "true" if loop == "c" else "false"
+    return text.replace("\n[dns]\n", f"\n[dns]\nudp_fast_path = {value}\n", 1)
 
 
 @dataclass
@@ -35,11 +55,14 @@ class ServerThread:
     engine: Engine
     listen: list[tuple[str, int]] = field(default_factory=lambda: [("127.0.0.1", 0)])
     idle_timeout: float = 10.0
+    udp_loop: str = "c"  # "c" or "python"
+    check_loop: bool = True
     addresses: list[tuple[str, int]] = field(default_factory=list)
 
     def start(self) -> ServerThread:
         self.loop = asyncio.new_event_loop()
-        self.server = DnsServer(self.engine, self.listen, self.idle_timeout)
+        self.server = DnsServer(self.engine, self.listen, self.idle_timeout,
+                                udp_fast_path=self.udp_loop == "c")
         started = threading.Event()
 
         def run() -> None:
@@ -51,6 +74,8 @@ class ServerThread:
         self.thread = threading.Thread(target=run, daemon=True)
         self.thread.start()
         assert started.wait(10), "DNS server did not start"
+        if self.check_loop:  # the loop asked for really serves (C only when it is built)
+            assert self.server.udp_loop == (self.udp_loop if FAST_UDP_BUILT else "python")
         return self
 
     @property

@@ -6,15 +6,17 @@ import re
 import shutil
 
 import pytest
-from dnsutil import DEMO, DnsProcess, dig
+from dnsutil import DEMO, UDP_LOOPS, DnsProcess, dig, with_udp_loop
 
 pytestmark = pytest.mark.skipif(shutil.which("dig") is None,
                                 reason="dig not installed (apt-get install bind9-dnsutils)")
 
 
-@pytest.fixture(scope="module")
-def dns():
-    proc = DnsProcess(DEMO)
+@pytest.fixture(scope="module", params=UDP_LOOPS)
+def dns(request, tmp_path_factory):
+    config = tmp_path_factory.mktemp("dig") / "demo.toml"  # the demo uses the embedded database
+    config.write_text(with_udp_loop(DEMO.read_text(), request.param))
+    proc = DnsProcess(config)
     yield proc
     proc.stop()
 

@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 import pytest
-from dnsutil import DnsProcess, HealthEndpoint, addresses, demo_text, free_port, query, wait_for
+from dnsutil import (
+    UDP_LOOPS,
+    DnsProcess,
+    HealthEndpoint,
+    addresses,
+    demo_text,
+    free_port,
+    query,
+    wait_for,
+    with_udp_loop,
+)
 
 EU = {"127.0.2.1", "127.0.2.2"}
 US = {"127.0.1.1", "127.0.1.2"}
@@ -25,10 +35,11 @@ def answer(dns: DnsProcess, subnet: str = GB) -> set[str]:
     return addresses(query(dns.port, "www.example.test", subnet=subnet))
 
 
-def test_default_settings_fail_over_within_5s_and_come_back(edges, tmp_path):
+@pytest.mark.parametrize("loop", UDP_LOOPS)
+def test_default_settings_fail_over_within_5s_and_come_back(edges, tmp_path, loop):
     port, endpoints = edges
     config = tmp_path / "topology.toml"
-    config.write_text(demo_text(port))  # default [health] settings
+    config.write_text(with_udp_loop(demo_text(port), loop))  # default [health] settings
     dns = DnsProcess(config)
     try:
         got, _ = wait_for(lambda: answer(dns) == EU, 5)
@@ -46,10 +57,12 @@ def test_default_settings_fail_over_within_5s_and_come_back(edges, tmp_path):
         assert dns.stop() == 0
 
 
-def test_partial_region_answers_only_healthy_edges_and_fail_open(edges, tmp_path):
+@pytest.mark.parametrize("loop", UDP_LOOPS)
+def test_partial_region_answers_only_healthy_edges_and_fail_open(edges, tmp_path, loop):
     port, endpoints = edges
     config = tmp_path / "topology.toml"
-    config.write_text(demo_text(port, health="interval = 0.2\ntimeout = 0.5\nrise = 1\nfall = 1"))
+    health = "interval = 0.2\ntimeout = 0.5\nrise = 1\nfall = 1"
+    config.write_text(with_udp_loop(demo_text(port, health=health), loop))
     dns = DnsProcess(config)
     try:
         endpoints["127.0.2.1"].stop()

@@ -22,7 +22,17 @@ import dns.message
 import dns.query
 import dns.rcode
 import pytest
-from dnsutil import DnsProcess, addresses, demo_text, ecs_scope, free_port, query, wait_for
+from dnsutil import (
+    UDP_LOOPS,
+    DnsProcess,
+    addresses,
+    demo_text,
+    ecs_scope,
+    free_port,
+    query,
+    wait_for,
+    with_udp_loop,
+)
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 GEOEDGE = str(Path(sys.executable).parent / "geoedge")
@@ -33,7 +43,8 @@ AP = {"127.0.3.1", "127.0.3.2"}
 SUBNETS = [("81.2.69.0/24", EU), ("8.8.8.0/24", US), ("1.0.16.0/24", AP)]  # GB, US, JP
 
 
-def write_config(tmp_path: Path, database: str = "", watch_interval: float = 2.0) -> Path:
+def write_config(tmp_path: Path, database: str = "", watch_interval: float = 2.0,
+                 loop: str = "c") -> Path:
     # Edges on a port where nothing listens: every edge is down, every region fails open to
     # its nearest region with all its edges, so the answers are the same as when all are up.
     text = demo_text(free_port(), watch_interval=watch_interval)
@@ -41,7 +52,7 @@ def write_config(tmp_path: Path, database: str = "", watch_interval: float = 2.0
         text = text.replace('database = ""', f'database = "{database}"')
         assert database in text
     config = tmp_path / "topology.toml"
-    config.write_text(text)
+    config.write_text(with_udp_loop(text, loop))
     return config
 
 
@@ -133,9 +144,9 @@ def test_workers_zero_is_refused(tmp_path):
     assert "--workers must be at least 1" in out.stderr
 
 
-@pytest.fixture
-def two_workers(tmp_path) -> Iterator[Supervisor]:
-    sup = Supervisor(write_config(tmp_path), free_port(), workers=2)
+@pytest.fixture(params=UDP_LOOPS)
+def two_workers(request, tmp_path) -> Iterator[Supervisor]:
+    sup = Supervisor(write_config(tmp_path, loop=request.param), free_port(), workers=2)
     try:
         started, _ = wait_for(lambda: len(set(sup.serving_pids())) >= 2, 30)
         assert started, "workers did not start:\n" + sup.text()
@@ -234,7 +245,8 @@ def replace(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def test_database_hot_reload(tmp_path):
+@pytest.mark.parametrize("loop", UDP_LOOPS)
+def test_database_hot_reload(tmp_path, loop):
     mk = load_make_mmdb()
     london = mk.geo_record("GB", "EU", (51.5142, -0.0931))
     singapore = mk.geo_record("SG", "AS", (1.2897, 103.8501))
@@ -243,7 +255,7 @@ def test_database_hot_reload(tmp_path):
     write_city_db(v2, [("81.2.69.0/24", singapore)])
     db = tmp_path / "geo.mmdb"
     db.write_bytes(v1.read_bytes())
-    config = write_config(tmp_path, database=str(db), watch_interval=0.1)
+    config = write_config(tmp_path, database=str(db), watch_interval=0.1, loop=loop)
 
     def seen(proc: DnsProcess) -> tuple[frozenset[str], int | None]:
         msg = query(proc.port, "www.example.test", subnet="81.2.69.0/24")

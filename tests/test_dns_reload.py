@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import signal
 
-from dnsutil import DnsProcess, addresses, demo_text, query, wait_for
+import pytest
+from dnsutil import UDP_LOOPS, DnsProcess, addresses, demo_text, query, wait_for, with_udp_loop
 
 GB = "81.2.69.0/24"
 
@@ -14,9 +15,10 @@ def eu_answer(dns: DnsProcess) -> set[str]:
     return addresses(query(dns.port, "www.example.test", subnet=GB))
 
 
-def test_reload_on_change_keeps_running_config_when_bad(tmp_path):
+@pytest.mark.parametrize("loop", UDP_LOOPS)
+def test_reload_on_change_keeps_running_config_when_bad(tmp_path, loop):
     config = tmp_path / "topology.toml"
-    text = demo_text(1, watch_interval=0.1)
+    text = with_udp_loop(demo_text(1, watch_interval=0.1), loop)
     config.write_text(text)
     dns = DnsProcess(config)
     try:
@@ -34,9 +36,10 @@ def test_reload_on_change_keeps_running_config_when_bad(tmp_path):
         assert dns.stop() == 0
 
 
-def test_sighup_reloads(tmp_path):
+@pytest.mark.parametrize("loop", UDP_LOOPS)
+def test_sighup_reloads(tmp_path, loop):
     config = tmp_path / "topology.toml"
-    text = demo_text(1, watch_interval=3600)
+    text = with_udp_loop(demo_text(1, watch_interval=3600), loop)
     config.write_text(text)
     dns = DnsProcess(config)
     try:

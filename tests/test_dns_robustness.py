@@ -43,6 +43,8 @@ import dns.rdatatype
 import pytest
 from dnsutil import (
     DEMO,
+    NOT_BUILT,
+    UDP_LOOPS,
     DnsProcess,
     ServerThread,
     addresses,
@@ -51,12 +53,14 @@ from dnsutil import (
     ecs_scope,
     query,
     wait_for,
+    with_udp_loop,
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from geodns.engine import Engine
 from geodns.main import load_engine
+from geodns.wire import c_scan_common, parse_common, query_fields
 
 HDR = struct.Struct("!HHHHHH")
 LEN = struct.Struct("!H")
@@ -867,15 +871,85 @@ def test_malformed_query_with_another_opcode_is_notimp(engine):
     assert raw[:4] == b"\xff\xff" + LEN.pack(QR | RD | CD | (2 << 11) | NOTIMP)
 
 
+# == 2b. the C scanner (geodns/_fastudp.c scan_common) against wire.parse_common ==============
+SCAN = c_scan_common()
+needs_c = pytest.mark.skipif(SCAN is None, reason=NOT_BUILT)
+
+
+@pytest.fixture(scope="module")
+def py_engine() -> Engine:
+    """An engine without the C scanner: the reference for the one with it."""
+    engine = demo_engine()
+    engine.scan_common = None
+    return engine
+
+
+def same_parse(data: bytes, engine: Engine | None = None, py_engine: Engine | None = None) -> None:
+    """The scanner gives parse_common's fields; with engines, both answer the same bytes."""
+    assert SCAN is not None
+    query = parse_common(data)
+    assert SCAN(data) == (None if query is None else query_fields(query)), data.hex()
+    if engine is not None and py_engine is not None:
+        for tcp in (False, True):
+            got = engine.respond_uncached(data, CLIENT, tcp)
+            assert got == py_engine.respond_uncached(data, CLIENT, tcp), (data.hex(), tcp)
+
+
+@needs_c
+@fast(1500)
+@given(data=st.one_of(packets(), st.binary(max_size=300),
+                      st.binary(min_size=12, max_size=300).map(as_query)))
+def test_c_scanner_matches_python(engine, py_engine, data):
+    assert engine.scan_common is SCAN
+    same_parse(data, engine, py_engine)
+
+
+@needs_c
+@pytest.mark.parametrize("packet", [pytest.param(c.values[0], id=c.id) for c in TABLE])
+def test_c_scanner_matches_python_on_the_table(engine, py_engine, packet):
+    same_parse(packet, engine, py_engine)
+
+
+@needs_c
+@pytest.mark.parametrize("base", BASES, ids=BASE_IDS)
+def test_c_scanner_matches_python_on_every_truncation_and_bit_flip(engine, py_engine, base):
+    for n in range(len(base) + 1):
+        same_parse(base[:n], engine, py_engine)
+    for bit in range(8 * len(base)):
+        same_parse(mutate(base, "flip", bit, 0), engine, py_engine)
+
+
+ECS_EDGES = [  # (family, source, address): valid ones and every rule of _parse_ecs broken
+    (1, 0, b""), (1, 24, bytes([81, 2, 69])), (1, 32, bytes(4)), (1, 33, bytes(5)),
+    (2, 128, bytes(16)), (2, 129, bytes(17)), (2, 48, bytes(6)), (3, 8, b"\x01"),
+    (0, 0, b""), (1, 23, bytes([81, 2, 69])), (1, 23, bytes([81, 2, 68])), (1, 24, bytes(2)),
+    (1, 24, bytes(4)), (1, 1, b"\x80"), (1, 1, b"\x40"), (2, 7, b"\xfe"), (2, 7, b"\xff"),
+]
+
+
+@needs_c
+@pytest.mark.parametrize(("family", "source", "address"), ECS_EDGES)
+@pytest.mark.parametrize("payload", [0, 511, 512, 513, 4096, 65535])
+def test_c_scanner_matches_python_on_ecs_edges(engine, py_engine, family, source, address,
+                                                payload):
+    for qname in (Q_WWW, question(name("nope", "example", "test"), AAAA)):
+        packet = q(qname, opt(ecs(family, source, address), payload=payload), ar=1)
+        same_parse(packet, engine, py_engine)
+        same_parse(q(qname, opt(option(8, b"\x00\x01\x18")), ar=1))  # shorter than 4 octets
+        same_parse(q(qname, opt(ecs(1, 24, bytes([81, 2, 69])) + option(12, b"")), ar=1))
+        same_parse(q(qname, opt(do=True, version=3, payload=payload), ar=1), engine, py_engine)
+        same_parse(q(qname, opt(do=True), ar=1, flags=RD | CD | (2 << 11)), engine, py_engine)
+
+
 # == 3. real sockets ===========================================================================
 def server_errors(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records
             if r.levelno >= logging.WARNING and r.name.startswith(("geoedge", "asyncio"))]
 
 
-@pytest.fixture(scope="module")
-def server():
-    srv = ServerThread(demo_engine(), idle_timeout=0.5).start()
+@pytest.fixture(scope="module", params=UDP_LOOPS)
+def server(request):
+    srv = ServerThread(demo_engine(), idle_timeout=0.5, udp_loop=request.param).start()
     yield srv
     srv.stop()
 
@@ -1172,12 +1246,14 @@ def test_stop_with_an_open_tcp_connection_logs_no_error(caplog):
 
 
 # == 4. the real ``geoedge dns`` process =========================================================
-def test_geoedge_dns_process_survives_garbage(tmp_path):
+@pytest.mark.parametrize("loop", UDP_LOOPS)
+def test_geoedge_dns_process_survives_garbage(tmp_path, loop):
     config = tmp_path / "topology.toml"
     text = demo_text(1, watch_interval=3600,
                      health='path = "/healthz"\ninterval = 60.0\ntimeout = 1.0\nrise = 2\n'
                             'fall = 100')  # edges stay up for the whole test
-    config.write_text(text.replace("tcp_idle_timeout = 10.0", "tcp_idle_timeout = 1.0"))
+    text = with_udp_loop(text.replace("tcp_idle_timeout = 10.0", "tcp_idle_timeout = 1.0"), loop)
+    config.write_text(text)
     proc = DnsProcess(config)
     try:
         rng = random.Random(31337)

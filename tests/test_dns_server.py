@@ -13,7 +13,7 @@ import dns.rcode
 import dns.rdatatype
 import maxminddb
 import pytest
-from dnsutil import DEMO, ServerThread, addresses, demo_engine, ecs_scope, query
+from dnsutil import DEMO, UDP_LOOPS, ServerThread, addresses, demo_engine, ecs_scope, query
 
 from geodata import embedded_database_path
 
@@ -24,10 +24,10 @@ EU6 = {"fd00:0:0:2::1", "fd00:0:0:2::2"}
 AP6 = {"fd00:0:0:3::1", "fd00:0:0:3::2"}
 
 
-@pytest.fixture(scope="module")
-def server():
+@pytest.fixture(scope="module", params=UDP_LOOPS)
+def server(request):
     srv = ServerThread(demo_engine(), listen=[("127.0.0.1", 0), ("::1", 0)],
-                       idle_timeout=1.0).start()
+                       idle_timeout=1.0, udp_loop=request.param).start()
     yield srv
     srv.stop()
 
@@ -229,7 +229,8 @@ def test_valid_raw_ecs_query_answers(server):
     assert addresses(dns.message.from_wire(reply)) == EU
 
 
-def test_truncation_without_edns_and_full_answer_over_tcp(tmp_path):
+@pytest.mark.parametrize("loop", UDP_LOOPS)
+def test_truncation_without_edns_and_full_answer_over_tcp(tmp_path, loop):
     from geodns.main import load_engine
 
     text = tmp_path / "big.toml"
@@ -239,7 +240,7 @@ def test_truncation_without_edns_and_full_answer_over_tcp(tmp_path):
             f'  {{ name = "big", type = "TXT", value = \'"{i:02d}{"x" * 60}"\' }},'
             for i in range(12)))
     text.write_text(body)
-    srv = ServerThread(load_engine(text)).start()
+    srv = ServerThread(load_engine(text), udp_loop=loop).start()
     try:
         udp = query(srv.port, "big.example.test", "TXT", use_edns=False)
         assert udp.flags & dns.flags.TC and not udp.answer

@@ -106,6 +106,7 @@ def test_demo_settings(demo: Topology) -> None:
         tcp_idle_timeout=10.0,
         max_udp_payload=1232,
         answer_cache_size=100_000,
+        udp_fast_path=True,
     )
     assert demo.geoip == GeoIPSettings(database=None, watch_interval=2.0)
     assert demo.health == HealthSettings(path="/healthz", interval=1.0, timeout=1.0, rise=2,
@@ -332,6 +333,10 @@ BAD: list[Any] = [
                  ["greater than 0"], id="nan-tcp-idle-timeout"),
     pytest.param(set_(("dns", "answer_cache_size"), 1), "dns.answer_cache_size",
                  ["between 16 and"], id="tiny-answer-cache"),
+    pytest.param(set_(("dns", "udp_fast_path"), "yes"), "dns.udp_fast_path",
+                 ["must be true or false", "'yes'"], id="string-udp-fast-path"),
+    pytest.param(set_(("dns", "udp_fast_path"), 1), "dns.udp_fast_path",
+                 ["must be true or false"], id="int-udp-fast-path"),
     pytest.param(set_(("geoip", "watch_interval"), 0), "geoip.watch_interval",
                  ["greater than 0"], id="zero-watch-interval"),
     pytest.param(set_(("zones", 0, "ttl"), -1), "zones[0].ttl", ["between 0 and"],

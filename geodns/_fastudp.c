@@ -1,0 +1,442 @@
+/* geodns._fastudp: the UDP loop of geodns/server.py in C, answering cached queries itself.
+
+   serve(fd, cache_of, answer, send_failed, batch=64) serves one blocking UDP socket (IPv4 or
+   IPv6) until it is shut down, then returns None.
+
+   Rules:
+   - Receive: recvmmsg() with MSG_WAITFORONE takes up to `batch` datagrams (blocking, with the
+     GIL released, for the first only), each into its own 65535-byte buffer.
+   - Each batch, `cache_of()` is called once for the engine's current UDP response cache (a dict:
+     query bytes after the ID -> response bytes after the ID, or a dict of per-client answers).
+     The dict is held only for that batch, so a swapped or cleared cache is seen at the next one.
+   - A datagram of at least 12 bytes whose bytes after the ID are a key with a `bytes` value is
+     answered here: the query's 2-byte ID followed by that value. No DNS parsing happens here: a
+     key can only match the byte-identical query (flags included) that produced the answer.
+   - Every other datagram (shorter, not cached, per-client answers) goes to
+     `answer(data, client_ip, False)`, exactly like the pure-Python loop; it returns the
+     response bytes or None (no answer). An exception from it (or from `cache_of`) is raised
+     out of serve() after the answers already prepared in that batch have been sent.
+   - Send: sendmmsg() of the batch's answers, with the GIL released, each to its datagram's
+     source address. A datagram that cannot be sent is skipped and reported through
+     `send_failed(client_ip, errno)`; the rest of the batch is still sent.
+   - Stop: after shutdown(SHUT_RD) recvmmsg() returns an entry without a source address; serve()
+     answers the rest of that batch and returns None, and the caller checks whether it is
+     stopping. Receive errors other than EINTR/EAGAIN raise OSError.
+
+   scan_common(data) is query_fields(parse_common(data)) of geodns/wire.py (the usual query: one
+   plain question, at most an OPT with at most one valid ECS option) for the Python miss path:
+   (id, flags, question, qname, qtype, qclass, udp_size, version, do, family, source, address),
+   with udp_size -1 when there is no OPT and family 0 when there is no ECS; None for anything
+   else (parse_query then parses it in full and decides). Same rules, same results: the tests
+   compare the two on table-driven and random packets. It reads only within the bytes object's
+   length.
+
+   Buffers and references: a cached answer is copied, while the GIL is held, behind the ID in
+   its datagram's own receive buffer (the datagram has been looked up already and is not read
+   again; 2 + its size always fits in the 65535 bytes, else the next rule applies). Any other
+   response's iovec points into a bytes object (the callback's result), held by a strong
+   reference in `keep` from the moment it is chosen until its batch has been sent, so nothing
+   can free it while the GIL is released for sendmmsg(). Bytes objects are immutable, so reading
+   them without the GIL is safe. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#define BATCH_MAX 64
+#define DGRAM_MAX 65535 /* the largest datagram we read, as recvfrom(65535) in Python */
+#define HEADER_LEN 12   /* shorter datagrams are never looked up */
+#define ID_LEN 2
+
+typedef struct {
+    struct mmsghdr in[BATCH_MAX];
+    struct iovec in_iov[BATCH_MAX];
+    struct sockaddr_storage addr[BATCH_MAX];
+    struct mmsghdr out[BATCH_MAX];
+    struct iovec out_iov[BATCH_MAX][2];
+    PyObject *keep[BATCH_MAX]; /* strong references to what out_iov points into */
+    int nout;
+    unsigned char *bufs; /* BATCH_MAX buffers of DGRAM_MAX bytes */
+} Batch;
+
+/* The client's address as Python's socket module formats it (addr[0] of recvfrom). */
+static PyObject *
+client_ip(const struct sockaddr_storage *ss)
+{
+    char text[INET6_ADDRSTRLEN];
+    const void *src;
+    if (ss->ss_family == AF_INET)
+        src = &((const struct sockaddr_in *)ss)->sin_addr;
+    else if (ss->ss_family == AF_INET6)
+        src = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+    else
+        return PyErr_Format(PyExc_ValueError, "unsupported address family %d",
+                            (int)ss->ss_family);
+    if (inet_ntop(ss->ss_family, src, text, sizeof text) == NULL)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    return PyUnicode_FromString(text);
+}
+
+/* Up to `batch` datagrams; 0 means woken without any. -1 with a Python error set. */
+static int
+receive(int fd, Batch *b, int batch)
+{
+    for (int i = 0; i < batch; i++) {
+        b->in_iov[i].iov_base = b->bufs + (size_t)i * DGRAM_MAX;
+        b->in_iov[i].iov_len = DGRAM_MAX;
+        memset(&b->in[i], 0, sizeof b->in[i]);
+        b->in[i].msg_hdr.msg_name = &b->addr[i];
+        b->in[i].msg_hdr.msg_namelen = sizeof b->addr[i];
+        b->in[i].msg_hdr.msg_iov = &b->in_iov[i];
+        b->in[i].msg_hdr.msg_iovlen = 1;
+    }
+    for (;;) {
+        int n, err;
+        Py_BEGIN_ALLOW_THREADS
+        n = recvmmsg(fd, b->in, (unsigned int)batch, MSG_WAITFORONE, NULL);
+        err = errno;
+        Py_END_ALLOW_THREADS
+        if (n >= 0)
+            return n;
+        if (err == EINTR) {
+            if (PyErr_CheckSignals() < 0)
+                return -1;
+            continue;
+        }
+        if (err == EAGAIN || err == EWOULDBLOCK) { /* a non-blocking socket: wait for data */
+            struct pollfd pfd = {.fd = fd, .events = POLLIN};
+            Py_BEGIN_ALLOW_THREADS
+            (void)poll(&pfd, 1, -1);
+            Py_END_ALLOW_THREADS
+            continue;
+        }
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+}
+
+/* Queue the answer to datagram i. A cached answer (`with_id`: the datagram's ID goes first) is
+   copied behind the ID into the datagram's own buffer, which is no longer needed: one iovec,
+   and nothing to keep alive. Otherwise the iovecs point into `response`, and the reference
+   (a new one, handed over) is kept in b->keep until the batch is sent. */
+static void
+queue(Batch *b, int i, PyObject *response, int with_id)
+{
+    int k = b->nout++;
+    struct iovec *iov = b->out_iov[k];
+    size_t size = (size_t)PyBytes_GET_SIZE(response);
+    int n = 0;
+    if (with_id && size <= DGRAM_MAX - ID_LEN) {
+        memcpy((char *)b->in_iov[i].iov_base + ID_LEN, PyBytes_AS_STRING(response), size);
+        iov[n].iov_base = b->in_iov[i].iov_base;
+        iov[n++].iov_len = ID_LEN + size;
+        b->keep[k] = NULL;
+    } else {
+        if (with_id) {
+            Py_INCREF(response);
+            iov[n].iov_base = b->in_iov[i].iov_base;
+            iov[n++].iov_len = ID_LEN;
+        }
+        iov[n].iov_base = PyBytes_AS_STRING(response);
+        iov[n++].iov_len = size;
+        b->keep[k] = response;
+    }
+    memset(&b->out[k], 0, sizeof b->out[k]);
+    b->out[k].msg_hdr.msg_name = &b->addr[i];
+    b->out[k].msg_hdr.msg_namelen = b->in[i].msg_hdr.msg_namelen;
+    b->out[k].msg_hdr.msg_iov = iov;
+    b->out[k].msg_hdr.msg_iovlen = (size_t)n;
+}
+
+static void
+report_send_failure(PyObject *send_failed, const struct msghdr *msg, int err)
+{
+    PyObject *ip = client_ip((const struct sockaddr_storage *)msg->msg_name);
+    PyObject *result = NULL;
+    if (ip != NULL)
+        result = PyObject_CallFunction(send_failed, "Oi", ip, err);
+    if (result == NULL)
+        PyErr_WriteUnraisable(send_failed);
+    Py_XDECREF(result);
+    Py_XDECREF(ip);
+}
+
+/* Send the queued answers, then drop the references that kept their bytes alive. Called with
+   no Python error set. */
+static void
+send_queued(int fd, Batch *b, PyObject *send_failed)
+{
+    int done = 0;
+    while (done < b->nout) {
+        int r, err;
+        Py_BEGIN_ALLOW_THREADS
+        r = sendmmsg(fd, b->out + done, (unsigned int)(b->nout - done), 0);
+        err = errno;
+        Py_END_ALLOW_THREADS
+        if (r > 0) {
+            done += r;
+            continue;
+        }
+        if (r < 0 && err == EINTR)
+            continue;
+        /* the datagram at `done` could not be sent: skip it, as the Python loop does */
+        report_send_failure(send_failed, &b->out[done].msg_hdr, r < 0 ? err : EIO);
+        done++;
+    }
+    for (int k = 0; k < b->nout; k++)
+        Py_XDECREF(b->keep[k]);
+    b->nout = 0;
+}
+
+/* Answer datagram i through Python. 0: queued or no answer; -1: a Python error is set. */
+static int
+answer_in_python(Batch *b, int i, PyObject *answer)
+{
+    PyObject *data = PyBytes_FromStringAndSize(b->in_iov[i].iov_base, b->in[i].msg_len);
+    PyObject *ip = data ? client_ip(&b->addr[i]) : NULL;
+    PyObject *response = NULL;
+    if (ip != NULL) {
+        PyObject *args[3] = {data, ip, Py_False};
+        response = PyObject_Vectorcall(answer, args, 3, NULL);
+    }
+    Py_XDECREF(data);
+    Py_XDECREF(ip);
+    if (response == NULL)
+        return -1;
+    if (response == Py_None) {
+        Py_DECREF(response);
+        return 0;
+    }
+    if (!PyBytes_Check(response)) {
+        PyErr_Format(PyExc_TypeError, "answer() must return bytes or None, not %.100s",
+                     Py_TYPE(response)->tp_name);
+        Py_DECREF(response);
+        return -1;
+    }
+    queue(b, i, response, 0);
+    return 0;
+}
+
+/* Answer one batch of n datagrams. 1: woken by shutdown; 0: go on; -1: a Python error is set
+   (the answers prepared before it have been sent). */
+static int
+answer_batch(int fd, Batch *b, int n, PyObject *cache_of, PyObject *answer,
+             PyObject *send_failed)
+{
+    int woken = n == 0, failed = 0;
+    PyObject *cache = PyObject_CallNoArgs(cache_of); /* held for this batch only */
+    if (cache != NULL && !PyDict_Check(cache)) {
+        PyErr_Format(PyExc_TypeError, "cache_of() must return a dict, not %.100s",
+                     Py_TYPE(cache)->tp_name);
+        Py_CLEAR(cache);
+    }
+    if (cache == NULL)
+        failed = 1;
+    for (int i = 0; i < n && !failed; i++) {
+        unsigned int len = b->in[i].msg_len;
+        PyObject *value = NULL; /* borrowed from the cache */
+        if (b->in[i].msg_hdr.msg_namelen == 0) { /* no sender: woken by shutdown */
+            woken = 1;
+            continue;
+        }
+        if (len >= HEADER_LEN) {
+            PyObject *key = PyBytes_FromStringAndSize(
+                (const char *)b->in_iov[i].iov_base + ID_LEN, (Py_ssize_t)(len - ID_LEN));
+            if (key == NULL) {
+                failed = 1;
+                break;
+            }
+            value = PyDict_GetItemWithError(cache, key);
+            Py_DECREF(key);
+            if (value == NULL && PyErr_Occurred()) {
+                failed = 1;
+                break;
+            }
+        }
+        if (value != NULL && PyBytes_CheckExact(value)) {
+            queue(b, i, value, 1); /* borrowed: copied, or a reference taken */
+        } else if (answer_in_python(b, i, answer) < 0) {
+            failed = 1;
+        }
+    }
+    Py_XDECREF(cache);
+    if (failed) {
+#if PY_VERSION_HEX >= 0x030C0000
+        PyObject *exc = PyErr_GetRaisedException();
+        send_queued(fd, b, send_failed);
+        PyErr_SetRaisedException(exc);
+#else
+        PyObject *type, *val, *tb;
+        PyErr_Fetch(&type, &val, &tb);
+        send_queued(fd, b, send_failed);
+        PyErr_Restore(type, val, tb);
+#endif
+        return -1;
+    }
+    send_queued(fd, b, send_failed);
+    return woken;
+}
+
+static PyObject *
+serve(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"fd", "cache_of", "answer", "send_failed", "batch", NULL};
+    int fd, batch = BATCH_MAX, rc = 0;
+    PyObject *cache_of, *answer, *send_failed;
+    (void)module;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOOO|i:serve", keywords, &fd, &cache_of,
+                                     &answer, &send_failed, &batch))
+        return NULL;
+    if (!PyCallable_Check(cache_of) || !PyCallable_Check(answer) ||
+        !PyCallable_Check(send_failed)) {
+        PyErr_SetString(PyExc_TypeError, "cache_of, answer and send_failed must be callable");
+        return NULL;
+    }
+    if (fd < 0)
+        return PyErr_Format(PyExc_ValueError, "invalid file descriptor %d", fd);
+    if (batch < 1 || batch > BATCH_MAX)
+        return PyErr_Format(PyExc_ValueError, "batch must be 1..%d, got %d", BATCH_MAX, batch);
+    Batch *b = PyMem_Calloc(1, sizeof *b);
+    if (b == NULL)
+        return PyErr_NoMemory();
+    b->bufs = PyMem_Malloc((size_t)batch * DGRAM_MAX);
+    if (b->bufs == NULL) {
+        PyMem_Free(b);
+        return PyErr_NoMemory();
+    }
+    while (rc == 0) {
+        int n = receive(fd, b, batch);
+        rc = n < 0 ? -1 : answer_batch(fd, b, n, cache_of, answer, send_failed);
+    }
+    PyMem_Free(b->bufs);
+    PyMem_Free(b);
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static unsigned int
+u16(const unsigned char *p)
+{
+    return ((unsigned int)p[0] << 8) | p[1];
+}
+
+/* End of an uncompressed name starting at pos, or -1 (see wire.py's _scan_plain_name). */
+static Py_ssize_t
+scan_plain_name(const unsigned char *d, Py_ssize_t n, Py_ssize_t pos)
+{
+    Py_ssize_t start = pos;
+    while (pos < n) {
+        unsigned int length = d[pos];
+        if (length == 0)
+            return pos + 1 - start <= 255 ? pos + 1 : -1;
+        if (length > 63)
+            return -1;
+        pos += (Py_ssize_t)length + 1;
+    }
+    return -1;
+}
+
+static PyObject *
+scan_common(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    if (!PyBytes_Check(arg))
+        return PyErr_Format(PyExc_TypeError, "scan_common() needs bytes, not %.100s",
+                            Py_TYPE(arg)->tp_name);
+    const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(arg);
+    Py_ssize_t n = PyBytes_GET_SIZE(arg);
+    if (n < 17)
+        Py_RETURN_NONE;
+    unsigned int id = u16(d), flags = u16(d + 2), qd = u16(d + 4), an = u16(d + 6),
+                 ns = u16(d + 8), ar = u16(d + 10);
+    if ((flags & 0x8000) || qd != 1 || an || ns || ar > 1)
+        Py_RETURN_NONE;
+    Py_ssize_t end = scan_plain_name(d, n, 12);
+    if (end < 0 || end + 4 > n)
+        Py_RETURN_NONE;
+    unsigned int qtype = u16(d + end), qclass = u16(d + end + 2);
+    Py_ssize_t pos = end + 4;
+    long udp_size = -1, version = 0, dnssec_ok = 0, family = 0, source = 0;
+    Py_ssize_t addr_at = 0, addr_len = 0;
+    if (!ar) {
+        if (pos != n)
+            Py_RETURN_NONE;
+    } else {
+        if (pos + 11 > n)
+            Py_RETURN_NONE;
+        const unsigned char *opt = d + pos;
+        unsigned int rtype = u16(opt + 1), rclass = u16(opt + 3), rdlen = u16(opt + 9);
+        unsigned long ttl = ((unsigned long)u16(opt + 5) << 16) | u16(opt + 7);
+        if (opt[0] || rtype != 41 || pos + 11 + (Py_ssize_t)rdlen != n)
+            Py_RETURN_NONE;
+        if (rdlen) {
+            if (rdlen < 4)
+                Py_RETURN_NONE;
+            unsigned int code = u16(opt + 11), length = u16(opt + 13);
+            if (code != 8 || length + 4 != rdlen)
+                Py_RETURN_NONE;
+            /* the ECS option's data: d[pos + 15 .. n), `length` bytes */
+            const unsigned char *ecs = opt + 15;
+            if (length < 4)
+                Py_RETURN_NONE;
+            family = (long)u16(ecs);
+            source = ecs[2];
+            if (family != 1 && family != 2)
+                Py_RETURN_NONE;
+            if (source > (family == 1 ? 32 : 128))
+                Py_RETURN_NONE;
+            addr_at = pos + 15 + 4;
+            addr_len = (Py_ssize_t)length - 4;
+            if (addr_len != (source + 7) / 8)
+                Py_RETURN_NONE;
+            if ((source % 8) && (d[addr_at + addr_len - 1] & (0xFF >> (source % 8))))
+                Py_RETURN_NONE;
+        }
+        udp_size = rclass > 512 ? (long)rclass : 512;
+        version = (long)((ttl >> 16) & 0xFF);
+        dnssec_ok = (ttl & 0x8000) != 0;
+    }
+    PyObject *qname = PyBytes_FromStringAndSize(NULL, end - 12);
+    if (qname == NULL)
+        return NULL;
+    char *lower = PyBytes_AS_STRING(qname);
+    for (Py_ssize_t i = 12; i < end; i++) /* bytes.lower(): ASCII letters only */
+        lower[i - 12] = (char)(d[i] >= 'A' && d[i] <= 'Z' ? d[i] + 32 : d[i]);
+    return Py_BuildValue("(IIy#NIIllNlly#)", id, flags, (const char *)d + 12,
+                         (Py_ssize_t)(pos - 12), qname, qtype, qclass, udp_size, version,
+                         PyBool_FromLong(dnssec_ok), family, source, (const char *)d + addr_at,
+                         addr_len);
+}
+
+static PyMethodDef methods[] = {
+    {"serve", (PyCFunction)(void (*)(void))serve, METH_VARARGS | METH_KEYWORDS,
+     "serve(fd, cache_of, answer, send_failed, batch=64)\n--\n\n"
+     "Serve one blocking UDP socket until it is shut down (see the module's source for the "
+     "rules)."},
+    {"scan_common", scan_common, METH_O,
+     "scan_common(data)\n--\n\n"
+     "geodns.wire.parse_common's fields as a flat tuple, or None (see the module's source)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "geodns._fastudp",
+    "The UDP answer loop in C: cached answers without Python, the rest through a callback.",
+    -1, methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__fastudp(void)
+{
+    PyObject *m = PyModule_Create(&module_def);
+    if (m != NULL && PyModule_AddIntConstant(m, "BATCH_MAX", BATCH_MAX) < 0)
+        Py_CLEAR(m);
+    return m;
+}
