@@ -1,6 +1,21 @@
 # One image for every role: `geoedge dns`, `geoedge edge`, `geoedge origin`, and the client
 # (dig, curl and `geoedge`). docker-compose.yml runs it; `python -m geoedge.compose` writes both
 # that file and deploy/topology.toml from examples/demo.toml.
+# Build stage: the wheels, with geodns's optional C fast path compiled (gcc only lives here).
+FROM python:3.11-slim-bookworm AS build
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY pyproject.toml setup.py README.md ./
+COPY geoedge ./geoedge
+COPY geodns ./geodns
+COPY geodata ./geodata
+COPY edge ./edge
+COPY origin ./origin
+RUN pip wheel --no-cache-dir --wheel-dir /wheels . \
+    && python -m zipfile -l /wheels/geoedge-*.whl | grep -q "geodns/_fastudp.*[.]so"
+
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -12,14 +27,8 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends bind9-dnsutils curl \
     && rm -rf /var/lib/apt/lists/*
 
-WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY geoedge ./geoedge
-COPY geodns ./geodns
-COPY geodata ./geodata
-COPY edge ./edge
-COPY origin ./origin
-RUN pip install --no-cache-dir . && rm -rf /src
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir --no-index --find-links /wheels geoedge && rm -rf /wheels
 
 COPY examples/content /srv/geoedge/content
 COPY deploy/topology.toml /etc/geoedge/topology.toml
