@@ -1,12 +1,28 @@
 """Builds the optional C fast path ``geodns._fastudp``; all other metadata is in pyproject.toml.
 
 The extension is optional: without a C compiler or the Python headers the install goes on
-without it, and geodns/server.py serves UDP with its pure-Python loop.
+without it, and geodns/server.py serves UDP with its pure-Python loop. A build first removes
+any ``_fastudp`` library left in the source tree by an earlier (editable) install, so a build
+that fails leaves the pure-Python loop, never a stale compiled one.
 """
 
+from pathlib import Path
+
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+HERE = Path(__file__).resolve().parent
+
+
+class BuildExt(build_ext):
+    def run(self) -> None:
+        for stale in (HERE / "geodns").glob("_fastudp*.so"):
+            stale.unlink()
+        super().run()
+
 
 setup(
+    cmdclass={"build_ext": BuildExt},
     ext_modules=[
         Extension(
             "geodns._fastudp",
@@ -14,5 +30,5 @@ setup(
             extra_compile_args=["-std=c99", "-O2", "-Wall", "-Wextra"],
             optional=True,
         )
-    ]
+    ],
 )

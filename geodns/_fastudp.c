@@ -43,6 +43,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <string.h>
@@ -64,7 +65,8 @@ typedef struct {
     unsigned char *bufs; /* BATCH_MAX buffers of DGRAM_MAX bytes */
 } Batch;
 
-/* The client's address as Python's socket module formats it (addr[0] of recvfrom). */
+/* The client's address as text, as Python's socket module formats addr[0] of recvfrom, except
+   that an IPv6 scope (fe80::1%lo) is left out: such clients are never located anyway. */
 static PyObject *
 client_ip(const struct sockaddr_storage *ss)
 {
@@ -300,6 +302,14 @@ serve(PyObject *module, PyObject *args, PyObject *kwargs)
     }
     if (fd < 0)
         return PyErr_Format(PyExc_ValueError, "invalid file descriptor %d", fd);
+    /* a non-blocking socket would never see the shutdown that wakes the loop (recvmmsg gives
+       EAGAIN, not 0): it would spin instead of returning */
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    if (flags & O_NONBLOCK)
+        return PyErr_Format(PyExc_ValueError, "fd %d is non-blocking; serve needs a blocking "
+                                              "socket", fd);
     if (batch < 1 || batch > BATCH_MAX)
         return PyErr_Format(PyExc_ValueError, "batch must be 1..%d, got %d", BATCH_MAX, batch);
     Batch *b = PyMem_Calloc(1, sizeof *b);

@@ -23,6 +23,9 @@ Rules:
   one is dropped), and a hit in the old one is copied into the current one. So queries that are
   never asked again (random names, as in a random-subdomain flood) cannot flush the answers that
   are asked all the time; a full flush would send all of those through the slow path again.
+  Generation swaps (a rotation, a health change) hold ``_swap``, and a health change clears the
+  old generation before the current one, so a reader that sees the new current generation can
+  never copy a pre-change answer out of the old one.
 - Parsing: with ``dns.udp_fast_path`` on and the C extension built, the usual query's fields
   come from ``_fastudp.scan_common`` (the same tuple as ``query_fields(parse_query(data))``,
   compared in the tests); every other packet, and every packet without it, goes through
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -93,16 +97,18 @@ class Engine:
         self.scan_common = c_scan_common() if topology.dns.udp_fast_path else None
         self.wire_udp_old: dict[bytes, bytes | dict[str, bytes]] = {}
         self.wire_tcp_old: dict[bytes, bytes | dict[str, bytes]] = {}
+        self._swap = threading.Lock()  # UDP threads rotate; the loop thread sets health
 
     # -- health -------------------------------------------------------------------------------
     def set_health(self, health: Mapping[str, bool]) -> None:
         self.health = dict(health)
         self.selections = {}
         self.packed = {}
-        self.wire_udp = {}
-        self.wire_tcp = {}
-        self.wire_udp_old = {}
-        self.wire_tcp_old = {}
+        with self._swap:
+            self.wire_udp_old = {}  # the old generation first: see the module's rules
+            self.wire_tcp_old = {}
+            self.wire_udp = {}
+            self.wire_tcp = {}
 
     def region_up(self, region: str) -> bool:
         health = self.health
@@ -201,13 +207,15 @@ class Engine:
     def _store(self, cache: dict, key: bytes, value: bytes | dict[str, bytes], tcp: bool) -> None:
         """Put an answer into ``cache``, the current wire generation when ``respond`` began."""
         if len(cache) >= self.cache_size:
-            if tcp and cache is self.wire_tcp:
-                self.wire_tcp_old, self.wire_tcp = cache, {}
-            elif not tcp and cache is self.wire_udp:
-                self.wire_udp_old, self.wire_udp = cache, {}
-            else:  # replaced meanwhile (a health change): nobody reads it any more
-                return
-            cache = self.wire_tcp if tcp else self.wire_udp
+            fresh: dict[bytes, bytes | dict[str, bytes]] = {}
+            with self._swap:
+                if tcp and cache is self.wire_tcp:
+                    self.wire_tcp_old, self.wire_tcp = cache, fresh
+                elif not tcp and cache is self.wire_udp:
+                    self.wire_udp_old, self.wire_udp = cache, fresh
+                else:  # replaced meanwhile (a health change): nobody reads it any more
+                    return
+            cache = fresh
         cache[key] = value
 
     def respond_uncached(self, data: bytes, client_ip: str, tcp: bool) -> tuple[bytes | None, bool]:

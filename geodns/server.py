@@ -32,6 +32,7 @@ from collections.abc import Callable
 from geodns.engine import Engine
 
 log = logging.getLogger("geoedge.dns")
+FAST_RETRY = 0.5  # seconds before the C loop is entered again after an internal error
 _LEN = struct.Struct("!H")
 
 
@@ -171,8 +172,11 @@ class DnsServer:
 
     def _udp_fast_loop(self, sock: socket.socket, serve: Callable[..., None]) -> None:
         """The C loop. ``serve`` returns when woken by ``stop()``; a receive error is logged and
-        serving goes on, as in the Python loop; anything else ends the thread (with a traceback),
-        as a non-``Exception`` error from ``_answer`` ends the Python loop."""
+        serving goes on, as in the Python loop. So do the errors only the C side can raise
+        (out of memory for a batch or a key; a bad value from a callback, i.e. a bug): logged
+        with their traceback, then serving resumes after a pause, so UDP service never ends
+        silently while TCP and the health checks go on. Clients' packets cannot cause them:
+        ``_answer`` turns every failure to answer one into no answer."""
         stopping = self._stopping.is_set
         while not stopping():
             try:
@@ -181,6 +185,9 @@ class DnsServer:
                 if stopping():
                     return
                 log.warning("udp receive failed: %s", exc)
+            except (MemoryError, ValueError, TypeError):
+                log.exception("udp fast path failed; serving again in %.1f s", FAST_RETRY)
+                self._stopping.wait(FAST_RETRY)
 
     def _udp_cache(self) -> dict:
         return self.engine.wire_udp  # read once per batch: a reload or health change is seen

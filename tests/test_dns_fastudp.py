@@ -285,6 +285,17 @@ def test_send_error_is_reported_and_the_rest_of_the_batch_is_sent(pair):
 
 
 @needs_c
+def test_a_non_blocking_socket_is_refused():
+    """Its shutdown would never wake the loop (EAGAIN, not 0): refused instead of spinning."""
+    serve = fast_udp_serve()
+    assert serve is not None
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.setblocking(False)
+        with pytest.raises(ValueError, match="non-blocking"):
+            serve(s.fileno(), dict, lambda *a: None, lambda *a: None)
+
+
+@needs_c
 @pytest.mark.parametrize("bad", [-1, 10**6])
 def test_bad_arguments(bad):
     serve = fast_udp_serve()
