@@ -7,6 +7,7 @@ pipe on stdin for its console and collects its output lines on a thread.
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import signal
@@ -147,6 +148,19 @@ class DemoProcess:
         for pipe in (self.proc.stdin, self.proc.stdout):
             if pipe is not None:
                 pipe.close()
+
+
+def fetch(address: str, port: int, path: str = "/index.html",
+          timeout: float = 5.0) -> tuple[int, str]:
+    """GET through one edge with the demo zone's Host; (status, Via)."""
+    conn = http.client.HTTPConnection(address, port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Host": f"www.example.test:{port}"})
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status, resp.getheader("Via", "")
+    finally:
+        conn.close()
 
 
 def alive(pid: int) -> bool:

@@ -34,7 +34,6 @@ import concurrent.futures
 import contextlib
 import ctypes
 import dataclasses
-import http.client
 import os
 import re
 import shutil
@@ -49,6 +48,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from demoutil import fetch
 
 from geoedge.demo import redis_binary
 from geoedge.services import Service, plan
@@ -338,38 +338,15 @@ class CoreSupervisor:
 
 # --- the client side (run on a NetnsThread in core) -------------------------------------------
 
-def fetch(address: str, port: int, path: str = "/index.html",
-          timeout: float = 3.0) -> tuple[int, str]:
-    """GET through one edge with the zone's Host; (status, Via)."""
-    conn = http.client.HTTPConnection(address, port, timeout=timeout)
-    try:
-        conn.request("GET", path, headers={"Host": f"www.example.test:{port}"})
-        resp = conn.getresponse()
-        resp.read()
-        return resp.status, resp.getheader("Via", "")
-    finally:
-        conn.close()
-
-
 def http_rtt(address: str, port: int, tries: int = 5) -> float:
     """The smallest time, in seconds, of a fresh connection plus ``GET /healthz``."""
     best = float("inf")
     for _ in range(tries):
         began = time.perf_counter()
-        status, _ = fetch(address, port, "/healthz")
+        status, _ = fetch(address, port, "/healthz", timeout=3.0)
         elapsed = time.perf_counter() - began
         assert status == 200, f"/healthz on {address}:{port} answered {status}"
         best = min(best, elapsed)
     return best
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
-    except (OSError, IndexError):
-        return True
-    return state != "Z"

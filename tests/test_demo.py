@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-from demoutil import DEMO, DemoProcess, alive, demo_config
+from demoutil import DEMO, DemoProcess, alive, demo_config, fetch
 from dnsutil import addresses, query
 
 from geoedge.services import plan, select
@@ -95,18 +95,6 @@ def test_select(target: str, names: list[str]) -> None:
 
 
 # --- the real thing ---------------------------------------------------------------------------
-
-def fetch(address: str, port: int, path: str = "/index.html") -> tuple[int, str]:
-    """GET through one edge with the demo's Host; (status, Via)."""
-    conn = http.client.HTTPConnection(address, port, timeout=5)
-    try:
-        conn.request("GET", path, headers={"Host": f"www.example.test:{port}"})
-        resp = conn.getresponse()
-        resp.read()
-        return resp.status, resp.getheader("Via", "")
-    finally:
-        conn.close()
-
 
 def answer(dns_port: int, subnet: str = GB) -> list[str]:
     msg = query(dns_port, "www.example.test", "A", subnet=subnet)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import netnsutil
 import pytest
+from demoutil import alive, fetch
 from dnsutil import addresses, query
 from netnsutil import (
     DNS_ADDRESS,
@@ -35,10 +36,8 @@ from netnsutil import (
     CoreSupervisor,
     Lab,
     NetnsThread,
-    alive,
     default_prefix,
     edge_addresses,
-    fetch,
     http_rtt,
     need_lab,
     netns_config,
