@@ -46,6 +46,8 @@ TARGET_RATIO=0.6
 
 log() { printf '[dns-bench] %s\n' "$*" >&2; }
 die() { printf '[dns-bench] ERROR: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 for v in DURATION WARMUP QUERIES SEED OUTSTANDING TIMEOUT CLIENTS SERVER_CPU CLIENT_CPU; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "DNS_BENCH_$v must be a non-negative integer (got '${!v}')"
@@ -56,26 +58,7 @@ done
 
 # ---------------------------------------------------------------- prerequisites
 export PATH=$PATH:/usr/sbin:/sbin  # gdnsd is in /usr/sbin
-need_pkgs=()
-command -v dnsperf >/dev/null 2>&1 || need_pkgs+=(dnsperf)
-command -v gdnsd >/dev/null 2>&1 || need_pkgs+=(gdnsd)
-command -v dig >/dev/null 2>&1 || need_pkgs+=(bind9-dnsutils)
-command -v taskset >/dev/null 2>&1 || need_pkgs+=(util-linux)
-if ((${#need_pkgs[@]})); then
-    log "installing from Debian: ${need_pkgs[*]}"
-    SUDO=()
-    if ((EUID != 0)); then
-        command -v sudo >/dev/null 2>&1 || die "need root (or sudo) to install: ${need_pkgs[*]}"
-        SUDO=(sudo)
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    # Update the package lists only when the install fails without it.
-    if ! "${SUDO[@]}" apt-get install -y -q "${need_pkgs[@]}" >&2; then
-        "${SUDO[@]}" apt-get update -q >&2 || die "apt-get update failed"
-        "${SUDO[@]}" apt-get install -y -q "${need_pkgs[@]}" >&2 ||
-            die "could not install ${need_pkgs[*]}"
-    fi
-fi
+install_missing dnsperf:dnsperf gdnsd:gdnsd dig:bind9-dnsutils taskset:util-linux
 GDNSD=$(command -v gdnsd) || die "gdnsd is not installed"
 command -v dnsperf >/dev/null 2>&1 || die "dnsperf is not installed"
 [[ -x $PY ]] || die "no Python venv at $VENV (run 'make venv' in $ROOT, or set GEOEDGE_VENV)"
@@ -147,25 +130,6 @@ for _ in range(100):
 else:
     raise SystemExit("no free port")
 EOF
-}
-
-# CPU seconds (user+sys) used so far by a process and its descendants.
-cpu_seconds() {
-    local pids=("$1") all=() p kids
-    while ((${#pids[@]})); do
-        p=${pids[0]}; pids=("${pids[@]:1}")
-        all+=("$p")
-        kids=$(pgrep -P "$p" || true)
-        for k in $kids; do pids+=("$k"); done
-    done
-    local ticks=0 f
-    for p in "${all[@]}"; do
-        f=$(cat /proc/"$p"/stat 2>/dev/null) || continue
-        f=${f##*) }  # fields after "(comm) "; utime/stime are fields 14/15, here 12/13
-        read -r -a a <<<"$f"
-        ticks=$((ticks + a[11] + a[12]))
-    done
-    awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'
 }
 
 # ---------------------------------------------------------------- query file

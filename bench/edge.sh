@@ -82,27 +82,8 @@ done
 
 # ---------------------------------------------------------------- prerequisites
 export PATH=$PATH:/usr/sbin:/sbin
-need_pkgs=()
-command -v nginx >/dev/null 2>&1 || need_pkgs+=(nginx-light)
-command -v wrk >/dev/null 2>&1 || need_pkgs+=(wrk)
-command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
-command -v taskset >/dev/null 2>&1 || need_pkgs+=(util-linux)
-if ((${#need_pkgs[@]})); then
-    log "installing from Debian: ${need_pkgs[*]}"
-    SUDO=()
-    if ((EUID != 0)); then
-        command -v sudo >/dev/null 2>&1 || die "need root (or sudo) to install: ${need_pkgs[*]}"
-        SUDO=(sudo)
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    # Update the package lists only when the install fails without it.
-    if ! "${SUDO[@]}" apt-get install -y -q "${need_pkgs[@]}" >&2; then
-        "${SUDO[@]}" apt-get update -q >&2 || die "apt-get update failed"
-        "${SUDO[@]}" apt-get install -y -q "${need_pkgs[@]}" >&2 ||
-            die "could not install ${need_pkgs[*]}"
-    fi
-    # Debian's package starts the system nginx on port 80; it is not used here.
-fi
+# (Debian's nginx package starts the system nginx on port 80; it is not used here.)
+install_missing nginx:nginx-light wrk:wrk curl:curl taskset:util-linux
 NGINX=$(command -v nginx)
 [[ -x $PY ]] || die "no Python venv at $VENV (run 'make venv' in $ROOT, or set GEOEDGE_VENV)"
 [[ -x $GEOEDGE ]] || die "$GEOEDGE not found (pip install -e $ROOT)"
@@ -141,24 +122,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-render_nginx() {  # $1 template, $2 output, then NAME=VALUE pairs for @NAME@
-    local tpl=$1 out=$2 user="" tmp
-    shift 2
-    ((EUID == 0)) && user="user root;"  # workers read/write the 0700 temp dir
-    tmp=$(temp_paths)
-    "$PY" - "$tpl" "$out" "USER=$user" "DIR=$WORK" "TEMP_PATHS=$tmp" "$@" <<'EOF'
-import sys
-tpl, out, *pairs = sys.argv[1:]
-text = open(tpl).read()
-for kv in pairs:
-    name, value = kv.split("=", 1)
-    text = text.replace(f"@{name}@", value)
-if "@" in "".join(line.split("#")[0] for line in text.splitlines()):
-    raise SystemExit(f"unreplaced marker in {out}")
-open(out, "w").write(text)
-EOF
-}
 
 start_nginx() {  # $1 config, $2 name, $3 cpu (or ""); sets NGINX_PID
     local conf=$1 name=$2 cpu=$3 pin=()
@@ -201,7 +164,7 @@ chmod -R a+rX "$WORK/www"
 STATIC_PORT=$(free_ports 1)
 [[ $STATIC_PORT =~ ^[0-9]+$ ]] || die "could not pick a free port"
 
-render_nginx "$HERE/origin-nginx.conf.in" "$WORK/origin-nginx.conf" "PORT=$STATIC_PORT"
+render "$HERE/origin-nginx.conf.in" "$WORK/origin-nginx.conf" "PORT=$STATIC_PORT"
 start_nginx "$WORK/origin-nginx.conf" origin-nginx "$CLIENT_CPU"
 STATIC_PID=$NGINX_PID
 wait_http "$STATIC_PID" "http://127.0.0.1:$STATIC_PORT/healthz" "$WORK/origin-nginx.error.log"
@@ -228,7 +191,7 @@ fi
 # nginx proxy_cache; /api/ goes to geoedge's origin (a closed port when coalescing is off).
 if ((API_PORT)); then CACHE_PORT=$(free_ports 1); else read -r CACHE_PORT API_PORT < <(free_ports 2); fi
 [[ $CACHE_PORT =~ ^[0-9]+$ && $API_PORT =~ ^[0-9]+$ ]] || die "could not pick a free port"
-render_nginx "$HERE/cache-nginx.conf.in" "$WORK/cache-nginx.conf" "PORT=$CACHE_PORT" \
+render "$HERE/cache-nginx.conf.in" "$WORK/cache-nginx.conf" "PORT=$CACHE_PORT" \
     "STATIC_PORT=$STATIC_PORT" "API_PORT=$API_PORT" "SENDFILE=$NGINX_SENDFILE"
 start_nginx "$WORK/cache-nginx.conf" cache-nginx "$SERVER_CPU"
 CACHE_PID=$NGINX_PID

@@ -72,6 +72,8 @@ MARGIN=200  # unused URLs between ranges: a run that stops may have sent a few m
 
 log() { printf '[tier-bench] %s\n' "$*" >&2; }
 die() { printf '[tier-bench] ERROR: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 for v in OBJECTS MIX_REQUESTS DURATION LAT_COUNT THR_COUNT CONNECTIONS SERVER_CPU CLIENT_CPU; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer (got '${!v}')"
@@ -93,29 +95,9 @@ done
 
 # ---------------------------------------------------------------- prerequisites
 export PATH=$PATH:/usr/sbin:/sbin
-need_pkgs=()
-command -v nginx >/dev/null 2>&1 || need_pkgs+=(nginx-light)
-command -v wrk >/dev/null 2>&1 || need_pkgs+=(wrk)
-command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
-command -v redis-cli >/dev/null 2>&1 || need_pkgs+=(redis-tools)
-command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
-command -v taskset >/dev/null 2>&1 || need_pkgs+=(util-linux)
-if ((${#need_pkgs[@]})); then
-    log "installing from Debian: ${need_pkgs[*]}"
-    SUDO=()
-    if ((EUID != 0)); then
-        command -v sudo >/dev/null 2>&1 || die "need root (or sudo) to install: ${need_pkgs[*]}"
-        SUDO=(sudo)
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    # Update the package lists only when the install fails without them.
-    if ! "${SUDO[@]}" apt-get install -y -q "${need_pkgs[@]}" >&2; then
-        "${SUDO[@]}" apt-get update -q >&2 || die "apt-get update failed"
-        "${SUDO[@]}" apt-get install -y -q "${need_pkgs[@]}" >&2 ||
-            die "could not install ${need_pkgs[*]}"
-    fi
-    # Debian's packages start the system nginx (port 80) and redis (6379): neither is used.
-fi
+# (Debian's packages start the system nginx (port 80) and redis (6379): neither is used.)
+install_missing nginx:nginx-light wrk:wrk redis-server:redis-server redis-cli:redis-tools \
+    curl:curl taskset:util-linux
 NGINX=$(command -v nginx)
 REDIS_SERVER=$(command -v redis-server)
 REDIS_CLI=$(command -v redis-cli)
@@ -154,8 +136,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# shellcheck source=bench/lib.sh
-source "$ROOT/bench/lib.sh"
 # shellcheck source=bench/tier/lib.sh
 source "$HERE/lib.sh"
 

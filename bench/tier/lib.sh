@@ -4,26 +4,6 @@
 # benchmarks are in bench/lib.sh. They expect WORK, PY, GEOEDGE, NGINX, PIDS and STOP_SIG from
 # the caller, and `die`/`log`.
 
-render() {  # $1 template, $2 output, then NAME=VALUE pairs for @NAME@ (USER/DIR/TEMP_PATHS too)
-    local tpl=$1 out=$2 user="" tmp
-    shift 2
-    ((EUID == 0)) && user="user root;"  # nginx workers read/write the 0700 temp dir
-    tmp=$(temp_paths)
-    "$PY" - "$tpl" "$out" "USER=$user" "DIR=$WORK" "TEMP_PATHS=$tmp" "$@" <<'EOF'
-import re
-import sys
-tpl, out, *pairs = sys.argv[1:]
-text = open(tpl).read()
-for kv in pairs:
-    name, value = kv.split("=", 1)
-    text = text.replace(f"@{name}@", value)
-left = re.findall(r"@[A-Z_]+@", "".join(line.split("#")[0] for line in text.splitlines()))
-if left:
-    raise SystemExit(f"unreplaced markers {left} in {out}")
-open(out, "w").write(text)
-EOF
-}
-
 start_nginx() {  # $1 config, $2 name, $3 cpu; sets NGINX_PID
     local conf=$1 name=$2 cpu=$3
     "$NGINX" -t -q -p "$WORK" -e "$WORK/$name.error.log" -c "$conf" 2>"$WORK/$name.t.log" || {
