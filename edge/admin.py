@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge.httpserver import Request, ResponseWriter
 from edge.policy.invalidation import normalise_uri
-from edge.store import primary_key
+from edge.policy.target import url_key
 
 if TYPE_CHECKING:
     from edge.proxy import EdgeApp
@@ -74,6 +74,8 @@ class Admin:
         if kind == "url":
             value = normalise_uri(value)
             n = store.purge_key(value, soft)
+            if self.app.trusted:  # the URL's variants keyed by trusted forwarding headers
+                n += store.purge_prefix(value + " ", soft)
         elif kind == "prefix":
             n = store.purge_prefix(value, soft)
         else:
@@ -109,7 +111,7 @@ class Admin:
             return
         kind, value = kinds[0], doc[kinds[0]]
         if kind in ("url", "prefix") and value.startswith("/"):
-            value = primary_key(request.host, value)
+            value = url_key(value, request.host, request.scheme) or value
         n = self.purge(kind, value, bool(doc.get("soft", False)))
         await self._json(writer, 200, {"purged": n, "soft": bool(doc.get("soft", False))})
 

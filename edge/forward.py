@@ -3,10 +3,19 @@
 Rules (RFC 9110 §7.6, and nginx's proxy module):
 
 - Request headers forwarded: all but hop-by-hop ones (and those listed in Connection) and
-  ``Expect`` (already answered); ``Host`` is kept; ``Via`` and ``X-Forwarded-For`` are
-  appended to; ``X-Forwarded-Proto`` is set.
+  ``Expect`` (already answered); ``Host`` is the normalised authority that was keyed
+  (edge.policy.target); ``Via`` and ``X-Forwarded-For`` are appended to;
+  ``X-Forwarded-Proto`` is set.
+- Framing is never forwarded: the client's Content-Length and Transfer-Encoding are dropped
+  and the upstream client frames the body that is actually sent (none for GET and HEAD, whose
+  body the edge discards: a cached answer must not depend on content the key does not see).
+- Unkeyed forwarding headers (``FORWARDING``: X-Forwarded-Host, Forwarded, X-Original-URL,
+  X-Rewrite-URL and the like) are removed unless the edge is configured to trust them, and
+  then they are part of the cache key (``trusted_key_suffix``): an origin that builds links
+  or routes from them cannot be made to answer one client's value into everyone's cache.
 - For a cache fill, the client's own conditionals and Range are dropped: the edge asks for the
   whole current representation and answers the client's conditionals itself.
+- The headers a response was selected by (Vary) are those the origin saw: the forwarded set.
 - Streaming: the origin's status and headers (minus hop-by-hop) are sent with our Cache-Status
   and Via, then the body chunk by chunk as it arrives; the response is always released.
 - A client conditional is answered 304 when If-None-Match matches the stored ETag (weak
@@ -29,18 +38,28 @@ from geoedge.httpdate import parse_http_date
 
 CLIENT_CONDITIONALS = frozenset({"if-none-match", "if-modified-since", "if-match",
                                  "if-unmodified-since", "if-range", "range"})
-NOT_FORWARDED = frozenset({"expect", "via", "x-forwarded-for", "x-forwarded-proto"})
+NOT_FORWARDED = frozenset({"expect", "via", "x-forwarded-for", "x-forwarded-proto",
+                           "content-length", "transfer-encoding", "host"})
+# request headers that some origins and frameworks trust to rewrite the URL, host or method
+FORWARDING = frozenset({"forwarded", "x-forwarded-host", "x-forwarded-server",
+                        "x-forwarded-port", "x-forwarded-scheme", "x-forwarded-prefix",
+                        "x-forwarded-ssl", "x-host", "x-original-host", "x-original-url",
+                        "x-rewrite-url", "x-http-method-override", "x-http-method",
+                        "x-method-override"})
 HEADERS_304 = frozenset({"cache-control", "content-location", "date", "etag", "expires", "vary",
                          "last-modified"})
 CHUNK = 64 * 1024
 
 
-def forward_headers(request: Request, via: str, for_cache: bool) -> list[tuple[str, str]]:
+def forward_headers(request: Request, via: str, for_cache: bool,
+                    trusted: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
+    """The request headers the origin gets; ``trusted``: lower-case FORWARDING names kept."""
     headers = strip_hop_by_hop(tuple(request.headers))
-    drop = NOT_FORWARDED | CLIENT_CONDITIONALS if for_cache else NOT_FORWARDED
-    out = [(n, v) for n, v in headers if n.lower() not in drop and n.lower() != "host"]
-    if request.host:  # one Host: the header's, or the absolute-form target's authority
-        out.insert(0, ("Host", request.host))
+    drop = NOT_FORWARDED | (FORWARDING - trusted)
+    if for_cache:
+        drop |= CLIENT_CONDITIONALS
+    out = [(n, v) for n, v in headers if n.lower() not in drop]
+    out.insert(0, ("Host", request.host))  # the normalised authority that was keyed
     prior_via = get_all(headers, "via")
     out.append(("Via", ", ".join([*prior_via, via])))
     prior_xff = get_all(headers, "x-forwarded-for")
@@ -107,3 +126,15 @@ async def stream_response(writer: ResponseWriter, resp: UpstreamResponse, member
         writer.abort()  # the client or the origin went away mid-body: cut the connection
     finally:
         resp.release()
+
+
+def trusted_key_suffix(request: Request, trusted: tuple[str, ...]) -> str:
+    """The part of the primary key that trusted forwarding headers add ("" when none is
+    present): `` name=value`` per header, in configuration order. A normalised URL has no
+    space, so ``key + " "`` is the prefix of exactly this URL's keyed variants."""
+    parts = []
+    for name in trusted:
+        value = request.header(name)
+        if value is not None:
+            parts.append(f" {name}={value.strip()}")
+    return "".join(parts)

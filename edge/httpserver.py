@@ -2,7 +2,9 @@
 
 Rules (RFC 9112, and what nginx does):
 
-- Requests are parsed by llhttp; a parse error gets 400 and the connection is closed.
+- Requests are parsed by llhttp; a parse error gets 400 and the connection is closed. The
+  target and Host are validated and normalised by ``edge.policy.target`` (400, or 501 for
+  CONNECT, and close); the handler sees only the normalised form and the key built from it.
 - Request line plus headers larger than ``max_header_bytes`` gets 431 and close; a body larger
   than ``max_body_bytes`` gets 413 and close. ``Expect: 100-continue`` gets an interim 100.
 - The request line and headers must arrive within ``header_timeout`` seconds of the connection
@@ -27,9 +29,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Protocol
-from urllib.parse import urlsplit
 
 import httptools
+
+from edge.policy.target import BadTarget, parse_target
 
 log = logging.getLogger("geoedge.edge.http")
 
@@ -37,14 +40,17 @@ log = logging.getLogger("geoedge.edge.http")
 @dataclass(slots=True)
 class Request:
     method: str
-    target: str  # path and query as received
+    target: str  # normalised origin-form path and query (edge.policy.target), or "*"
     version: str
     headers: list[tuple[str, str]]
     client_ip: str
     keep_alive: bool = True
     body: bytes = b""
-    host: str = ""  # the Host header ("" when absent)
+    host: str = ""  # normalised authority: Host, or the absolute-form target's
     flagged: bool = False  # carries one of the handler's ``flag_headers``
+    key: str = ""  # the primary cache key: scheme://host/path?query, normalised
+    scheme: str = "http"
+    origin_view: tuple[tuple[str, str], ...] | None = None  # set by the handler: see proxy
     _lower: dict[str, str] | None = field(default=None, repr=False)
 
     def header(self, name: str, default: str | None = None) -> str | None:
@@ -184,6 +190,7 @@ class HttpProtocol(asyncio.Protocol):
         self._error_status = 0
         self._drain_waiter: asyncio.Future[None] | None = None
         self._paused = False
+        self.scheme = "http"
         self._reset_message()
 
     # -- connection ---------------------------------------------------------------------------
@@ -341,12 +348,14 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         p = self.parser
         self._header_bytes = 0
-        target, host = self._url.decode("latin-1"), self._host
-        if target[:1] not in ("/", "*"):  # absolute-form: the authority replaces Host
-            target, host = _origin_form(target, host)
-        request = Request(p.get_method().decode("ascii", "replace"), target,
-                          p.get_http_version(), self._headers, self.client_ip,
-                          p.should_keep_alive(), b"".join(self._body), host, self._flagged)
+        method = p.get_method().decode("ascii", "replace")
+        parsed = parse_target(method, self._url.decode("latin-1"),
+                              self._host if self._hosts else None, self.scheme)
+        if isinstance(parsed, BadTarget):
+            self._reject(parsed.status)
+        request = Request(method, parsed.path_query, p.get_http_version(), self._headers,
+                          self.client_ip, p.should_keep_alive(), b"".join(self._body),
+                          parsed.authority, self._flagged, parsed.key, parsed.scheme)
         self._reset_message()
         self.queue.append(request)
         if len(self.queue) > 32 and self.transport is not None:
@@ -399,9 +408,3 @@ class _TooLarge(Exception):
         super().__init__(status)
         self.status = status
 
-
-def _origin_form(target: str, host: str) -> tuple[str, str]:
-    """``http://host/path?q`` -> (``/path?q``, ``host``) (RFC 9112 §3.2.2)."""
-    parts = urlsplit(target)
-    path = parts.path or "/"
-    return (f"{path}?{parts.query}" if parts.query else path), (parts.netloc or host)

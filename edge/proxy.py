@@ -6,8 +6,11 @@ Rules:
   ``PURGE`` purges; GET and HEAD go through the cache; every other method is passed to the
   origin with its body and, on a 2xx/3xx, invalidates the target URI and its same-origin
   Location/Content-Location (RFC 9111 §4.4).
-- hash: the primary key is the normalised absolute URI (scheme, lower-case host without the
-  default port, request target); variants are chosen by Vary (see store.py).
+- hash: the primary key is the normalised absolute URI that the server layer built from the
+  validated target and Host (edge.policy.target; the origin receives exactly that Host and
+  target), plus the trusted forwarding headers when some are configured; variants are chosen
+  by Vary (store.py) over the request headers as forwarded to the origin
+  (``origin_view``), never over what the client sent but the origin did not see.
 - lookup (``edge.policy.request.on_hit``): fresh → deliver; stale within
   stale-while-revalidate → deliver and refresh once in the background; otherwise validate with
   a conditional request; only-if-cached with nothing usable → 504. A soft-purged entry is
@@ -18,8 +21,12 @@ Rules:
   "disconnected"); origin 5xx → stale only under stale-if-error (RFC 5861 §4); else 502, or
   504 on a timeout. An error page is stored only when its own headers allow it.
 - store: responses ``storable`` allows, up to ``max_object_bytes``; bigger ones (or ones with
-  no length that grow past it) stream through without buffering. Not storable → a
-  hit-for-miss marker for ``hit_for_miss_ttl`` seconds so later requests are not serialised.
+  no length that grow past it) stream through without buffering. Not storable because of the
+  response (no-store, private, too large, an error status...) → a hit-for-miss marker for
+  this variant for ``hit_for_miss_ttl`` seconds so later requests are not serialised; not
+  storable because of the request (Authorization, request no-store) → nothing is marked.
+  Nothing that one request provokes evicts what other requests stored.
+- GET and HEAD bodies are discarded (never forwarded, nor their framing headers).
 - deliver: Age, Date, Via and a Cache-Status member on every response; client conditionals
   (If-None-Match, If-Modified-Since) are answered 304 from the chosen response.
 """
@@ -34,7 +41,13 @@ from dataclasses import dataclass
 
 from edge.admin import Admin
 from edge.coalesce import Coalescer
-from edge.forward import conditional_304, forward_headers, read_up_to, stream_response
+from edge.forward import (
+    conditional_304,
+    forward_headers,
+    read_up_to,
+    stream_response,
+    trusted_key_suffix,
+)
 from edge.httpserver import Request, ResponseWriter
 from edge.metrics import Metrics
 from edge.policy import PolicyConfig, cache_status
@@ -42,7 +55,7 @@ from edge.policy.cachecontrol import request_directives, response_directives
 from edge.policy.freshness import StoredMeta, current_age, storable, stored_lifetime
 from edge.policy.headers import Headers, get_all
 from edge.policy.hopbyhop import headers_to_store
-from edge.policy.invalidation import invalidation_targets, is_unsafe, normalise_uri
+from edge.policy.invalidation import invalidation_targets, is_unsafe
 from edge.policy.request import (
     Lookup,
     can_serve_stale_on_error,
@@ -52,9 +65,9 @@ from edge.policy.request import (
     stale_forbidden,
 )
 from edge.policy.validation import freshen_on_304
-from edge.policy.vary import vary_key
+from edge.policy.vary import vary_fields, vary_key
 from edge.respond import DateCache, hit_bytes, serialize_stored_head
-from edge.store import Entry, MemoryStore, primary_key
+from edge.store import Entry, MemoryStore
 from edge.tier import RegionTier
 from edge.upstream import OriginPool, UpstreamError, UpstreamResponse, UpstreamTimeout
 from geoedge.cdnconfig import EdgeSettings
@@ -67,6 +80,9 @@ STALE_KEEP = 3600.0  # seconds a stale entry is kept for revalidation and discon
 # Request headers that send a GET/HEAD down the full path (the parser flags them).
 SLOW_HEADERS = frozenset({b"cache-control", b"pragma", b"if-none-match", b"if-modified-since",
                           b"if-match", b"if-unmodified-since", b"if-range", b"range"})
+# storable() reasons that come from the request, not the response: no hit-for-miss marker
+REQUEST_REASONS = frozenset({"method", "request-no-store", "authorization"})
+BODYLESS = ("GET", "HEAD")  # methods whose request body is discarded
 
 
 @dataclass(slots=True)
@@ -91,8 +107,12 @@ class EdgeApp:
         self.settings = settings
         self.pool = pool
         self.clock = clock
-        self.policy = PolicyConfig(targeted_fields=settings.targeted_cache_control)
-        self.store = MemoryStore(settings.cache_max_bytes)
+        self.policy = PolicyConfig(
+            targeted_fields=settings.targeted_cache_control,
+            honour_request_cache_control=settings.request_cache_control == "honour")
+        self.store = MemoryStore(settings.cache_max_bytes, settings.max_variants)
+        self.trusted = settings.trusted_forwarding_headers
+        self._trusted_set = frozenset(self.trusted)
         self.coalescer: Coalescer[Entry] = Coalescer(settings.coalesce_max_waiters,
                                                      settings.coalesce_timeout)
         self.metrics = Metrics()
@@ -111,10 +131,17 @@ class EdgeApp:
 
     # -- keys -----------------------------------------------------------------------------------
     def key_for(self, request: Request) -> str:
-        target = request.target
-        if not target.startswith("/"):
-            return normalise_uri(target)
-        return primary_key(request.host, target)
+        if not self.trusted:
+            return request.key
+        return request.key + trusted_key_suffix(request, self.trusted)
+
+    def origin_view(self, request: Request) -> Headers:
+        """The request headers as a cache fill forwards them: what responses vary on."""
+        view = request.origin_view
+        if view is None:
+            view = request.origin_view = tuple(
+                forward_headers(request, self.via, for_cache=True, trusted=self._trusted_set))
+        return view
 
     # -- the fast path: fresh hits, no request directives ----------------------------------------
     def fast(self, request: Request) -> bytes | None:
@@ -122,7 +149,7 @@ class EdgeApp:
                 or request.flagged or self.admin.owns(request.target)):
             return None
         now = self.clock()
-        entry = self.store.get(self.key_for(request), request.headers, now)  # type: ignore[arg-type]
+        entry = self.store.get(self.key_for(request), lambda: self.origin_view(request), now)
         if entry is None or now >= entry.fast_until or entry.soft_purged:
             return None
         age = entry.age(now)
@@ -158,7 +185,7 @@ class EdgeApp:
             await self._pass(request, writer, "bypass", detail="request-no-store")
             return
         now = self.clock()
-        entry = self.store.get(key, headers, now)
+        entry = self.store.get(key, lambda: self.origin_view(request), now)
         if entry is not None and entry.hit_for_miss:
             # Varnish's hit-for-miss: fetch without queueing behind others, but still store
             # the answer if it has become cacheable
@@ -201,9 +228,12 @@ class EdgeApp:
 
     # -- fetching ---------------------------------------------------------------------------------
     async def _fetch(self, request: Request, key: str, stale: Entry | None, fwd: str) -> Outcome:
-        headers: Headers = tuple(request.headers)
+        headers = self.origin_view(request)
         flight = None
-        for _ in range(MAX_FLIGHTS):  # a waiter for another variant leads (or joins) the next
+        # a request with credentials fetches alone: its answer is rarely shareable, and
+        # queueing such requests behind each other would serialise them
+        rounds = 0 if request.header("authorization") is not None else MAX_FLIGHTS
+        for _ in range(rounds):  # a waiter for another variant leads (or joins) the next
             flight = self.coalescer.lead(key)
             if flight is not None:
                 break
@@ -262,7 +292,7 @@ class EdgeApp:
         validate, or None (not there). ``collapsed``: we waited for another edge's fill."""
         assert self.tier is not None
         headers: Headers = tuple(request.headers)
-        entry = await self.tier.lookup(key, headers)
+        entry = await self.tier.lookup(key, self.origin_view(request))
         if entry is None:
             return None
         now = self.clock()
@@ -306,7 +336,8 @@ class EdgeApp:
     async def _fetch_origin(self, request: Request, key: str, stale: Entry | None,
                             fwd: str) -> Outcome:
         req_headers: Headers = tuple(request.headers)
-        headers = forward_headers(request, self.via, for_cache=True)
+        view = self.origin_view(request)  # what the origin sees decides storing and variant
+        headers = list(view)
         if stale is not None and not stale.hit_for_miss:
             headers += list(conditional_headers(stale.meta))
         request_time = self.clock()
@@ -329,13 +360,13 @@ class EdgeApp:
             self.metrics.inc("stale")
             return Outcome(self._member(fwd=fwd, fwd_status=status, detail="stale-if-error"),
                            entry=stale)
-        decision = storable("GET", req_headers, status, tuple(resp.headers), self.policy)
+        decision = storable("GET", view, status, tuple(resp.headers), self.policy)
         limit = self.settings.max_object_bytes
         if decision and (resp.content_length is None or resp.content_length <= limit):
             chunks, complete = await read_up_to(resp, limit)
             if complete:
                 body = b"".join(chunks)
-                entry = self._entry_from_response(key, req_headers, status, tuple(resp.headers),
+                entry = self._entry_from_response(key, view, status, tuple(resp.headers),
                                                   body, request_time, response_time)
                 # this client gets the response as the origin sent it (Set-Cookie, qualified
                 # private fields included); later ones get the stored copy
@@ -346,20 +377,27 @@ class EdgeApp:
                     self.metrics.inc("stored")
                 member = self._member(fwd=fwd, fwd_status=status, stored=stored)
                 return Outcome(member, entry=entry, head=own_head, stored=stored)
-            self._hit_for_miss(key)
+            self._hit_for_miss(key, resp.headers, view)
             member = self._member(fwd=fwd, fwd_status=status, detail="too-large")
             return Outcome(member, response=resp, prefix=chunks)
-        if status < 500 or stale is None:  # an error never evicts what we have
-            self._hit_for_miss(key)
+        if decision.reason not in REQUEST_REASONS:
+            self._hit_for_miss(key, resp.headers, view)
         reason = "too-large" if decision else decision.reason
         return Outcome(self._member(fwd=fwd, fwd_status=status, detail=reason), response=resp)
 
-    def _hit_for_miss(self, key: str) -> None:
+    def _hit_for_miss(self, key: str, response_headers: Headers, view: Headers) -> None:
+        """Mark this variant (the response's Vary over what the origin saw) as uncacheable
+        for a while; a live stored response for it is kept (store.put refuses the marker)."""
+        vary = get_all(tuple(response_headers), "vary")
+        if vary_fields(vary) is None:  # Vary: * matches no request: mark the URL, but only
+            if self.store.peek_any(key):  # when that shadows nothing stored for it
+                return
+            vary = ()
+        variant = vary_key(vary, view) or ""
         now = self.clock()
         meta = StoredMeta(0, (), now, now)
-        marker = Entry(key, "", (), meta, b"", b"", 0.0, 0.0,
+        marker = Entry(key, variant, vary, meta, b"", b"", 0.0, 0.0,
                        now + self.settings.hit_for_miss_ttl, hit_for_miss=True)
-        self.store.remove(key)
         self.store.put(marker, now)
 
     def _entry_from_response(self, key: str, req_headers: Headers, status: int,
@@ -416,10 +454,11 @@ class EdgeApp:
     async def _pass(self, request: Request, writer: ResponseWriter, fwd: str,
                     detail: str | None = None) -> None:
         self.metrics.inc("passes")
-        headers = forward_headers(request, self.via, for_cache=False)
+        headers = forward_headers(request, self.via, for_cache=False, trusted=self._trusted_set)
+        body = None if request.method in BODYLESS else request.body
         try:
             resp = await self.pool.fetch(request.method, request.target, headers,
-                                         request.body or None, key=self.key_for(request),
+                                         body, key=self.key_for(request),
                                          client_ip=request.client_ip)
         except UpstreamError as exc:
             self.metrics.inc("origin_errors")

@@ -8,11 +8,16 @@ Rules:
   which it may still be used stale (stale-while-revalidate, stale-if-error) or revalidated
   (entries with a validator are kept ``revalidate_keep`` seconds more so a 304 can refresh
   them). Expiry uses the clock given to the store, never one read elsewhere.
-- Variants: entries are keyed by (primary key, variant key). A lookup tries every stored
-  variant of the primary key and returns the one whose own Vary fields match the request
-  (RFC 9111 §4.1).
-- Hit-for-miss markers (Varnish): an uncacheable response leaves a marker entry with no body
-  for a few seconds so that later requests skip coalescing and go straight to the origin.
+- Variants (RFC 9111 §4.1): entries are keyed by (primary key, variant key). Per primary key
+  the store keeps the distinct Vary field lists of what it holds (most recent first, usually
+  one), so a lookup computes one variant key per list and finds the entry in one dictionary
+  look-up, however many variants are stored. The request headers a variant is chosen by are
+  those the origin saw (the caller passes them, or a function that makes them). At most
+  ``max_variants`` variants per primary key: storing one more evicts the oldest.
+- Nothing a request can provoke evicts what other requests stored: a response with another
+  Vary is stored beside the existing variants, and a hit-for-miss marker (Varnish: an
+  uncacheable answer leaves a marker with no body for a few seconds so that later requests
+  skip coalescing) is stored for its own variant only, never over a live real entry.
 - Purge: by primary key (every variant), by key prefix, by surrogate key; ``soft`` marks the
   entries stale (they must be revalidated before use, and may still serve stale-if-error)
   instead of dropping them.
@@ -21,26 +26,19 @@ Rules:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from cachetools import LRUCache
 
 from edge.policy.freshness import StoredMeta
-from edge.policy.vary import vary_key
-
-
-def primary_key(host: str, target: str) -> str:
-    """The primary cache key: scheme, lower-case Host without the default port, and the request
-    target as received (the same form as ``edge.policy.invalidation.normalise_uri``)."""
-    host = host.lower() or "localhost"
-    if host.endswith(":80"):
-        host = host[:-3]
-    return f"http://{host}{target}"
-
+from edge.policy.vary import vary_fields, vary_key
 
 ENTRY_OVERHEAD = 512  # bytes counted for the key, metadata and bookkeeping of one entry
 Headers = tuple[tuple[str, str], ...]
+HeadersSource = Headers | Callable[[], Headers]  # the selecting headers, or how to get them
+MAX_VARIANTS = 64
+MAX_SPECS = 4  # distinct Vary field lists kept per primary key
 
 
 @dataclass(slots=True)
@@ -59,9 +57,11 @@ class Entry:
     hit_for_miss: bool = False
     fast_until: float = 0.0  # before this, a request without directives is a plain fresh hit
     size: int = field(default=0)
+    spec: tuple[str, ...] = ()  # the sorted lower-case field names ``vary`` lists
 
     def __post_init__(self) -> None:
         self.size = len(self.body) + len(self.head) + ENTRY_OVERHEAD
+        self.spec = vary_fields(self.vary) or ()
 
     @property
     def fresh_until(self) -> float:
@@ -72,18 +72,42 @@ class Entry:
         return self.initial_age + max(0.0, now - self.meta.response_time)
 
 
+class _Variants:
+    """What one primary key holds: its Vary field lists (most recent first) and its variant
+    keys (oldest first)."""
+
+    __slots__ = ("order", "specs")
+
+    def __init__(self) -> None:
+        self.specs: list[tuple[str, ...]] = []
+        self.order: dict[str, None] = {}
+
+
+class _LRU(LRUCache):  # type: ignore[type-arg]
+    """An LRUCache that reports the entries it evicts to make room."""
+
+    def __init__(self, maxsize: int, evicted: Callable[[tuple[str, str]], None]) -> None:
+        super().__init__(maxsize=maxsize, getsizeof=lambda e: e.size)
+        self._evicted = evicted
+
+    def popitem(self) -> tuple[tuple[str, str], Entry]:
+        k, entry = super().popitem()
+        self._evicted(k)
+        return k, entry
+
+
 class MemoryStore:
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, max_variants: int = MAX_VARIANTS) -> None:
         self.max_bytes = max_bytes
-        self._cache: LRUCache[tuple[str, str], Entry] = LRUCache(
-            maxsize=max_bytes, getsizeof=lambda e: e.size)
-        self._variants: dict[str, set[str]] = {}
+        self.max_variants = max_variants
+        self._cache = _LRU(max_bytes, self._forget)
+        self._variants: dict[str, _Variants] = {}
         self._tags: dict[str, set[tuple[str, str]]] = {}
 
     # -- reading ------------------------------------------------------------------------------
     def _lookup(self, k: tuple[str, str], now: float) -> Entry | None:
         try:
-            entry = self._cache[k]  # marks it recently used
+            entry: Entry = self._cache[k]  # marks it recently used
         except KeyError:
             return None
         if entry.keep_until <= now:
@@ -91,28 +115,31 @@ class MemoryStore:
             return None
         return entry
 
-    def get(self, key: str, request_headers: Headers, now: float) -> Entry | None:
-        """The stored entry for this request, choosing among variants by their Vary."""
-        plain = self._lookup((key, ""), now)
-        if plain is not None and not plain.vary:
-            return plain
-        variants = self._variants.get(key)
-        if not variants:
-            return plain
-        for variant in list(variants):
+    def get(self, key: str, request_headers: HeadersSource, now: float) -> Entry | None:
+        """The stored entry for this request, chosen by the Vary of what is stored."""
+        held = self._variants.get(key)
+        if held is None:
+            return None
+        headers: Headers | None = None
+        for spec in tuple(held.specs):
+            if spec:
+                if headers is None:
+                    headers = request_headers() if callable(request_headers) else request_headers
+                variant = vary_key(spec, headers) or ""
+            else:
+                variant = ""
             entry = self._lookup((key, variant), now)
-            if entry is None:
-                variants.discard(variant)
-                continue
-            if variant == "" or vary_key(entry.vary, request_headers) == variant:
+            if entry is not None and entry.spec == spec:
                 return entry
-        if not variants:
-            self._variants.pop(key, None)
         return None
 
     def peek_any(self, key: str) -> bool:
         """Whether any variant of ``key`` is stored (for Cache-Status ``vary-miss``)."""
-        return bool(self._variants.get(key))
+        return key in self._variants
+
+    def variant_count(self, key: str) -> int:
+        held = self._variants.get(key)
+        return 0 if held is None else len(held.order)
 
     def __len__(self) -> int:
         return len(self._cache)
@@ -123,32 +150,50 @@ class MemoryStore:
 
     # -- writing ------------------------------------------------------------------------------
     def put(self, entry: Entry, now: float) -> bool:
-        """Store (or replace) an entry; False when it is too large or already expired."""
+        """Store (or replace) an entry; False when it is too large or already expired, or
+        when it is a hit-for-miss marker and a live real entry holds its variant."""
         if entry.size > self.max_bytes or entry.keep_until <= now:
             return False
         k = (entry.key, entry.variant)
-        variants = self._variants.get(entry.key)
-        if variants:  # the newest response's Vary wins: drop variants selected another way
-            stale = [(entry.key, v) for v in variants
-                     if (other := self._cache.get((entry.key, v))) is not None
-                     and other.vary != entry.vary and v != entry.variant]
-            self._drop(stale, soft=False)
+        current = self._cache.get(k)
+        if entry.hit_for_miss and current is not None and not current.hit_for_miss and (
+                current.keep_until > now):
+            return False
+        if current is not None and current.spec != entry.spec:
+            self._drop([k], soft=False)  # same variant key, other field list: replace it
         self._cache[k] = entry
         if k not in self._cache:
             return False
-        self._variants.setdefault(entry.key, set()).add(entry.variant)
+        held = self._variants.get(entry.key)
+        if held is None:
+            held = self._variants[entry.key] = _Variants()
+        if not held.specs or held.specs[0] != entry.spec:
+            with contextlib.suppress(ValueError):
+                held.specs.remove(entry.spec)
+            held.specs.insert(0, entry.spec)
+            if len(held.specs) > MAX_SPECS:  # an origin that varies its Vary: keep the newest
+                gone = held.specs.pop()
+                self._drop([(entry.key, v) for v in list(held.order)
+                            if (e := self._cache.get((entry.key, v))) is not None
+                            and e.spec == gone], soft=False)
+        held.order.pop(entry.variant, None)
+        held.order[entry.variant] = None
+        while len(held.order) > self.max_variants:
+            self._drop([(entry.key, next(iter(held.order)))], soft=False)
         for tag in entry.surrogate_keys:
             self._tags.setdefault(tag, set()).add(k)
         return True
 
     def remove(self, key: str) -> int:
         """Drop every variant of a primary key; the number of entries dropped."""
-        return self._drop([(key, v) for v in self._variants.pop(key, ())], soft=False)
+        held = self._variants.get(key)
+        return 0 if held is None else self._drop([(key, v) for v in list(held.order)], False)
 
     # -- purging ------------------------------------------------------------------------------
     def purge_key(self, key: str, soft: bool = False) -> int:
         if soft:
-            return self._drop([(key, v) for v in self._variants.get(key, ())], soft=True)
+            held = self._variants.get(key)
+            return 0 if held is None else self._drop([(key, v) for v in held.order], soft=True)
         return self.remove(key)
 
     def purge_prefix(self, prefix: str, soft: bool = False) -> int:
@@ -182,14 +227,19 @@ class MemoryStore:
             else:
                 with contextlib.suppress(KeyError):  # it may expire in between
                     del self._cache[k]
-                variants = self._variants.get(k[0])
-                if variants is not None:
-                    variants.discard(k[1])
-                    if not variants:
-                        del self._variants[k[0]]
+                self._forget(k)
         if len(self._tags) > 2 * len(self._cache) + 1024:
             self._prune_tags()
         return count
+
+    def _forget(self, k: tuple[str, str]) -> None:
+        """Unlist a variant that left the cache (dropped or evicted)."""
+        held = self._variants.get(k[0])
+        if held is None:
+            return
+        held.order.pop(k[1], None)
+        if not held.order:
+            del self._variants[k[0]]
 
     def _prune_tags(self) -> None:
         live = self._cache

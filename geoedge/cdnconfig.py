@@ -47,6 +47,13 @@ class EdgeSettings:
     fail_timeout: float = 10.0
     retries: int = 1
     drain_seconds: float = 5.0
+    # "ignore" (most CDNs; nginx and Varnish by default) or "honour" (RFC 9111 §5.2.1) the
+    # client's request no-cache / no-store / max-age / min-fresh / Pragma
+    request_cache_control: str = "ignore"
+    # forwarding headers (X-Forwarded-Host, Forwarded, ...) passed to the origin and made part
+    # of the cache key; every other one of them is removed before forwarding
+    trusted_forwarding_headers: tuple[str, ...] = ()
+    max_variants: int = 64  # Vary variants kept per URL; storing one more evicts the oldest
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +131,9 @@ _FLOATS = {"connect_timeout", "read_timeout", "client_header_timeout", "keepaliv
            "fail_timeout", "drain_seconds"}
 _INTS = {"cache_max_bytes": (1024, 2**48), "max_object_bytes": (1, 2**40),
          "max_header_bytes": (1024, 1024 * 1024), "max_body_bytes": (0, 2**40),
-         "coalesce_max_waiters": (1, 10_000_000), "max_fails": (1, 1000), "retries": (0, 10)}
+         "coalesce_max_waiters": (1, 10_000_000), "max_fails": (1, 1000), "retries": (0, 10),
+         "max_variants": (1, 100_000)}
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
 
 
 def parse_cdn(top: dict[str, Any], source: str) -> CdnSettings:
@@ -163,6 +172,18 @@ def _edge(table: Any) -> EdgeSettings:
     targeted = str_list(t, p, "targeted_cache_control") if "targeted_cache_control" in t else (
         d.targeted_cache_control)
     values["targeted_cache_control"] = tuple(targeted)
+    mode = get(t, p, "request_cache_control", str, d.request_cache_control)
+    if mode not in ("ignore", "honour"):
+        raise ConfigError(join(p, "request_cache_control"),
+                          f'must be "ignore" or "honour", got {mode!r}')
+    values["request_cache_control"] = mode
+    trusted = str_list(t, p, "trusted_forwarding_headers") if (
+        "trusted_forwarding_headers" in t) else []
+    for i, name in enumerate(trusted):
+        if not name or not set(name.lower()) <= _TOKEN:
+            raise ConfigError(join(join(p, "trusted_forwarding_headers"), i),
+                              f"not a header field name: {name!r}")
+    values["trusted_forwarding_headers"] = tuple(dict.fromkeys(n.lower() for n in trusted))
     if values["max_object_bytes"] > values["cache_max_bytes"]:
         raise ConfigError(join(p, "max_object_bytes"), "must not exceed edge.cache_max_bytes")
     return EdgeSettings(**values)

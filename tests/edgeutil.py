@@ -290,6 +290,8 @@ DEFAULT_EDGE = {
     "connect_timeout": 1.0,
     "read_timeout": 5.0,
     "coalesce_timeout": 5.0,
+    # the RFC behaviour, which most tests exercise; the default ("ignore") has its own tests
+    "request_cache_control": "honour",
 }
 
 

@@ -34,7 +34,7 @@ Rules:
 * Request directives (§5.2.1): ``request_directives`` parses request Cache-Control; without one,
   ``Pragma: no-cache`` is read as ``no-cache`` (RFC 7234 §5.4 compatibility; RFC 9111 §5.4
   deprecates Pragma). ``config.honour_request_cache_control=False`` drops request no-cache,
-  max-age and min-fresh.
+  no-store, max-age and min-fresh (each would let any client send requests to the origin).
 """
 
 from __future__ import annotations
@@ -270,5 +270,6 @@ def request_directives(headers: Headers, config: PolicyConfig = DEFAULT_CONFIG) 
     else:
         items = ()
     if not config.honour_request_cache_control:
-        items = tuple(i for i in items if i[0] not in ("no-cache", "max-age", "min-fresh"))
+        items = tuple(i for i in items
+                      if i[0] not in ("no-cache", "no-store", "max-age", "min-fresh"))
     return Directives.from_items(items)

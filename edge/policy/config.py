@@ -48,8 +48,9 @@ class PolicyConfig:
     store_set_cookie: False (default, nginx/Varnish-style safety): a response with Set-Cookie is
         stored only if public, s-maxage or a targeted/surrogate field explicitly allows shared
         caching, and the stored copy never contains Set-Cookie. True: plain RFC 9111 behaviour.
-    honour_request_cache_control: obey request no-cache / max-age / min-fresh / Pragma
-        (RFC 9111 §5.2.1 says the client "prefers"; many CDNs ignore these to shield origins).
+    honour_request_cache_control: obey request no-cache / no-store / max-age / min-fresh /
+        Pragma (RFC 9111 §5.2.1 says the client "prefers"; many CDNs ignore these to shield
+        origins: each lets any client send every request to the origin).
         max-stale and only-if-cached are always honoured (they never add origin load).
     stale_with_s_maxage: RFC 9111 §4.2.4/§5.2.2.10: s-maxage implies proxy-revalidate for a
         shared cache, so by default it forbids serving stale (stale-while-revalidate,

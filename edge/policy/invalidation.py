@@ -23,6 +23,7 @@ from __future__ import annotations
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from edge.policy.headers import Headers, get_first
+from edge.policy.target import url_key
 
 __all__ = ["SAFE_METHODS", "invalidation_targets", "is_unsafe", "normalise_uri", "same_origin"]
 
@@ -47,7 +48,11 @@ def _origin(uri: str) -> tuple[str, str, int | None] | None:
 
 
 def normalise_uri(uri: str) -> str:
-    """Syntax-normalised absolute URI (see module rules); unparseable input is returned as is."""
+    """Syntax-normalised absolute URI (see module rules); unparseable input is returned as is.
+    A valid http(s) URI gets exactly the form of the edge's cache keys (``target.url_key``)."""
+    key = url_key(uri)
+    if key is not None:
+        return key
     try:
         parts = urlsplit(uri)
         port = parts.port
