@@ -9,6 +9,7 @@ RUN apt-get update \
 WORKDIR /src
 COPY pyproject.toml setup.py README.md ./
 COPY geoedge ./geoedge
+COPY geoconfig ./geoconfig
 COPY geodns ./geodns
 COPY geodata ./geodata
 COPY edge ./edge

@@ -19,7 +19,7 @@ from edge.httpserver import HttpProtocol, Limits
 from edge.proxy import EdgeApp
 from edge.tier import RegionTier
 from edge.upstream import OriginPool
-from geoedge.topology import Topology, load_topology
+from geoconfig.topology import Topology, load_topology
 
 log = logging.getLogger("geoedge.edge")
 

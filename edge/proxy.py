@@ -57,7 +57,7 @@ from edge.respond import DateCache, hit_bytes, serialize_stored_head
 from edge.store import Entry, MemoryStore, primary_key
 from edge.tier import RegionTier
 from edge.upstream import OriginPool, UpstreamError, UpstreamResponse, UpstreamTimeout
-from geoedge.cdnconfig import EdgeSettings
+from geoconfig.cdnconfig import EdgeSettings
 
 log = logging.getLogger("geoedge.edge")
 

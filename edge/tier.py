@@ -29,7 +29,7 @@ from edge.policy.freshness import StoredMeta
 from edge.policy.headers import Headers
 from edge.shared import SharedSettings, SharedTier
 from edge.store import Entry
-from geoedge.cdnconfig import RedisConfig
+from geoconfig.cdnconfig import RedisConfig
 
 log = logging.getLogger("geoedge.edge.tier")
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from geoedge.validate import ConfigError, host_port
+from geoconfig.validate import ConfigError, host_port
 
 
 def _listen(value: str) -> tuple[str, int]:

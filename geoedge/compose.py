@@ -49,8 +49,8 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from geoedge.topology import Topology, load_topology, parse_topology
-from geoedge.validate import ConfigError
+from geoconfig.topology import Topology, load_topology, parse_topology
+from geoconfig.validate import ConfigError
 
 COMPOSE_FILE = "docker-compose.yml"
 TOPOLOGY_FILE = "deploy/topology.toml"

@@ -28,9 +28,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from geoconfig.topology import Topology, load_topology
 from geoedge.services import Service, plan, select
 from geoedge.supervisor import StartError, Supervisor
-from geoedge.topology import Topology, load_topology
 
 CREDIT = "This product includes GeoLite2 data created by MaxMind (CC BY-SA 4.0)."
 

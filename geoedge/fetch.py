@@ -36,11 +36,11 @@ from urllib.parse import urlsplit
 import aiohttp
 from multidict import CIMultiDict
 
+from geoconfig.topology import Topology, load_topology
+from geoconfig.validate import ConfigError, host_port
+from geoconfig.validate import format_host_port as hostport
 from geoedge.fetcherror import EXIT_FAIL, EXIT_OK, FetchError, usage_error
 from geoedge.stubdns import ClientSubnet, DnsSummary, parse_client_ip, resolve
-from geoedge.topology import Topology, load_topology
-from geoedge.validate import ConfigError, host_port
-from geoedge.validate import format_host_port as hostport
 
 DEFAULT_DNS = "127.0.0.1:5353"
 DEFAULT_CONFIG = Path("examples/demo.toml")  # relative to the working directory

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import dnslib
 
+from geoconfig.validate import format_host_port as hostport
 from geoedge.fetcherror import FetchError, usage_error
-from geoedge.validate import format_host_port as hostport
 
 UDP_PAYLOAD = 1232
 OPTION_ECS = 8

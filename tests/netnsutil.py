@@ -50,10 +50,10 @@ from typing import TypeVar
 import pytest
 from demoutil import fetch
 
+from geoconfig.topology import load_topology
 from geoedge.demo import redis_binary
 from geoedge.services import Service, plan
 from geoedge.supervisor import Supervisor
-from geoedge.topology import load_topology
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "examples" / "demo.toml"

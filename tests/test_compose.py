@@ -21,11 +21,11 @@ import pytest
 import yaml
 from dnsutil import ServerThread
 
+from geoconfig.topology import Topology, load_topology
+from geoconfig.validate import ConfigError
 from geodns.main import load_engine
 from geoedge import compose
 from geoedge.cli import main as cli_main
-from geoedge.topology import Topology, load_topology
-from geoedge.validate import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "examples" / "demo.toml"

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 import pytest
 from dnsutil import HealthEndpoint, free_port
 
+from geoconfig.topology import Edge, HealthSettings
 from geodns.health import EdgeState, HealthChecker, observe
-from geoedge.topology import Edge, HealthSettings
 
 # --------------------------------------------------------------------------- observe: a table
 

@@ -35,8 +35,8 @@ from redis.crc import key_slot
 from redisutil import RedisCluster3, RedisServer, free_port, redis_cluster, redis_server
 
 from edge.main import RunningEdge, start_edge
-from geoedge.httpdate import format_http_date
-from geoedge.topology import parse_topology
+from geoconfig.httpdate import format_http_date
+from geoconfig.topology import parse_topology
 
 __all__ = ["redis_cluster", "redis_server"]  # fixtures, re-exported for pytest
 

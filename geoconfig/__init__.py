@@ -1,0 +1,1 @@
+"""Configuration: the topology file and the types every role reads."""
