@@ -65,7 +65,7 @@ def key_of(path: str) -> str:
 
 
 def base_of(path: str) -> str:
-    """The Redis key base of a primary key (edge/shared.py's documented layout)."""
+    """The Redis key base of a primary key (edge/tier/keys.py's documented layout)."""
     return f"{PREFIX}{{{hashlib.sha256(key_of(path).encode()).hexdigest()[:32]}}}:"
 
 

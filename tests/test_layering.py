@@ -10,6 +10,7 @@ neither first-party nor in the standard library):
                   standard modules that do I/O or read the clock (asyncio, socket, time, ...);
                   no third-party package (no aiohttp, redis, httptools)
     edge.admin, edge.tier   never edge.proxy (the proxy builds them, not the other way round)
+    edge.tier     redis and aiocache only in edge.tier.conn (the connection adapters)
     geoedge       the top shell (the CLI, the client tools, the demo, deployment): anything
 
 Every import counts: ``import`` and ``from ... import``, relative ones (resolved against the
@@ -122,8 +123,14 @@ def test_package_imports_follow_the_layering(rule: Rule) -> None:
 
 
 @pytest.mark.parametrize(("module", "forbidden"), [
+    ("edge.admin", "edge.proxy"),
     ("edge.tier", "edge.proxy"),
     ("edge.tier", "edge.admin"),
+    ("edge.tier.protocol", "redis"),  # every redis and aiocache import is in edge.tier.conn
+    ("edge.tier.protocol", "aiocache"),
+    ("edge.tier.region", "redis"),
+    ("edge.tier.region", "aiocache"),
+    ("edge.tier.keys", "redis"),
 ])
 def test_no_module_imports_what_builds_it(module: str, forbidden: str) -> None:
     rule = Rule(module, allowed=("edge", "geoconfig", "geodata"), forbidden=(forbidden,))

@@ -15,7 +15,8 @@ from redisutil import RedisCluster3, RedisServer, redis_cluster, redis_server
 
 from edge.breaker import BreakerState
 from edge.policy.vary import vary_key
-from edge.shared import SharedHit, SharedSettings, SharedTier
+from edge.tier.keys import SharedHit, SharedSettings
+from edge.tier.protocol import SharedTier
 
 __all__ = ["redis_cluster", "redis_server"]
 

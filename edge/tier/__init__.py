@@ -1,0 +1,1 @@
+"""The regional shared cache tier (Redis) behind the edge's in-process store."""
