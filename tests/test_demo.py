@@ -26,7 +26,7 @@ from demoutil import DEMO, DemoProcess, alive, demo_config, fetch
 from dnsutil import addresses, query
 
 from geoconfig.topology import load_topology
-from geoedge.services import plan, select
+from geoedge.demo.services import plan, select
 
 GB = "81.2.69.0/24"
 EU_WEST = {"127.0.2.1", "127.0.2.2"}

@@ -38,7 +38,7 @@ from geoconfig.topology import load_topology, parse_topology
 from geodata import GeoReader, embedded_database_path
 from geodns.engine import Engine
 from geoedge.cli import main
-from geoedge.fetch import (
+from geoedge.client.fetch import (
     Result,
     format_dns_line,
     format_report,
@@ -47,8 +47,8 @@ from geoedge.fetch import (
     redis_region,
     via_edge,
 )
-from geoedge.fetcherror import FetchError
-from geoedge.stubdns import (
+from geoedge.client.fetcherror import FetchError
+from geoedge.client.stubdns import (
     DnsReply,
     DnsSummary,
     build_query,

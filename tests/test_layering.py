@@ -11,7 +11,9 @@ neither first-party nor in the standard library):
                   no third-party package (no aiohttp, redis, httptools)
     edge.admin, edge.tier   never edge.proxy (the proxy builds them, not the other way round)
     edge.tier     redis and aiocache only in edge.tier.conn (the connection adapters)
-    geoedge       the top shell (the CLI, the client tools, the demo, deployment): anything
+    geoedge.client, geoedge.demo, geoedge.deploy   + geoconfig, geodata, and their own package:
+                  they reach the roles over the network or as child processes, never by import
+    geoedge.cli   the top shell: anything (it imports each role's entry point)
 
 Every import counts: ``import`` and ``from ... import``, relative ones (resolved against the
 module's package), imports inside functions and under ``if TYPE_CHECKING:``.
@@ -52,6 +54,8 @@ RULES = [
     *(Rule(role, allowed=(role, "geoconfig", "geodata")) for role in ROLES),
     Rule("edge.policy", allowed=("edge.policy", "geoconfig"), third_party=False,
          forbidden=tuple(sorted(IMPURE_STDLIB))),
+    *(Rule(f"geoedge.{tool}", allowed=(f"geoedge.{tool}", "geoconfig", "geodata"))
+      for tool in ("client", "demo", "deploy")),
 ]
 
 

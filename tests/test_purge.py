@@ -11,7 +11,7 @@ from demoutil import DEMO
 
 from geoconfig.topology import load_topology
 from geoedge.cli import main
-from geoedge.purge import plan_purge
+from geoedge.client.purge import plan_purge
 
 URL = "http://www.example.test:8080/index.html"
 
