@@ -189,8 +189,10 @@ async def test_wait_filled(redis_server: RedisServer, make_tier):
     assert await b.wait_filled(key, 0.5)  # nobody holds a lease: look again at once
     assert await a.try_lease(key)
     t0 = time.monotonic()
+    ops = b.latency["count"]
     waiter = asyncio.create_task(b.wait_filled(key, WAIT))
-    await asyncio.sleep(0.05)
+    # registered, and past its look at the lease (one more timed call): waiting for the notice
+    assert await eventually(lambda: bool(b._waiters) and b.latency["count"] > ops, WAIT)
     assert not waiter.done()
     assert await a.store(key, "", (), b"W", 30, ()) and await a.notify_filled(key)
     assert await asyncio.wait_for(waiter, WAIT) is True
