@@ -4,11 +4,6 @@ No sockets, no aiohttp, no clock reads: the time (``now``, float seconds since t
 always passed in, and every step returns a decision as a value (hishel ``_core/_spec.py`` /
 Varnish ``builtin.vcl`` style) for the one I/O loop in the proxy to act on. Headers are
 ``Headers``: a tuple of ``(name, value)`` str pairs (see headers.py).
-
-Entry points: the functions re-exported here, called by edge/proxy.py (and the tier). Imports:
-``edge.policy`` itself, ``geoconfig`` (``httpdate``) and the standard library minus anything
-doing I/O or reading the clock (no asyncio, socket, time, ...); no third-party package and no
-other ``edge`` module (tests/test_layering.py).
 """
 
 from edge.policy.cachecontrol import (
