@@ -1,5 +1,5 @@
 # One image for every role: `geoedge dns`, `geoedge edge`, `geoedge origin`, and the client
-# (dig, curl and `geoedge`). docker-compose.yml runs it; `python -m geoedge.compose` writes both
+# (dig, curl and `geoedge`). docker-compose.yml runs it; `python -m geoedge.deploy.compose` writes both
 # that file and deploy/topology.toml from examples/demo.toml.
 # Build stage: the wheels, with geodns's optional C fast path compiled (gcc only lives here).
 FROM python:3.11-slim-bookworm AS build
@@ -9,6 +9,7 @@ RUN apt-get update \
 WORKDIR /src
 COPY pyproject.toml setup.py README.md ./
 COPY geoedge ./geoedge
+COPY geoconfig ./geoconfig
 COPY geodns ./geodns
 COPY geodata ./geodata
 COPY edge ./edge

@@ -103,8 +103,8 @@ REDIS_SERVER=$(command -v redis-server)
 REDIS_CLI=$(command -v redis-cli)
 [[ -x $PY ]] || die "no Python venv at $VENV (run 'make venv' in $ROOT, or set GEOEDGE_VENV)"
 [[ -x $GEOEDGE ]] || die "$GEOEDGE not found (pip install -e $ROOT)"
-"$PY" -c 'import edge.tier, aiocache, redis' 2>/dev/null ||
-    die "$PY cannot import edge.tier (aiocache[redis], redis): the shared tier is missing"
+"$PY" -c 'import edge.tier.region, aiocache, redis' 2>/dev/null ||
+    die "$PY cannot import edge.tier.region (aiocache[redis], redis): the shared tier is missing"
 ncpu=$(nproc)
 ((SERVER_CPU < ncpu && CLIENT_CPU < ncpu)) ||
     die "CPU $SERVER_CPU or $CLIENT_CPU does not exist (this machine has $ncpu)"

@@ -14,6 +14,9 @@ Rules:
   ``Cache-Tag`` response headers). ``POST <admin_path>/drain`` and ``/undrain`` switch
   draining; ``GET <admin_path>/stats`` returns JSON counters.
 - Every purge is also handed to ``on_purge`` listeners (the shared tier uses this).
+- The admin API is given what it reports on and purges (the edge's name and settings, its
+  store, metrics, key function, origin pool, and its shared tier when there is one), never the
+  proxy itself: this module does not import edge/proxy.py.
 """
 
 from __future__ import annotations
@@ -21,22 +24,34 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from edge.httpserver import Request, ResponseWriter
+from edge.metrics import Metrics
 from edge.policy.invalidation import normalise_uri
 from edge.policy.target import url_key
-
-if TYPE_CHECKING:
-    from edge.proxy import EdgeApp
+from edge.store import MemoryStore
+from edge.tier.region import RegionTier
+from edge.upstream import OriginPool
+from geoconfig.cdnconfig import EdgeSettings
 
 PurgeListener = Callable[[str, str, bool], None]  # (kind, value, soft)
 
 
 class Admin:
-    def __init__(self, app: EdgeApp) -> None:
-        self.app = app
-        self.path = app.settings.admin_path.rstrip("/")
+    def __init__(self, name: str, settings: EdgeSettings, store: MemoryStore, metrics: Metrics,
+                 key_for: Callable[[Request], str], pool: OriginPool,
+                 tier: Callable[[], RegionTier | None] = lambda: None) -> None:
+        """``tier`` returns the region's shared tier (None without one); a function because
+        the tier is attached after the admin API is built."""
+        self.name = name
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics
+        self.key_for = key_for
+        self.pool = pool
+        self.tier = tier
+        self.path = settings.admin_path.rstrip("/")
         self.draining = False
         self.listeners: list[PurgeListener] = []
 
@@ -70,17 +85,17 @@ class Admin:
 
     # -- purge ------------------------------------------------------------------------------------
     def purge(self, kind: str, value: str, soft: bool, notify: bool = True) -> int:
-        store = self.app.store
+        store = self.store
         if kind == "url":
             value = normalise_uri(value)
             n = store.purge_key(value, soft)
-            if self.app.trusted:  # the URL's variants keyed by trusted forwarding headers
+            if self.settings.trusted_forwarding_headers:  # variants keyed by trusted headers
                 n += store.purge_prefix(value + " ", soft)
         elif kind == "prefix":
             n = store.purge_prefix(value, soft)
         else:
             n = store.purge_tag(value, soft)
-        self.app.metrics.inc("purges", n)
+        self.metrics.inc("purges", n)
         if notify:
             for listener in self.listeners:
                 listener(kind, value, soft)
@@ -91,7 +106,7 @@ class Admin:
             await self._unauthorized(writer)
             return
         soft = (request.header("x-purge-soft") or "").strip() in ("1", "true", "yes")
-        key = self.app.key_for(request)
+        key = self.key_for(request)
         if key.endswith("*"):
             n = self.purge("prefix", key[:-1], soft)
         else:
@@ -116,7 +131,7 @@ class Admin:
         await self._json(writer, 200, {"purged": n, "soft": bool(doc.get("soft", False))})
 
     def _authorized(self, request: Request) -> bool:
-        token = self.app.settings.purge_token
+        token = self.settings.purge_token
         if not token:
             return False
         scheme, _, value = (request.header("authorization") or "").partition(" ")
@@ -124,7 +139,7 @@ class Admin:
                                                                   token.encode())
 
     async def _unauthorized(self, writer: ResponseWriter) -> None:
-        if not self.app.settings.purge_token:
+        if not self.settings.purge_token:
             await self._json(writer, 403, {"error": "purging is disabled (no edge.purge_token)"})
             return
         writer.status = 401
@@ -135,22 +150,22 @@ class Admin:
 
     # -- reporting --------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        app = self.app
-        return {"edge": app.name, "draining": self.draining,
-                "objects": len(app.store), "bytes": app.store.size_bytes,
-                "counters": dict(app.metrics.counts), "origins": app.pool.snapshot(),
-                "shared": app.tier.shared.snapshot() if app.tier is not None else None}
+        tier = self.tier()
+        return {"edge": self.name, "draining": self.draining,
+                "objects": len(self.store), "bytes": self.store.size_bytes,
+                "counters": dict(self.metrics.counts), "origins": self.pool.snapshot(),
+                "shared": tier.shared.snapshot() if tier is not None else None}
 
     def metrics_text(self) -> str:
-        app = self.app
+        store, tier = self.store, self.tier()
         gauges = {
-            "store_bytes": ("Bytes held by the in-process cache", app.store.size_bytes),
-            "store_objects": ("Objects held by the in-process cache", len(app.store)),
-            "store_max_bytes": ("Byte limit of the in-process cache", app.store.max_bytes),
+            "store_bytes": ("Bytes held by the in-process cache", store.size_bytes),
+            "store_objects": ("Objects held by the in-process cache", len(store)),
+            "store_max_bytes": ("Byte limit of the in-process cache", store.max_bytes),
             "draining": ("1 while the edge is draining", 1 if self.draining else 0),
         }
-        if app.tier is not None:
-            shared = app.tier.shared.snapshot()
+        if tier is not None:
+            shared = tier.shared.snapshot()
             for name in ("hits", "misses", "errors", "timeouts", "short_circuits", "stores"):
                 gauges[f"shared_{name}_total"] = (f"Shared tier {name.replace('_', ' ')}",
                                                   shared.get(name, 0))
@@ -162,7 +177,7 @@ class Admin:
             state = str(shared.get("breaker", {}).get("state", "closed")).lower()
             gauges["shared_breaker_open"] = ("1 while the shared tier's breaker is not closed",
                                              0 if state.endswith("closed") else 1)
-        return app.metrics.render(gauges, app.pool.snapshot(), app.name)
+        return self.metrics.render(gauges, self.pool.snapshot(), self.name)
 
     async def _send(self, writer: ResponseWriter, status: int, body: bytes, ctype: str) -> None:
         writer.status = status

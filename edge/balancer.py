@@ -46,7 +46,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from geoedge.cdnconfig import LB_ALGORITHMS, EdgeSettings, OriginServer
+from geoconfig.cdnconfig import LB_ALGORITHMS, EdgeSettings, OriginServer
 
 __all__ = ["DEFAULT_TAU", "Balancer", "OriginState"]
 

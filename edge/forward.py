@@ -34,7 +34,7 @@ from edge.policy.hopbyhop import strip_hop_by_hop
 from edge.policy.validation import etag_weak_match
 from edge.respond import client_headers
 from edge.upstream import UpstreamError, UpstreamResponse
-from geoedge.httpdate import parse_http_date
+from geoconfig.httpdate import parse_http_date
 
 CLIENT_CONDITIONALS = frozenset({"if-none-match", "if-modified-since", "if-match",
                                  "if-unmodified-since", "if-range", "range"})

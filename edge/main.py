@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 from edge.httpserver import HttpProtocol, Limits
 from edge.proxy import EdgeApp
-from edge.tier import RegionTier
+from edge.tier.region import RegionTier
 from edge.upstream import OriginPool
-from geoedge.topology import Topology, load_topology
+from geoconfig.topology import Topology, load_topology
 
 log = logging.getLogger("geoedge.edge")
 

@@ -68,9 +68,9 @@ from edge.policy.validation import freshen_on_304
 from edge.policy.vary import vary_fields, vary_key
 from edge.respond import DateCache, hit_bytes, serialize_stored_head
 from edge.store import Entry, MemoryStore
-from edge.tier import RegionTier
+from edge.tier.region import RegionTier
 from edge.upstream import OriginPool, UpstreamError, UpstreamResponse, UpstreamTimeout
-from geoedge.cdnconfig import EdgeSettings
+from geoconfig.cdnconfig import EdgeSettings
 
 log = logging.getLogger("geoedge.edge")
 
@@ -117,7 +117,8 @@ class EdgeApp:
                                                      settings.coalesce_timeout)
         self.metrics = Metrics()
         self.dates = DateCache()
-        self.admin = Admin(self)
+        self.admin = Admin(name, settings, self.store, self.metrics, self.key_for, pool,
+                           tier=lambda: self.tier)
         self.tier: RegionTier | None = None  # the region's shared tier, set by start_edge
         self.background: set[asyncio.Task[None]] = set()
         self._hit_member = f"{self.cache_name}; hit; ttl=".encode()

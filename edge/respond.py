@@ -15,7 +15,7 @@ from __future__ import annotations
 from edge.httpserver import reason
 from edge.policy.headers import Headers, remove
 from edge.policy.hopbyhop import headers_for_client
-from geoedge.httpdate import format_http_date
+from geoconfig.httpdate import format_http_date
 
 PER_RESPONSE = ("age", "date", "content-length", "connection", "keep-alive",
                 "transfer-encoding")

@@ -48,7 +48,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from edge.balancer import Balancer
-from geoedge.cdnconfig import EdgeSettings, OriginServer
+from geoconfig.cdnconfig import EdgeSettings, OriginServer
 
 __all__ = [
     "IDEMPOTENT_METHODS",

@@ -1,7 +1,11 @@
 """geodata: client address -> Location -> ranked regions -> selected region.
 
+Entry points (all re-exported here): ``GeoReader`` (a MaxMind database; the embedded GeoLite2
+one by default), ``rank_regions`` and ``select_region``.
+
 Rules: pure logic, no sockets; the only I/O is opening a database in ``GeoReader(...)``.
-Nothing is opened or configured at import time.
+Nothing is opened or configured at import time. The bottom layer: it imports only the standard
+library and ``maxminddb``, never another package of the project (tests/test_layering.py).
 """
 
 from geodata.location import Location

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 
 import dnslib
 
+from geoconfig.zoneconfig import GeoName
 from geodns.pack import MessageWriter, PackedRR
 from geodns.wire import text_to_name
 from geodns.zonedata import ZoneSet
-from geoedge.zoneconfig import GeoName
 
 A, NS, CNAME, SOA, MX, AAAA, OPT = 1, 2, 5, 6, 15, 28, 41
 HINFO, IXFR, AXFR, ANY = 13, 251, 252, 255

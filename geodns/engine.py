@@ -40,6 +40,8 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from geoconfig.topology import Topology
+from geoconfig.zoneconfig import GeoName
 from geodata import GeoReader, Location, rank_regions, select_region
 from geodns.answer import (
     FORMERR,
@@ -52,8 +54,6 @@ from geodns.answer import (
 )
 from geodns.wire import Drop, Ecs, Edns, Fields, FormErr, c_scan_common, parse_query, query_fields
 from geodns.zonedata import ZoneSet, compile_zone
-from geoedge.topology import Topology
-from geoedge.zoneconfig import GeoName
 
 _HEADER = struct.Struct("!HHHHHH")
 _OPT_FIXED = struct.Struct("!BHHIH")

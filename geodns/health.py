@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from geoedge.topology import Edge, HealthSettings
+from geoconfig.topology import Edge, HealthSettings
 
 log = logging.getLogger("geoedge.health")
 

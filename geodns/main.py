@@ -17,12 +17,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from geoconfig.topology import Topology, load_topology
+from geoconfig.validate import ConfigError, format_host_port
 from geodata import GeoDatabaseError, GeoReader, embedded_database_path
 from geodns.engine import Engine
 from geodns.health import HealthChecker
 from geodns.server import DnsServer
-from geoedge.topology import Topology, load_topology
-from geoedge.validate import ConfigError, format_host_port
 
 log = logging.getLogger("geoedge.dns")
 

@@ -1,6 +1,6 @@
 """Zones compiled for lookup: names in lower-case wire format mapped to their RRsets.
 
-Built once per topology load from :class:`geoedge.topology.Zone` objects and never mutated, so
+Built once per topology load from :class:`geoconfig.topology.Zone` objects and never mutated, so
 a reload swaps the whole thing at once.
 """
 
@@ -11,9 +11,9 @@ from typing import Any
 
 import dnslib
 
+from geoconfig.zoneconfig import GeoName, Zone
 from geodns.pack import PackedRR, pack_rr
 from geodns.wire import text_to_name
-from geoedge.zoneconfig import GeoName, Zone
 
 QTYPE_CNAME = 5
 

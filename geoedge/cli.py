@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from geoedge.validate import ConfigError, host_port
+from geoconfig.validate import ConfigError, host_port
 
 
 def _listen(value: str) -> tuple[str, int]:
@@ -163,19 +163,19 @@ def _add_fetch(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_purge(args: argparse.Namespace) -> int:
-    from geoedge.purge import run_purge
+    from geoedge.client.purge import run_purge
 
     return run_purge(args)
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from geoedge.fetch import run_fetch
+    from geoedge.client.fetch import run_fetch
 
     return run_fetch(args)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from geoedge.demo import run_demo
+    from geoedge.demo.main import run_demo
 
     return run_demo(args.config)
 

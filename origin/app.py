@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from geoedge.cdnconfig import OriginSettings
+from geoconfig.cdnconfig import OriginSettings
 from origin.api import add_api_routes
 from origin.content import serve_content
 from origin.headers import new_type_table

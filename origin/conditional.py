@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from geoedge.httpdate import parse_http_date
+from geoconfig.httpdate import parse_http_date
 from origin.ranges import ByteRange, RangeKind, parse_range
 
 __all__ = ["Conditions", "Decision", "EntityTag", "Outcome", "Validators", "if_range_holds",

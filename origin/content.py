@@ -30,7 +30,7 @@ import time
 
 from aiohttp import web
 
-from geoedge.httpdate import format_http_date
+from geoconfig.httpdate import format_http_date
 from origin.conditional import Conditions, Decision, Validators, select
 from origin.headers import content_type, rule_headers
 from origin.ranges import unsatisfied_content_range

@@ -23,7 +23,7 @@ import fnmatch
 import mimetypes
 from collections.abc import Iterable
 
-from geoedge.cdnconfig import ContentRule
+from geoconfig.cdnconfig import ContentRule
 
 __all__ = ["TEXT_TYPES", "content_type", "find_rule", "new_type_table", "rule_headers"]
 

@@ -25,8 +25,8 @@ from typing import Any
 
 from aiohttp import web
 
-from geoedge.cdnconfig import OriginServer
-from geoedge.topology import load_topology
+from geoconfig.cdnconfig import OriginServer
+from geoconfig.topology import load_topology
 from origin.app import create_app
 
 __all__ = ["SHUTDOWN_TIMEOUT", "run_origin"]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from geoedge.cdnconfig import OriginSettings
+from geoconfig.cdnconfig import OriginSettings
 from origin.store import EtagCache, MemoryFile
 
 __all__ = ["STATE", "OriginState", "RequestStats"]

@@ -32,8 +32,8 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from edge.main import RunningEdge, start_edge
-from geoedge.httpdate import format_http_date, parse_http_date
-from geoedge.topology import parse_topology
+from geoconfig.httpdate import format_http_date, parse_http_date
+from geoconfig.topology import parse_topology
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "examples" / "demo.toml"

@@ -23,7 +23,7 @@ Rules:
   support) is treated like a refused ``ip netns add``.
 - The test's client side runs on threads that entered core's namespace (``setns``), so
   dnspython, ``http.client`` and the supervisor's readiness probes reach every address; the
-  processes are started by :class:`geoedge.supervisor.Supervisor` with ``ip netns exec NS``
+  processes are started by :class:`geoedge.demo.supervisor.Supervisor` with ``ip netns exec NS``
   in front of their real command lines. Every command and every wait has a deadline.
 """
 
@@ -50,10 +50,10 @@ from typing import TypeVar
 import pytest
 from demoutil import fetch
 
-from geoedge.demo import redis_binary
-from geoedge.services import Service, plan
-from geoedge.supervisor import Supervisor
-from geoedge.topology import load_topology
+from geoconfig.topology import load_topology
+from geoedge.demo.main import redis_binary
+from geoedge.demo.services import Service, plan
+from geoedge.demo.supervisor import Supervisor
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "examples" / "demo.toml"

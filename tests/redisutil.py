@@ -27,7 +27,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from geoedge.demo import redis_binary as find_redis_binary
+from geoedge.demo.main import redis_binary as find_redis_binary
 
 __all__ = ["RedisCluster3", "RedisServer", "redis_binary", "redis_cluster", "redis_server"]
 

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge.balancer import Balancer
-from geoedge.cdnconfig import LB_ALGORITHMS, OriginServer
+from geoconfig.cdnconfig import LB_ALGORITHMS, OriginServer
 
 
 def pool(*weights: int, names: str = "abcdefghij") -> list[OriginServer]:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from geoconfig.topology import load_topology
 from geoedge import cli
-from geoedge.topology import load_topology
 
 DEMO_TEXT = (Path(__file__).resolve().parent.parent / "examples" / "demo.toml").read_text()
 
@@ -176,7 +176,7 @@ def test_missing_config_file_exits_2(tmp_path: Path, command: str) -> None:
 
 def test_bad_files_really_are_bad(tmp_path: Path) -> None:
     """The fixtures above fail in load_topology itself, with the key the CLI tests expect."""
-    from geoedge.validate import ConfigError
+    from geoconfig.validate import ConfigError
 
     for case, (contents, key, words) in BAD_FILES.items():
         with pytest.raises(ConfigError) as info:

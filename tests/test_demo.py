@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 from demoutil import DEMO, DemoProcess, alive, demo_config, fetch
-from dnsutil import addresses, query
+from dnsutil import addresses, query, wait_for
 
-from geoedge.services import plan, select
-from geoedge.topology import load_topology
+from geoconfig.topology import load_topology
+from geoedge.demo.services import plan, select
 
 GB = "81.2.69.0/24"
 EU_WEST = {"127.0.2.1", "127.0.2.2"}
@@ -170,7 +170,7 @@ def test_region_failover_end_to_end(demo) -> None:
     worker = threading.Thread(target=client, daemon=True)
     worker.start()
     try:
-        time.sleep(0.5)
+        assert wait_for(lambda: seen, 10)[0], f"no answer from the demo: {failures}"
         stopped = time.monotonic()
         proc.send("stop eu-west")
         moved = None
@@ -195,7 +195,8 @@ def test_region_failover_end_to_end(demo) -> None:
         while set(answer(ports.dns)) != EU_WEST:
             assert time.monotonic() - back < 10, "answers did not return to eu-west"
             time.sleep(0.05)
-        time.sleep(0.5)
+        returned = time.monotonic()  # the client's next answer is eu-west's
+        assert wait_for(lambda: seen[-1][0] > returned, 10)[0], f"client stalled: {failures}"
     finally:
         done.set()
         worker.join(10)

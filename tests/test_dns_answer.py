@@ -21,6 +21,8 @@ import dns.rdatatype
 import dnslib
 import pytest
 
+from geoconfig.topology import Topology, parse_topology
+from geoconfig.zoneconfig import GeoName
 from geodata import GeoReader
 from geodns.answer import (
     FORMERR,
@@ -38,8 +40,6 @@ from geodns.answer import (
 from geodns.engine import Engine
 from geodns.wire import text_to_name
 from geodns.zonedata import ZoneSet, compile_zone
-from geoedge.topology import Topology, parse_topology
-from geoedge.zoneconfig import GeoName
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 

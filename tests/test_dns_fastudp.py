@@ -361,8 +361,7 @@ def test_stop_under_load_leaves_no_thread(caplog):
                (("127.0.0.1", srv.port, socket.AF_INET), ("::1", port6, socket.AF_INET6))]
     for t in senders:
         t.start()
-    time.sleep(0.5)
-    assert sent[0] > 100
+    assert wait_for(lambda: sent[0] > 100, 10)[0], "the senders did not get going"
     started = time.monotonic()
     srv.stop()
     took = time.monotonic() - started

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.server
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 
 import pytest
 from dnsutil import HealthEndpoint, free_port
 
+from geoconfig.topology import Edge, HealthSettings
 from geodns.health import EdgeState, HealthChecker, observe
-from geoedge.topology import Edge, HealthSettings
 
 # --------------------------------------------------------------------------- observe: a table
 
@@ -108,16 +110,44 @@ class StatusServer:
 
 
 class Silent:
-    """Accepts TCP connections (the kernel does) but never answers: probes time out."""
+    """Accepts TCP connections but never answers: probes time out. ``accepted`` counts the
+    connections taken, so a test can wait until a probe is waiting for its answer."""
 
     def __init__(self) -> None:
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):  # stop() closes the listening socket
+            while True:
+                conn, _ = self.sock.accept()
+                self.conns.append(conn)  # held open, never answered
+                self.accepted += 1
 
     def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() above
         self.sock.close()
+        for conn in self.conns:
+            conn.close()
+
+
+def count_probes(checker: HealthChecker) -> Counter[str]:
+    """Probe results recorded so far, by edge name (counted as ``record`` is called)."""
+    counts: Counter[str] = Counter()
+    record = checker.record
+
+    def counting(name: str, ok: bool) -> None:
+        counts[name] += 1
+        record(name, ok)
+
+    checker.record = counting  # type: ignore[method-assign]
+    return counts
 
 
 def make_edge(name: str, port: int, address: str = "127.0.0.1") -> Edge:
@@ -259,11 +289,12 @@ async def test_never_probed_is_up_and_no_change_for_healthy(cleanup):
     good, _ = healthy_edge(cleanup, "good")
     changes: list[dict[str, bool]] = []
     checker = HealthChecker((good,), FAST, lambda health: changes.append(dict(health)))
+    probes = count_probes(checker)
     assert checker.snapshot() == {}
     await checker.start()
     try:
         await until(lambda: "good" in checker.states, 3)
-        await asyncio.sleep(0.35)  # a few more probe rounds
+        await until(lambda: probes["good"] >= 4, 3)  # a few more probe rounds
         assert changes == []
         assert checker.snapshot() == {"good": True}
     finally:
@@ -277,6 +308,7 @@ async def test_reconfigure_keeps_unchanged_and_drops_removed(cleanup):
     gone = make_edge("gone", free_port())
     changes: list[dict[str, bool]] = []
     checker = HealthChecker((good, dead, gone), FAST, lambda h: changes.append(dict(h)))
+    probes = count_probes(checker)
     await checker.start()
     try:
         await until(lambda: checker.snapshot() == {"good": True, "dead": False,
@@ -298,7 +330,8 @@ async def test_reconfigure_keeps_unchanged_and_drops_removed(cleanup):
         await until(lambda: checker.snapshot().get("good") is False, 3)
         assert checker.snapshot() == {"dead": False, "newcomer": True, "good": False}
         assert changes[n:] == [{"dead": False, "newcomer": True, "good": False}]
-        await asyncio.sleep(0.2)
+        dead_probes = probes["dead"]
+        await until(lambda: probes["dead"] >= dead_probes + 2, 3)  # still probing "dead"
         assert checker._tasks["dead"] is dead_task and not dead_task.done()
     finally:
         await shutdown(checker)
@@ -340,7 +373,7 @@ async def test_stop_cancels_probers_promptly(cleanup):
     slow = HealthSettings(path="/healthz", interval=0.1, timeout=5.0)
     checker = HealthChecker((make_edge("hung", silent.port),), slow, lambda h: None)
     await checker.start()
-    await asyncio.sleep(0.1)  # the probe is now waiting for an answer that never comes
+    await until(lambda: silent.accepted >= 1, 3)  # the probe waits for an answer, forever
     start = time.monotonic()
     await checker.stop()
     assert time.monotonic() - start < 1.0
@@ -354,7 +387,7 @@ async def test_cancel_at_probe_timeout_ends_the_prober(cleanup):
     changes: list[dict[str, bool]] = []
     checker = HealthChecker((make_edge("hung", silent.port),), settings, changes.append)
     await checker.start()
-    await asyncio.sleep(0.1)  # the first probe is waiting for an answer; it times out at ~0.3 s
+    await until(lambda: silent.accepted >= 1, 3)  # the first probe waits; it times out at 0.3 s
     task = checker._tasks["hung"]
     loop = asyncio.get_running_loop()
     # drop the edge at ~0.4 s, and block the loop past both deadlines so that the probe's

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from edgeutil import VIA, edge_env, member
 
-from geoedge.httpdate import format_http_date, parse_http_date
+from geoconfig.httpdate import format_http_date, parse_http_date
 
 __all__ = ["edge_env"]
 

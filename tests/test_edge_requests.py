@@ -8,7 +8,7 @@ import pytest
 from aiohttp import web
 from edgeutil import edge_env, member
 
-from geoedge.httpdate import parse_http_date
+from geoconfig.httpdate import parse_http_date
 
 __all__ = ["edge_env"]
 

@@ -35,8 +35,8 @@ from redis.crc import key_slot
 from redisutil import RedisCluster3, RedisServer, free_port, redis_cluster, redis_server
 
 from edge.main import RunningEdge, start_edge
-from geoedge.httpdate import format_http_date
-from geoedge.topology import parse_topology
+from geoconfig.httpdate import format_http_date
+from geoconfig.topology import parse_topology
 
 __all__ = ["redis_cluster", "redis_server"]  # fixtures, re-exported for pytest
 
@@ -65,7 +65,7 @@ def key_of(path: str) -> str:
 
 
 def base_of(path: str) -> str:
-    """The Redis key base of a primary key (edge/shared.py's documented layout)."""
+    """The Redis key base of a primary key (edge/tier/keys.py's documented layout)."""
     return f"{PREFIX}{{{hashlib.sha256(key_of(path).encode()).hexdigest()[:32]}}}:"
 
 
@@ -656,7 +656,7 @@ async def test_redis_killed_under_load_then_restarted(
 
     workers = [asyncio.create_task(worker(w)) for w in range(16)]
     try:
-        await asyncio.sleep(0.3)
+        assert await until(lambda: len(seen) >= 50, WAIT)  # the load is running
         before_kill = len(seen)
         redis_server.kill()
         for i in range(2):  # both breakers open (tier lookups and the listener fail)
@@ -668,7 +668,7 @@ async def test_redis_killed_under_load_then_restarted(
         assert r.cache_status is not None and r.cache_status.startswith(f"{E1}; hit; ttl=")
         r = await pair.get(1, "/only")
         assert (r.body, r.cache_status) == (b"only", miss_stored(E2))
-        await asyncio.sleep(0.3)
+        assert await until(lambda: len(seen) >= before_kill + 50, WAIT)  # served, Redis down
         during = len(seen)
 
         redis_server.restart()  # same port, empty
@@ -682,7 +682,8 @@ async def test_redis_killed_under_load_then_restarted(
         r = await pair.get(1, "/after")
         assert r.body == b"after"
         assert re.fullmatch(tier_hit(r"(\d+)"), r.cache_status or "")  # ttl: wall time
-        await asyncio.sleep(0.2)
+        after = len(seen)
+        assert await until(lambda: len(seen) >= after + 50, WAIT)  # and after recovery
     finally:
         stop.set()
         await asyncio.gather(*workers, return_exceptions=True)
@@ -790,7 +791,8 @@ async def test_uncacheable_answer_under_a_lease_wakes_the_other_edge_at_once(
             key_of("/priv") in e.app.coalescer.flights for e in pair.edges), 1.0)
         assert await until(lambda: sum(e.app.tier.shared.counts["leases_lost"]
                                        for e in pair.edges) == 1, 0.5)
-        await asyncio.sleep(0.05)  # the loser is now waiting for the notice
+        assert await until(lambda: any(e.app.tier.shared._waiters for e in pair.edges), 0.5)
+        # the loser is now waiting for the notice
     finally:
         gate.set()
     t0 = time.monotonic()

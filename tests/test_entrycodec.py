@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.entrycodec import MAGIC, MAX_JSON_BYTES, DecodedEntry, decode_entry, encode_entry
 from edge.policy.freshness import StoredMeta, current_age, stored_lifetime
 from edge.proxy import EdgeApp
 from edge.store import Entry
-from geoedge.cdnconfig import EdgeSettings
-from geoedge.httpdate import format_http_date
+from edge.tier.entrycodec import MAGIC, MAX_JSON_BYTES, DecodedEntry, decode_entry, encode_entry
+from geoconfig.cdnconfig import EdgeSettings
+from geoconfig.httpdate import format_http_date
 
 T0 = 1_750_000_000.0
 KEY = "http://example.com/a?b=c"

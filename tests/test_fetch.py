@@ -34,10 +34,11 @@ from dnsutil import DEMO, ServerThread, demo_text
 from edgeutil import DEFAULT_EDGE, topology_dict
 
 from edge.main import RunningEdge, start_edge
+from geoconfig.topology import load_topology, parse_topology
 from geodata import GeoReader, embedded_database_path
 from geodns.engine import Engine
 from geoedge.cli import main
-from geoedge.fetch import (
+from geoedge.client.fetch import (
     Result,
     format_dns_line,
     format_report,
@@ -46,8 +47,8 @@ from geoedge.fetch import (
     redis_region,
     via_edge,
 )
-from geoedge.fetcherror import FetchError
-from geoedge.stubdns import (
+from geoedge.client.fetcherror import FetchError
+from geoedge.client.stubdns import (
     DnsReply,
     DnsSummary,
     build_query,
@@ -55,7 +56,6 @@ from geoedge.stubdns import (
     parse_client_ip,
     parse_reply,
 )
-from geoedge.topology import load_topology, parse_topology
 from origin.app import create_app
 
 GEOEDGE = str(Path(sys.executable).parent / "geoedge")

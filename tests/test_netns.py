@@ -44,7 +44,7 @@ from netnsutil import (
     netns_services,
 )
 
-from geoedge.topology import load_topology
+from geoconfig.topology import load_topology
 
 GB = "81.2.69.0/24"
 EDGE_PORT = 8080

@@ -13,7 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 import origin.api
-from geoedge.cdnconfig import OriginSettings
+from geoconfig.cdnconfig import OriginSettings
 from origin.app import create_app
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from multidict import CIMultiDict
 
-from geoedge.httpdate import format_http_date
+from geoconfig.httpdate import format_http_date
 from origin.conditional import (
     Conditions,
     Decision,

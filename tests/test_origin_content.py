@@ -13,9 +13,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from multidict import CIMultiDict
 
 import origin.content
-from geoedge.cdnconfig import ContentRule, OriginSettings
-from geoedge.httpdate import format_http_date
-from geoedge.topology import load_topology
+from geoconfig.cdnconfig import ContentRule, OriginSettings
+from geoconfig.httpdate import format_http_date
+from geoconfig.topology import load_topology
 from origin.app import create_app
 from origin.state import STATE
 from origin.virtual import VIRTUAL_MTIME, expected_bytes

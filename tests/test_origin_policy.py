@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from geoedge.cdnconfig import ContentRule
-from geoedge.httpdate import format_http_date, parse_http_date
+from geoconfig.cdnconfig import ContentRule
+from geoconfig.httpdate import format_http_date, parse_http_date
 from origin.headers import content_type, find_rule, new_type_table, rule_headers
 from origin.negotiate import accepts_gzip, pick_language, weighted
 from origin.state import RequestStats

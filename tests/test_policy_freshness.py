@@ -17,7 +17,7 @@ from edge.policy.freshness import (
     storable,
     stored_lifetime,
 )
-from geoedge.httpdate import format_http_date
+from geoconfig.httpdate import format_http_date
 
 T0 = 1_700_000_000.0
 DATE = format_http_date(T0)

@@ -14,7 +14,7 @@ from edge.policy.request import (
     on_hit,
     on_miss,
 )
-from geoedge.httpdate import format_http_date
+from geoconfig.httpdate import format_http_date
 
 T0 = 1_700_000_000.0
 DATE = format_http_date(T0)

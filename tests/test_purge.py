@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 from demoutil import DEMO
 
+from geoconfig.topology import load_topology
 from geoedge.cli import main
-from geoedge.purge import plan_purge
-from geoedge.topology import load_topology
+from geoedge.client.purge import plan_purge
 
 URL = "http://www.example.test:8080/index.html"
 

@@ -15,7 +15,8 @@ from redisutil import RedisCluster3, RedisServer, redis_cluster, redis_server
 
 from edge.breaker import BreakerState
 from edge.policy.vary import vary_key
-from edge.shared import SharedHit, SharedSettings, SharedTier
+from edge.tier.keys import SharedHit, SharedSettings
+from edge.tier.protocol import SharedTier
 
 __all__ = ["redis_cluster", "redis_server"]
 
@@ -188,8 +189,10 @@ async def test_wait_filled(redis_server: RedisServer, make_tier):
     assert await b.wait_filled(key, 0.5)  # nobody holds a lease: look again at once
     assert await a.try_lease(key)
     t0 = time.monotonic()
+    ops = b.latency["count"]
     waiter = asyncio.create_task(b.wait_filled(key, WAIT))
-    await asyncio.sleep(0.05)
+    # registered, and past its look at the lease (one more timed call): waiting for the notice
+    assert await eventually(lambda: bool(b._waiters) and b.latency["count"] > ops, WAIT)
     assert not waiter.done()
     assert await a.store(key, "", (), b"W", 30, ()) and await a.notify_filled(key)
     assert await asyncio.wait_for(waiter, WAIT) is True

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from demoutil import alive, free_port
 
-from geoedge.demo import redis_binary
-from geoedge.services import Probe, Service
-from geoedge.supervisor import (
+from geoedge.demo.main import redis_binary
+from geoedge.demo.services import Probe, Service
+from geoedge.demo.supervisor import (
     BACKOFF_MAX,
     STABLE_AFTER,
     StartError,

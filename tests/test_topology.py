@@ -16,7 +16,7 @@ from typing import Any
 import dnslib
 import pytest
 
-from geoedge.topology import (
+from geoconfig.topology import (
     DnsSettings,
     GeoIPSettings,
     HealthSettings,
@@ -24,8 +24,8 @@ from geoedge.topology import (
     load_topology,
     parse_topology,
 )
-from geoedge.validate import ConfigError
-from geoedge.zoneconfig import GeoName
+from geoconfig.validate import ConfigError
+from geoconfig.zoneconfig import GeoName
 
 DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo.toml"
 

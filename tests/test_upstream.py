@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from edge.upstream import OriginPool, UpstreamError, UpstreamTimeout
-from geoedge.cdnconfig import EdgeSettings, OriginServer
+from geoconfig.cdnconfig import EdgeSettings, OriginServer
 
 BIG = hashlib.sha256(b"seed").digest() * (5 * 1024 * 1024 // 32)  # 5 MiB
 GZ = gzip.compress(b"hello " * 1000)

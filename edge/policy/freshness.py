@@ -53,7 +53,7 @@ from typing import Any
 from edge.policy.cachecontrol import DELTA_MAX, Directives, request_directives, response_directives
 from edge.policy.config import DEFAULT_CONFIG, HEURISTIC_STATUSES, UNDERSTOOD_STATUSES, PolicyConfig
 from edge.policy.headers import Headers, get_all, get_combined, get_first, has, split_list
-from geoedge.httpdate import parse_http_date
+from geoconfig.httpdate import parse_http_date
 
 __all__ = [
     "StoreDecision",

@@ -43,7 +43,7 @@ from edge.policy.cachecontrol import Directives, request_directives
 from edge.policy.config import DEFAULT_CONFIG, PolicyConfig
 from edge.policy.freshness import StoredMeta, current_age, stored_lifetime
 from edge.policy.headers import Headers, get_first
-from geoedge.httpdate import parse_http_date
+from geoconfig.httpdate import parse_http_date
 
 __all__ = [
     "HitDecision",

@@ -36,7 +36,7 @@ from edge.policy.config import DEFAULT_CONFIG, PolicyConfig
 from edge.policy.freshness import StoredMeta
 from edge.policy.headers import Headers, get_first, remove, set_header
 from edge.policy.hopbyhop import headers_to_store, strip_hop_by_hop
-from geoedge.httpdate import format_http_date, parse_http_date
+from geoconfig.httpdate import format_http_date, parse_http_date
 
 __all__ = [
     "NOT_UPDATED",

@@ -14,7 +14,7 @@ Shape (see ``examples/demo.toml`` for a complete file)::
                 edges = [{ name, ipv4, ipv6, port, check_address }]
     [[zones]]  origin, ttl, soa = {...}, records = [{ name, type, value, ttl }],
                geo = [{ name, ttl, regions }]
-    [edge], [[origins]], [origin]   the CDN part: see geoedge/cdnconfig.py
+    [edge], [[origins]], [origin]   the CDN part: see geoconfig/cdnconfig.py
 """
 
 from __future__ import annotations
@@ -24,9 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geodata.regions import Region
-from geoedge.cdnconfig import CdnSettings, RedisConfig, parse_cdn, parse_redis
-from geoedge.validate import (
+from geoconfig.cdnconfig import CdnSettings, RedisConfig, parse_cdn, parse_redis
+from geoconfig.validate import (
     ConfigError,
     check_keys,
     get,
@@ -37,7 +36,8 @@ from geoedge.validate import (
     positive,
     str_list,
 )
-from geoedge.zoneconfig import Zone, parse_zones
+from geoconfig.zoneconfig import Zone, parse_zones
+from geodata.regions import Region
 
 CONTINENTS = frozenset({"AF", "AN", "AS", "EU", "NA", "OC", "SA"})
 @dataclass(frozen=True, slots=True)

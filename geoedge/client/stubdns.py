@@ -12,7 +12,7 @@ Rules:
 - Transport: UDP, waiting ``timeout`` seconds per try, one retry; replies with another ID or
   question are ignored; a reply with TC=1 is followed by the same query over TCP (RFC 7766
   framing). A timeout, a refused query, an RCODE other than NOERROR, or no address in the
-  answer is a :class:`~geoedge.fetcherror.FetchError` naming the server (exit 1).
+  answer is a :class:`~geoedge.client.fetcherror.FetchError` naming the server (exit 1).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import dnslib
 
-from geoedge.fetcherror import FetchError, usage_error
-from geoedge.validate import format_host_port as hostport
+from geoconfig.validate import format_host_port as hostport
+from geoedge.client.fetcherror import FetchError, usage_error
 
 UDP_PAYLOAD = 1232
 OPTION_ECS = 8

@@ -9,7 +9,7 @@ Rules:
   demo, say) is a StartError naming it, not a probe answered by the wrong process. A process
   counts as ready when its probe answers *and* it is still running.
 - Every process runs in its own process group (a terminal's Ctrl-C reaches only the
-  supervisor, which then stops them in order) and through ``geoedge._child`` so it gets
+  supervisor, which then stops them in order) and through ``geoedge.demo._child`` so it gets
   SIGINT (stop now) if the supervisor dies without stopping it.
 - A process that exits before it was ready fails its start (:class:`StartError` with the end
   of its log) and is not restarted. A process that exits later, without being asked to, is
@@ -37,8 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from geoedge.probes import ready
-from geoedge.services import Service
+from geoedge.demo.probes import ready
+from geoedge.demo.services import Service
 
 Report = Callable[[str], None]
 
@@ -169,7 +169,7 @@ class Supervisor:
                       f"{service.name}\n".encode())
             log.flush()
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "geoedge._child", str(os.getpid()), *service.argv,
+                sys.executable, "-m", "geoedge.demo._child", str(os.getpid()), *service.argv,
                 stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
                 process_group=0)
         run.proc = proc

@@ -18,7 +18,7 @@ import socket
 
 import dnslib
 
-from geoedge.services import Probe
+from geoedge.demo.services import Probe
 
 
 async def ready(probe: Probe, timeout: float = 1.0) -> bool:

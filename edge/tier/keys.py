@@ -1,16 +1,45 @@
-"""The shared tier's pure parts: settings, results and the Lua scripts (no Redis imports).
+"""The shared tier's pure parts: settings, results, the key layout and the Lua scripts.
 
-The key layout and the rules are documented in ``edge/shared.py``, the only module that talks
-to Redis.
+No Redis imports (edge/tier/conn.py has them all); the protocol that uses these is
+edge/tier/protocol.py.
+
+- Key layout (``P`` = settings.prefix, ``H`` = sha256(primary key) hex[:32]; ``{H}`` is a
+  Redis Cluster hash tag, so every key of one primary key lives in one slot and one script or
+  pipeline can touch them all):
+    P{H}:e:<variant>  entry blob (entrycodec bytes), PX = the caller's ttl (keep_until - now)
+    P{H}:vary         JSON list of the latest stored response's Vary field values
+    P{H}:variants     set of the stored variant keys
+    P{H}:key          the primary key text (for prefix purges)
+    P{H}:soft         set of soft-purged variants (a new store of a variant removes it)
+    P{H}:lease        cross-node fill lease, value = node id, PX = lease_ms
+    Ptag:<tag>        set of primary keys carrying the surrogate key (its own slot)
+  Channels: ``Ppurge`` (JSON {kind, value, soft, from}) and ``Pfilled`` (H of a filled key).
+  vary / variants / key / soft / tag sets keep the longest TTL of the entries they describe.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 PurgeCallback = Callable[[str, str, bool], object]
+
+
+def key_hash(primary: str) -> str:
+    """``H``: the hash of a primary key, also the payload of a "filled" notice."""
+    return hashlib.sha256(primary.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+
+def key_base(prefix: str, primary: str) -> str:
+    """``P{H}:``, the start of every key of one primary key (one cluster slot)."""
+    return f"{prefix}{{{key_hash(primary)}}}:"
+
+
+def tag_key(prefix: str, tag: str) -> str:
+    """``Ptag:<tag>``, the set of primary keys carrying a surrogate key."""
+    return f"{prefix}tag:{tag}"
 
 STORE_SCRIPT = """
 local ttl = tonumber(ARGV[2])
@@ -81,7 +110,7 @@ class SharedSettings:
 
 @dataclass(frozen=True, slots=True)
 class SharedHit:
-    blob: bytes  # the entry as stored (decode with edge.entrycodec.decode_entry)
+    blob: bytes  # the entry as stored (decode with edge.tier.entrycodec.decode_entry)
     soft: bool  # soft-purged: revalidate before use
 
 

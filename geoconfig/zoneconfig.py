@@ -13,7 +13,7 @@ from typing import Any
 
 import dnslib
 
-from geoedge.validate import ConfigError, check_keys, get, ip_address, join, number_in, str_list
+from geoconfig.validate import ConfigError, check_keys, get, ip_address, join, number_in, str_list
 
 STATIC_TYPES = frozenset({"A", "AAAA", "CNAME", "TXT", "MX", "CAA", "NS", "SRV", "PTR"})
 # For types whose value holds a domain name: how many whitespace-separated fields the value has

@@ -1,6 +1,6 @@
 """The container deployment, generated from the topology file so the two cannot drift.
 
-``python -m geoedge.compose [--config examples/demo.toml] [--out-dir .] [--check]`` writes
+``python -m geoedge.deploy.compose [--config examples/demo.toml] [--out-dir .] [--check]`` writes
 ``docker-compose.yml`` and ``deploy/topology.toml`` under ``--out-dir``; with ``--check`` it
 writes nothing and exits 1 (printing a diff) when the files there differ from what it would
 write. The tests run the same comparison, so an edit to the topology file without regenerating
@@ -31,7 +31,8 @@ Rules:
   the origins by name, ``edge-<name>``, and ``client`` (sleeps; for ``docker compose exec``).
   Every service but the client has a healthcheck; edges wait for healthy origins and Redis.
 * Output is deterministic: services, networks and keys in a fixed order, values in the order
-  of the input file, written by the small TOML and YAML emitters below (stdlib only).
+  of the input file, written by the small TOML and YAML emitters of ``writers.py`` (stdlib
+  only).
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ import argparse
 import copy
 import difflib
 import ipaddress
-import json
 import math
 import re
 import sys
@@ -49,8 +49,9 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from geoedge.topology import Topology, load_topology, parse_topology
-from geoedge.validate import ConfigError
+from geoconfig.topology import Topology, load_topology, parse_topology
+from geoconfig.validate import ConfigError
+from geoedge.deploy.writers import dump_toml, dump_yaml
 
 COMPOSE_FILE = "docker-compose.yml"
 TOPOLOGY_FILE = "deploy/topology.toml"
@@ -230,120 +231,11 @@ def _network(n: int) -> dict[str, Any]:
     return {"ipam": {"config": [{"subnet": subnet(n), "ip_range": dynamic_range(n)}]}}
 
 
-# ---- emitters ---------------------------------------------------------------------------------
-
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def _toml_key(key: str) -> str:
-    return key if _BARE_KEY.fullmatch(key) else _toml_string(key)
-
-
-def _toml_string(text: str) -> str:
-    return json.dumps(text).replace("\x7f", "\\u007f")  # JSON escapes are TOML escapes
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else str(value)  # inf, -inf, nan
-    if isinstance(value, str):
-        return _toml_string(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        if not value:
-            return "{}"
-        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}"
-                                for k, v in value.items()) + " }"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
-def _is_table_array(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
-
-
-def _toml_table_body(table: dict[str, Any]) -> list[str]:
-    lines = []
-    for key, value in table.items():
-        if _is_table_array(value):  # one inline table a line
-            lines.append(f"{_toml_key(key)} = [")
-            lines.extend(f"  {_toml_value(v)}," for v in value)
-            lines.append("]")
-        else:
-            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
-    return lines
-
-
-def dump_toml(data: dict[str, Any], header: Sequence[str] = ()) -> str:
-    """TOML for a topology-shaped document: top-level tables and arrays of tables, inline below."""
-    lines = [f"# {h}" for h in header]
-    scalars = {k: v for k, v in data.items()
-               if not isinstance(v, dict) and not _is_table_array(v)}
-    lines.extend(_toml_table_body(scalars))
-    for key, value in data.items():
-        if isinstance(value, dict):
-            lines += ["", f"[{_toml_key(key)}]", *_toml_table_body(value)]
-        elif _is_table_array(value):
-            for item in value:
-                lines += ["", f"[[{_toml_key(key)}]]", *_toml_table_body(item)]
-    return "\n".join(lines) + "\n"
-
-
-_YAML_BARE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
-_YAML_WORDS = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false", "null"})
-
-
-def _yaml_key(key: str) -> str:
-    bare = _YAML_BARE_KEY.fullmatch(key) and key.lower() not in _YAML_WORDS
-    return key if bare else json.dumps(key)
-
-
-def _yaml_flow(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a YAML double-quoted scalar
-    if isinstance(value, list) and not any(isinstance(v, dict | list) for v in value):
-        return "[" + ", ".join(_yaml_flow(v) for v in value) + "]"
-    if value == {}:
-        return "{}"
-    raise TypeError(f"cannot write {value!r} to YAML in flow style")
-
-
-def _yaml_block(mapping: dict[str, Any], indent: int) -> list[str]:
-    pad = " " * indent
-    lines = []
-    for key, value in mapping.items():
-        if isinstance(value, dict) and value:
-            lines.append(f"{pad}{_yaml_key(key)}:")
-            lines.extend(_yaml_block(value, indent + 2))
-        elif _is_table_array(value):
-            lines.append(f"{pad}{_yaml_key(key)}:")
-            for item in value:
-                item_lines = _yaml_block(item, indent + 4)
-                item_lines[0] = f"{pad}  - {item_lines[0].lstrip()}"
-                lines.extend(item_lines)
-        else:
-            lines.append(f"{pad}{_yaml_key(key)}: {_yaml_flow(value)}")
-    return lines
-
-
-def dump_yaml(data: dict[str, Any], header: Sequence[str] = ()) -> str:
-    """Block-style YAML for mappings, flow style for lists of scalars; strings double-quoted."""
-    return "\n".join([*(f"# {h}" for h in header), *_yaml_block(data, 0)]) + "\n"
-
-
 # ---- generation and the command ---------------------------------------------------------------
 
 def _header(source: str) -> list[str]:
     return [
-        f"generated by `python -m geoedge.compose` from {source}; do not edit",
+        f"generated by `python -m geoedge.deploy.compose` from {source}; do not edit",
         "(regenerate after changing the topology; the tests fail when this file is stale).",
         f"Addresses: network {BACKBONE} {subnet(0)} (GeoDNS .{DNS_HOST}, "
         f"origin K .{FIRST_HOST}+K); network region-<name>",
@@ -394,7 +286,7 @@ def check(files: dict[str, str], out_dir: Path) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m geoedge.compose",
+        prog="python -m geoedge.deploy.compose",
         description=f"write {COMPOSE_FILE} and {TOPOLOGY_FILE} from a topology file")
     parser.add_argument("--config", default="examples/demo.toml", type=Path,
                         help="topology file (default: examples/demo.toml)")
@@ -406,15 +298,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         files = generate(args.config, _source_name(args.config, args.out_dir))
     except ConfigError as exc:
-        print(f"geoedge.compose: config error: {exc}", file=sys.stderr)
+        print(f"geoedge.deploy.compose: config error: {exc}", file=sys.stderr)
         return 2
     if args.check:
         diffs = check(files, args.out_dir)
         for diff in diffs:
             sys.stderr.write(diff)
         if diffs:
-            print(f"geoedge.compose: {len(diffs)} file(s) out of date; run "
-                  f"`python -m geoedge.compose --config {args.config}`", file=sys.stderr)
+            print(f"geoedge.deploy.compose: {len(diffs)} file(s) out of date; run "
+                  f"`python -m geoedge.deploy.compose --config {args.config}`", file=sys.stderr)
             return 1
         return 0
     for name, text in files.items():

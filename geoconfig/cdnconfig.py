@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geoedge.validate import ConfigError, check_keys, get, join, number_in, str_list
+from geoconfig.validate import ConfigError, check_keys, get, join, number_in, str_list
 
 LB_ALGORITHMS = ("round_robin", "least_conn", "ewma", "ip_hash", "consistent_hash")
 

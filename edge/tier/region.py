@@ -1,16 +1,18 @@
-"""The edge's use of its region's shared tier (edge/shared.py): lookups, fills, purges, leases.
+"""The edge's use of its region's shared tier (edge/tier/protocol.py): lookups, fills, purges,
+leases.
 
 Rules:
 
 - Lookup order is in-process store, then this tier, then the origin. A tier hit is decoded
-  (edge/entrycodec.py) and rebuilt with the proxy's own entry builder, so its Age and freshness
-  are exactly what they would have been in memory; it then fills the in-process store.
+  (edge/tier/entrycodec.py) and rebuilt with the proxy's own entry builder, so its Age and
+  freshness are exactly what they would have been in memory; it then fills the in-process
+  store.
 - Every stored response goes to the tier too, in the background (a request never waits for
   Redis), with a Redis expiry of the entry's ``keep_until`` (freshness plus stale windows). A
   fill made under a cross-node lease is followed by a "filled" notice and the lease's release.
 - A purge on this edge is applied to the tier and published; purges published by the other
   edges are applied to this edge's in-process store only (no echo).
-- The tier never fails a request: shared.py turns every Redis problem into a miss, and a
+- The tier never fails a request: protocol.py turns every Redis problem into a miss, and a
   malformed blob (decode error) is a miss too.
 - Cache-Status names the tier as its own cache, ``geoedge-<region>-redis``, before the edge's
   member (RFC 9211 §2: members run from the origin towards the user).
@@ -23,13 +25,14 @@ import logging
 import math
 from collections.abc import Callable
 
-from edge.entrycodec import decode_entry, encode_entry
 from edge.policy.cachestatus import cache_status
 from edge.policy.freshness import StoredMeta
 from edge.policy.headers import Headers
-from edge.shared import SharedSettings, SharedTier
 from edge.store import Entry
-from geoedge.cdnconfig import RedisConfig
+from edge.tier.entrycodec import decode_entry, encode_entry
+from edge.tier.keys import SharedSettings
+from edge.tier.protocol import SharedTier
+from geoconfig.cdnconfig import RedisConfig
 
 log = logging.getLogger("geoedge.edge.tier")
 

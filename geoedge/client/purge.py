@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from geoedge.topology import Edge, Topology, load_topology
-from geoedge.validate import format_host_port
+from geoconfig.topology import Edge, Topology, load_topology
+from geoconfig.validate import format_host_port
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 

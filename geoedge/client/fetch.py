@@ -5,7 +5,7 @@ Rules:
 
 - URLs: ``http://`` only (the edges speak plain HTTP/1.1); anything else is a usage error.
   A host that is an IP literal is fetched directly, without DNS.
-- DNS: the name is resolved by the stub resolver in :mod:`geoedge.stubdns` (its rules are
+- DNS: the name is resolved by the stub resolver in :mod:`geoedge.client.stubdns` (its rules are
   there); its failures are reported like the others below.
 - HTTP: the answer's addresses are tried in order (a normal client takes the first); one that
   refuses the connection is reported and the next is tried. The request goes to
@@ -36,11 +36,11 @@ from urllib.parse import urlsplit
 import aiohttp
 from multidict import CIMultiDict
 
-from geoedge.fetcherror import EXIT_FAIL, EXIT_OK, FetchError, usage_error
-from geoedge.stubdns import ClientSubnet, DnsSummary, parse_client_ip, resolve
-from geoedge.topology import Topology, load_topology
-from geoedge.validate import ConfigError, host_port
-from geoedge.validate import format_host_port as hostport
+from geoconfig.topology import Topology, load_topology
+from geoconfig.validate import ConfigError, host_port
+from geoconfig.validate import format_host_port as hostport
+from geoedge.client.fetcherror import EXIT_FAIL, EXIT_OK, FetchError, usage_error
+from geoedge.client.stubdns import ClientSubnet, DnsSummary, parse_client_ip, resolve
 
 DEFAULT_DNS = "127.0.0.1:5353"
 DEFAULT_CONFIG = Path("examples/demo.toml")  # relative to the working directory

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from geoedge.topology import Topology
-from geoedge.validate import ConfigError, format_host_port
+from geoconfig.topology import Topology
+from geoconfig.validate import ConfigError, format_host_port
 
 
 @dataclass(frozen=True, slots=True)

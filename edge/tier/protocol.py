@@ -1,25 +1,10 @@
-"""The regional shared cache tier (Redis) behind the in-process store.
+"""The shared tier's protocol: lookup, store, purge and cross-node leases over Redis.
 
 Rules:
 
-- Every aiocache and redis import of the project lives in this module (aiocache HEAD drops its
-  Redis backend; pin ``aiocache[redis]>=0.12,<0.13``). Standalone Redis goes through aiocache
-  0.12's ``RedisCache`` (raw bytes: ``NullSerializer(encoding=None)``, never pickle); aiocache
-  has no cluster backend, so Redis Cluster uses redis-py's ``redis.asyncio.cluster.RedisCluster``
-  directly. Both sit behind ``_Conn``: single-key calls (GET, SET NX PX, compare-and-delete)
-  plus the redis-py client for pipelines, EVAL, SCAN and PUBLISH, which aiocache's API lacks.
-- Key layout (``P`` = settings.prefix, ``H`` = sha256(primary key) hex[:32]; ``{H}`` is a
-  Redis Cluster hash tag, so every key of one primary key lives in one slot and one script or
-  pipeline can touch them all):
-    P{H}:e:<variant>  entry blob (entrycodec bytes), PX = the caller's ttl (keep_until - now)
-    P{H}:vary         JSON list of the latest stored response's Vary field values
-    P{H}:variants     set of the stored variant keys
-    P{H}:key          the primary key text (for prefix purges)
-    P{H}:soft         set of soft-purged variants (a new store of a variant removes it)
-    P{H}:lease        cross-node fill lease, value = node id, PX = lease_ms
-    Ptag:<tag>        set of primary keys carrying the surrogate key (its own slot)
-  Channels: ``Ppurge`` (JSON {kind, value, soft, from}) and ``Pfilled`` (H of a filled key).
-  vary / variants / key / soft / tag sets keep the longest TTL of the entries they describe.
+- Redis is reached only through an adapter of edge/tier/conn.py (standalone or cluster; this
+  module imports neither redis nor aiocache); the key layout and the Lua scripts are in
+  edge/tier/keys.py.
 - ``lookup`` returns ``SharedHit(blob, soft)`` or None: one round trip (pipeline: vary, the
   ""-variant entry, its soft flag) for responses without Vary, a second one for variants.
 - Failures never fail a request: every call runs under ``asyncio.timeout(settings.timeout)``
@@ -44,143 +29,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
-
-import redis.asyncio as aioredis
-from aiocache import Cache
-from aiocache.backends.redis import RedisBackend
-from aiocache.serializers import NullSerializer
-from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisClusterException, RedisError
-from redis.exceptions import TimeoutError as RedisTimeout
 
 from edge.breaker import BreakerState, CircuitBreaker
 from edge.policy.headers import Headers
 from edge.policy.vary import vary_key
-from edge.sharedkeys import (
+from edge.tier import keys as layout
+from edge.tier.conn import FAILURES, RELEASE_SCRIPT, TIMEOUTS, Conn, connect
+from edge.tier.keys import (
     PURGE_SCRIPT,
     STORE_SCRIPT,
     TAG_SCRIPT,
+    PurgeCallback,
     SharedHit,
     SharedSettings,
 )
 
-__all__ = ["SharedHit", "SharedSettings", "SharedTier"]
-
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError)
-PurgeCallback = Callable[[str, str, bool], object]
-POOL_SIZE = 64  # connections per edge to a standalone Redis
 BULK_FACTOR = 20  # purge steps (SCAN pages, 128 purge scripts, PUBLISH): 1 s at the default
-
-class _Conn:
-    """A deployment: a redis-py command client plus the few calls done differently per mode."""
-
-    client: Any  # redis.asyncio.Redis (aiocache's) or RedisCluster
-
-    def __init__(self, settings: SharedSettings) -> None:
-        self.settings = settings
-
-    async def get(self, key: str) -> bytes | None:
-        return await self.client.get(key)
-
-    async def add(self, key: str, value: str, ttl_ms: int) -> bool:
-        return bool(await self.client.set(key, value, nx=True, px=ttl_ms))
-
-    async def release(self, key: str, token: str) -> bool:
-        return bool(await self.client.eval(RedisBackend.RELEASE_SCRIPT, 1, key, token))
-
-    async def scan_targets(self) -> list[Any]:
-        return [None]
-
-    def listener_client(self, attempt: int) -> aioredis.Redis:
-        raise NotImplementedError
-
-    async def close(self) -> None:
-        await self.client.aclose()
-
-
-class _Standalone(_Conn):
-    """One Redis through aiocache's RedisCache (aiocache owns the connection pool)."""
-
-    def __init__(self, settings: SharedSettings) -> None:
-        super().__init__(settings)
-        u = urlsplit(settings.url or "")
-        self.where = {"host": u.hostname or "127.0.0.1", "port": u.port or 6379,
-                      "db": int(u.path.strip("/") or 0),
-                      "password": unquote(u.password) if u.password else None,
-                      "username": unquote(u.username) if u.username else None,
-                      "ssl": u.scheme == "rediss"}
-        # a bounded pool that makes callers wait (within the operation timeout) for a free
-        # connection, instead of failing with MaxConnectionsError under a burst of misses
-        pool_kwargs: dict[str, Any] = {"socket_timeout": settings.timeout,
-                                       "timeout": settings.timeout}
-        if self.where["username"]:
-            pool_kwargs["username"] = self.where["username"]
-        self.cache = Cache(Cache.REDIS, endpoint=self.where["host"], port=self.where["port"],
-                           db=self.where["db"], password=self.where["password"],
-                           ssl=self.where["ssl"], serializer=NullSerializer(encoding=None),
-                           timeout=None, create_connection_timeout=settings.timeout,
-                           connection_pool_class=aioredis.BlockingConnectionPool,
-                           pool_max_size=POOL_SIZE, connection_pool_kwargs=pool_kwargs)
-        self.client = self.cache.client
-
-    async def get(self, key: str) -> bytes | None:
-        return await self.cache.get(key)
-
-    async def add(self, key: str, value: str, ttl_ms: int) -> bool:
-        try:
-            return bool(await self.cache.add(key, value, ttl=ttl_ms / 1000.0))  # float: PX
-        except ValueError:  # aiocache: the key already exists
-            return False
-
-    async def release(self, key: str, token: str) -> bool:
-        return bool(await self.cache.raw("eval", RedisBackend.RELEASE_SCRIPT, 1, key, token))
-
-    def listener_client(self, attempt: int) -> aioredis.Redis:
-        w = self.where
-        return aioredis.Redis(host=w["host"], port=w["port"], db=w["db"], ssl=w["ssl"],
-                              username=w["username"], password=w["password"],
-                              socket_connect_timeout=max(self.settings.timeout, 0.5),
-                              retry=Retry(NoBackoff(), 0))  # the listener loop retries itself
-
-    async def close(self) -> None:
-        # aiocache's close() calls the client's deprecated close(); aclose() is the same thing
-        await self.client.aclose()
-
-
-class _Cluster(_Conn):
-    """Redis Cluster through redis-py's cluster client (aiocache 0.12 has no cluster backend)."""
-
-    def __init__(self, settings: SharedSettings) -> None:
-        super().__init__(settings)
-        parts = (node.rpartition(":") for node in settings.cluster_nodes)
-        self.nodes = [(host, int(port)) for host, _, port in parts]
-        self.client = RedisCluster(
-            startup_nodes=[ClusterNode(h, p) for h, p in self.nodes],
-            socket_timeout=settings.timeout, socket_connect_timeout=settings.timeout,
-            retry=Retry(NoBackoff(), 0))
-
-    async def scan_targets(self) -> list[Any]:
-        if not self.client.get_primaries():
-            await self.client.initialize()  # Redis was down when we started
-        return list(self.client.get_primaries())
-
-    def listener_client(self, attempt: int) -> aioredis.Redis:
-        host, port = self.nodes[attempt % len(self.nodes)]  # classic pub/sub is cluster-wide
-        return aioredis.Redis(host=host, port=port,
-                              socket_connect_timeout=max(self.settings.timeout, 0.5),
-                              retry=Retry(NoBackoff(), 0))  # the listener loop retries itself
-
 
 class SharedTier:
     def __init__(self, settings: SharedSettings, node_id: str,
@@ -199,7 +70,7 @@ class SharedTier:
              "waits_filled", "waits_timed_out"), 0)
         self.latency = {"count": 0, "sum_ms": 0.0, "max_ms": 0.0}
         self.listening = asyncio.Event()
-        self._conn: _Conn | None = None
+        self._conn: Conn | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._waiters: dict[str, set[asyncio.Event]] = {}
 
@@ -207,12 +78,11 @@ class SharedTier:
     async def start(self) -> None:
         """Connect and start the listener and probe tasks; never raises for a Redis outage."""
         s = self.settings
-        self._conn = _Cluster(s) if s.cluster_nodes else _Standalone(s)
+        self._conn = connect(s)
         budget = max(s.timeout, 1.0)
-        if isinstance(self._conn, _Cluster):
-            with contextlib.suppress(*FAILURES):
-                async with asyncio.timeout(budget):
-                    await self._conn.client.initialize()
+        with contextlib.suppress(*FAILURES):
+            async with asyncio.timeout(budget):
+                await self._conn.initialize()
         self._tasks = [asyncio.create_task(self._listen(), name="shared-listener"),
                        asyncio.create_task(self._probe(), name="shared-probe")]
         with contextlib.suppress(TimeoutError):
@@ -232,18 +102,14 @@ class SharedTier:
             self._conn = None
 
     # -- keys ---------------------------------------------------------------------------------
-    @staticmethod
-    def key_hash(primary: str) -> str:
-        return hashlib.sha256(primary.encode("utf-8", "surrogateescape")).hexdigest()[:32]
-
     def base(self, primary: str) -> str:
-        return f"{self.settings.prefix}{{{self.key_hash(primary)}}}:"
+        return layout.key_base(self.settings.prefix, primary)
 
     def tag_key(self, tag: str) -> str:
-        return f"{self.settings.prefix}tag:{tag}"
+        return layout.tag_key(self.settings.prefix, tag)
 
     # -- the guarded call ---------------------------------------------------------------------
-    async def _op(self, call: Callable[[_Conn], Awaitable[T]], default: T,
+    async def _op(self, call: Callable[[Conn], Awaitable[T]], default: T,
                   bulk: bool = False) -> T:
         """Run one Redis call under the breaker and the timeout (``bulk``: BULK_FACTOR times
         longer, for the purge steps, which are admin calls off the request path)."""
@@ -259,7 +125,7 @@ class SharedTier:
             ok = True
         except FAILURES as exc:
             self.counts["errors"] += 1
-            if isinstance(exc, TimeoutError | RedisTimeout):
+            if isinstance(exc, TIMEOUTS):
                 self.counts["timeouts"] += 1
             log.debug("shared tier: %r", exc)
             return default
@@ -282,7 +148,7 @@ class SharedTier:
         """The stored blob for this request and its soft-purge flag; None on miss or failure."""
         b = self.base(primary)
 
-        async def first(c: _Conn) -> list[Any]:
+        async def first(c: Conn) -> list[Any]:
             pipe = c.client.pipeline(transaction=False)
             pipe.get(b + "vary").get(b + "e:").sismember(b + "soft", "")
             return await pipe.execute()
@@ -298,7 +164,7 @@ class SharedTier:
                 variant = vary_key([str(v) for v in spec], request_headers)
         if variant:
 
-            async def second(c: _Conn) -> list[Any]:
+            async def second(c: Conn) -> list[Any]:
                 pipe = c.client.pipeline(transaction=False)
                 pipe.get(b + "e:" + variant).sismember(b + "soft", variant)
                 return await pipe.execute()
@@ -336,16 +202,16 @@ class SharedTier:
         keys = (b + "e:" + variant, b + "vary", b + "variants", b + "key", b + "soft")
         tag_keys = sorted({self.tag_key(t) for t in tags})
 
-        async def run(c: _Conn) -> tuple[bool, bool]:
+        async def run(c: Conn) -> tuple[bool, bool]:
             pipe = c.client.pipeline(transaction=False)
             pipe.eval(STORE_SCRIPT, 5, *keys, blob, ttl_ms, json.dumps(list(vary)), variant,
                       primary)
             for tag_key in tag_keys:
                 pipe.eval(TAG_SCRIPT, 1, tag_key, primary, ttl_ms)
-            inline = release and isinstance(c, _Standalone)  # cluster pipelines: one slot
+            inline = release and not c.cluster  # cluster pipelines: one slot
             if inline:
-                pipe.eval(RedisBackend.RELEASE_SCRIPT, 1, b + "lease", self.node_id)
-                pipe.publish(self.filled_channel, self.key_hash(primary))
+                pipe.eval(RELEASE_SCRIPT, 1, b + "lease", self.node_id)
+                pipe.publish(self.filled_channel, layout.key_hash(primary))
             await pipe.execute()
             return True, inline
 
@@ -359,7 +225,7 @@ class SharedTier:
         todo, total, flag = list(primaries), 0, "1" if soft else "0"
         for i in range(0, len(todo), 128):
 
-            async def run(c: _Conn, chunk: list[str] = todo[i:i + 128]) -> int:
+            async def run(c: Conn, chunk: list[str] = todo[i:i + 128]) -> int:
                 pipe = c.client.pipeline(transaction=False)
                 for b in map(self.base, chunk):
                     pipe.eval(PURGE_SCRIPT, 2, b + "variants", b + "soft", b, flag)
@@ -403,7 +269,7 @@ class SharedTier:
                 if isinstance(cursor, dict):  # the cluster client answers {node: cursor}
                     cursor = next(iter(cursor.values()), 0)
                 if names:
-                    texts = await self._op(lambda c, ns=names: _get_all(c, ns), [], bulk=True)
+                    texts = await self._op(lambda c, ns=names: c.get_all(ns), [], bulk=True)
                     hits = [t.decode("utf-8", "surrogateescape") for t in texts if t is not None]
                     count += await self._purge_many((t for t in hits if t.startswith(prefix)),
                                                     soft)
@@ -413,7 +279,7 @@ class SharedTier:
 
     async def publish_purge(self, kind: str, value: str, soft: bool) -> bool:
         msg = json.dumps({"kind": kind, "value": value, "soft": soft, "from": self.node_id})
-        return await self._op(lambda c: _publish(c, self.purge_channel, msg), False, bulk=True)
+        return await self._op(lambda c: c.publish(self.purge_channel, msg), False, bulk=True)
 
     # -- cross-node coalescing ----------------------------------------------------------------
     async def try_lease(self, primary: str) -> bool:
@@ -428,14 +294,14 @@ class SharedTier:
         return await self._op(lambda c: c.release(key, self.node_id), False)
 
     async def notify_filled(self, primary: str) -> bool:
-        h = self.key_hash(primary)
-        return await self._op(lambda c: _publish(c, self.filled_channel, h), False)
+        h = layout.key_hash(primary)
+        return await self._op(lambda c: c.publish(self.filled_channel, h), False)
 
     async def wait_filled(self, primary: str, timeout: float | None = None) -> bool:
         """Wait (bounded) for another node's fill of ``primary``; see the rules above."""
         if self._open() or not self.listening.is_set():
             return False
-        h, event = self.key_hash(primary), asyncio.Event()
+        h, event = layout.key_hash(primary), asyncio.Event()
         self._waiters.setdefault(h, set()).add(event)
         try:
             key = self.base(primary) + "lease"
@@ -464,7 +330,7 @@ class SharedTier:
         while True:
             await asyncio.sleep(self.settings.breaker_reset / 4)
             if self.breaker.state(self.clock()) is BreakerState.HALF_OPEN:
-                await self._op(_ping, False)
+                await self._op(lambda c: c.ping(), False)
 
     async def _listen(self) -> None:
         attempt = 0
@@ -513,21 +379,3 @@ class SharedTier:
         return {**self.counts, "latency_ms": dict(self.latency),
                 "listening": self.listening.is_set(),
                 "breaker": self.breaker.snapshot(self.clock())}
-
-
-async def _get_all(c: _Conn, names: list[bytes]) -> list[bytes | None]:
-    pipe = c.client.pipeline(transaction=False)
-    for name in names:
-        pipe.get(name)
-    return await pipe.execute()
-
-
-async def _publish(c: _Conn, channel: str, message: str) -> bool:
-    await c.client.publish(channel, message)
-    return True
-
-
-async def _ping(c: _Conn) -> bool:
-    if isinstance(c, _Cluster):
-        return bool(await c.client.ping(target_nodes=RedisCluster.PRIMARIES))
-    return bool(await c.client.ping())

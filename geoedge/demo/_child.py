@@ -1,4 +1,4 @@
-"""``python -m geoedge._child PARENT_PID CMD ...``: run CMD so that it dies with its parent.
+"""``python -m geoedge.demo._child PARENT_PID CMD ...``: run CMD so that it dies with its parent.
 
 The demo's supervisor starts every process through this: on Linux it asks the kernel for
 SIGINT when the parent goes away (``PR_SET_PDEATHSIG``, kept across ``exec``), so nothing is
@@ -20,7 +20,7 @@ PR_SET_PDEATHSIG = 1
 
 def main(argv: list[str]) -> int:
     if len(argv) < 2 or not argv[0].isdigit():
-        print("usage: python -m geoedge._child PARENT_PID CMD [ARG ...]", file=sys.stderr)
+        print("usage: python -m geoedge.demo._child PARENT_PID CMD [ARG ...]", file=sys.stderr)
         return 2
     parent, command = int(argv[0]), argv[1:]
     if sys.platform.startswith("linux"):
