@@ -3,8 +3,8 @@
 Rules:
 
 - recv: ``/healthz`` and ``/metrics`` and the admin path are answered by the edge itself;
-  ``PURGE`` purges; GET and HEAD go through the cache; every other method is passed to the
-  origin with its body and, on a 2xx/3xx, invalidates the target URI and its same-origin
+  ``PURGE`` purges; GET and HEAD go through the cache; passed methods go to the origin with
+  their body and, on a 2xx/3xx, invalidate the target URI and its same-origin
   Location/Content-Location (RFC 9111 §4.4).
 - hash: the primary key is the normalised absolute URI that the server layer built from the
   validated target and Host (edge.policy.target; the origin receives exactly that Host and
@@ -15,17 +15,21 @@ Rules:
   stale-while-revalidate → deliver and refresh once in the background; otherwise validate with
   a conditional request; only-if-cached with nothing usable → 504. A soft-purged entry is
   always validated. A request with ``no-store`` bypasses the cache.
-- miss: one origin request per key at a time (coalesce.py); HEAD misses fetch GET so the cache
-  fills. A 304 freshens the stored entry (RFC 9111 §4.3.4).
-- errors: origin unreachable → stale content unless a directive forbids it (RFC 9111 §4.2.4,
-  "disconnected"); origin 5xx → stale only under stale-if-error (RFC 5861 §4); else 502, or
-  504 on a timeout. An error page is stored only when its own headers allow it.
+- miss (``_fetch``, in small steps): join an in-flight fill for the key (coalesce.py), else
+  the region's tier or its fill lease, else the origin. What the origin's answer means --
+  store, freshen on 304 (a bare 304 validates the one response it was asked about), stale on
+  error, pass with or without a hit-for-miss marker, 502 for a status outside 200-599 or a
+  304 nobody asked for -- is ``edge.policy.response.on_response``'s decision; a failed fill
+  is ``on_error``'s (serve what is stored unless it must be validated first: no-cache,
+  must-revalidate, proxy-revalidate, s-maxage; else 502, or 504 on a timeout).
 - store: responses ``storable`` allows, up to ``max_object_bytes``; bigger ones (or ones with
-  no length that grow past it) stream through without buffering. Not storable because of the
-  response (no-store, private, too large, an error status...) → a hit-for-miss marker for
-  this variant for ``hit_for_miss_ttl`` seconds so later requests are not serialised; not
-  storable because of the request (Authorization, request no-store) → nothing is marked.
-  Nothing that one request provokes evicts what other requests stored.
+  no length that grow past it) stream through without buffering. Nothing that one request
+  provokes evicts what other requests stored; markers are per variant.
+- ownership: the fetch that gets an upstream response releases it in a ``finally`` unless it
+  hands it to the Outcome, and ``_deliver`` releases an Outcome's response whatever happens
+  (client gone, error mid-body, cancellation).
+- methods: GET/HEAD cached; POST, PUT, DELETE, PATCH, OPTIONS passed; TRACE 405; any other
+  501 (CONNECT is refused by the server layer).
 - GET and HEAD bodies are discarded (never forwarded, nor their framing headers).
 - deliver: Age, Date, Via and a Cache-Status member on every response; client conditionals
   (If-None-Match, If-Modified-Since) are answered 304 from the chosen response.
@@ -38,6 +42,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from edge.admin import Admin
 from edge.coalesce import Coalescer
@@ -52,19 +57,12 @@ from edge.httpserver import Request, ResponseWriter
 from edge.metrics import Metrics
 from edge.policy import PolicyConfig, cache_status
 from edge.policy.cachecontrol import request_directives, response_directives
-from edge.policy.freshness import StoredMeta, current_age, storable, stored_lifetime
+from edge.policy.freshness import StoredMeta, current_age, stored_lifetime
 from edge.policy.headers import Headers, get_all
 from edge.policy.hopbyhop import headers_to_store
 from edge.policy.invalidation import invalidation_targets, is_unsafe
-from edge.policy.request import (
-    Lookup,
-    can_serve_stale_on_error,
-    conditional_headers,
-    on_hit,
-    on_miss,
-    stale_forbidden,
-)
-from edge.policy.validation import freshen_on_304
+from edge.policy.request import Lookup, conditional_headers, on_hit, on_miss
+from edge.policy.response import Action, after_soft_purge, on_error, on_response, retention
 from edge.policy.vary import vary_fields, vary_key
 from edge.respond import DateCache, hit_bytes, serialize_stored_head
 from edge.store import Entry, MemoryStore
@@ -76,12 +74,12 @@ log = logging.getLogger("geoedge.edge")
 
 MAX_FLIGHTS = 4  # coalescing rounds a request joins before it fetches on its own (variants)
 ALLOW = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, PURGE"
+PASSED = frozenset({"POST", "PUT", "DELETE", "PATCH", "OPTIONS"})  # sent to the origin as is
 STALE_KEEP = 3600.0  # seconds a stale entry is kept for revalidation and disconnected serving
 # Request headers that send a GET/HEAD down the full path (the parser flags them).
 SLOW_HEADERS = frozenset({b"cache-control", b"pragma", b"if-none-match", b"if-modified-since",
                           b"if-match", b"if-unmodified-since", b"if-range", b"range"})
-# storable() reasons that come from the request, not the response: no hit-for-miss marker
-REQUEST_REASONS = frozenset({"method", "request-no-store", "authorization"})
+USABLE = (Lookup.FRESH, Lookup.STALE, Lookup.STALE_WHILE_REVALIDATE)  # served as stored
 BODYLESS = ("GET", "HEAD")  # methods whose request body is discarded
 
 
@@ -96,6 +94,19 @@ class Outcome:
     head: bytes | None = None  # the head to send instead of ``entry.head`` (the fetcher's)
     stored: bool = False  # ``entry`` was (re)stored by this fetch
     error: int | None = None
+    refetch: bool = False  # the validation failed: fetch again unconditionally
+
+    @property
+    def shareable(self) -> Entry | None:
+        """What coalesced waiters may look for: a stored (or freshened) entry."""
+        if self.response is None and self.error is None:
+            return self.entry
+        return None
+
+    def close(self) -> None:
+        """Release the upstream response this outcome carries (idempotent)."""
+        if self.response is not None:
+            self.response.release()
 
 
 class EdgeApp:
@@ -175,8 +186,12 @@ class EdgeApp:
             await self.admin.handle(request, writer)
         elif request.method in ("GET", "HEAD"):
             await self._cacheable(request, writer)
-        else:
+        elif request.method in PASSED:
             await self._pass(request, writer, "method")
+        else:  # TRACE (RFC 9110 §9.3.8: may echo credentials) or a method we do not know
+            writer.status = 405 if request.method == "TRACE" else 501
+            await writer.send(writer.status, [("Allow", ALLOW), ("Date", self._date()),
+                                              ("Cache-Control", "no-store")])
         self.metrics.status[writer.status] += 1
 
     async def _cacheable(self, request: Request, writer: ResponseWriter) -> None:
@@ -191,10 +206,7 @@ class EdgeApp:
             # Varnish's hit-for-miss: fetch without queueing behind others, but still store
             # the answer if it has become cacheable
             self.metrics.inc("passes")
-            try:
-                outcome = await self._from_origin(request, key, None, "uri-miss")
-            except UpstreamError as exc:
-                outcome = self._failed(request, None, "uri-miss", exc)
+            outcome, _ = await self._origin(request, key, None, "uri-miss")
             if outcome.response is not None:  # still not storable
                 outcome.member = self._member(fwd="uri-miss", fwd_status=outcome.response.status,
                                               detail="hit-for-miss")
@@ -209,12 +221,10 @@ class EdgeApp:
             await self._deliver(request, writer, await self._fetch(request, key, None, fwd))
             return
         decision = on_hit(headers, entry.meta, now, self.policy)
-        action = decision.action
-        if entry.soft_purged and action in (Lookup.FRESH, Lookup.STALE_WHILE_REVALIDATE):
-            action = Lookup.MUST_VALIDATE
+        action = after_soft_purge(decision.action, entry.soft_purged)
         if action is Lookup.GATEWAY_TIMEOUT:
             await self._error(writer, 504, self._member(fwd="miss", detail="only-if-cached"))
-        elif action in (Lookup.FRESH, Lookup.STALE, Lookup.STALE_WHILE_REVALIDATE):
+        elif action in USABLE:
             self.metrics.inc("hits" if action is Lookup.FRESH else "stale")
             detail = None if action is Lookup.FRESH else decision.reason
             member = self._member(hit=True, ttl=decision.ttl, detail=detail)
@@ -227,65 +237,81 @@ class EdgeApp:
             fwd = "request" if by_request else "stale"
             await self._deliver(request, writer, await self._fetch(request, key, entry, fwd))
 
-    # -- fetching ---------------------------------------------------------------------------------
+    # -- fetching: join an in-flight fill, then the tier or its lease, then the origin ----------
     async def _fetch(self, request: Request, key: str, stale: Entry | None, fwd: str) -> Outcome:
-        headers = self.origin_view(request)
-        flight = None
+        flight, joined = await self._join(request, key, stale, fwd)
+        if joined is not None:
+            return joined
+        try:
+            outcome, error = await self._fill(request, key, stale, fwd)
+        except BaseException as exc:  # cancelled, or a bug: the waiters must not hang
+            if flight is not None:
+                self.coalescer.fail(key, flight, UpstreamError(f"leader failed: {exc!r}", []))
+            raise
+        if flight is not None:
+            if error is not None:
+                self.coalescer.fail(key, flight, error)
+            else:
+                self.coalescer.publish(key, flight, outcome.shareable)
+        return outcome
+
+    async def _join(self, request: Request, key: str, stale: Entry | None,
+                    fwd: str) -> tuple[object | None, Outcome | None]:
+        """Lead this key's fill (the flight token), or wait for the one in flight and use what
+        it stored (an Outcome). (None, None): fetch alone."""
         # a request with credentials fetches alone: its answer is rarely shareable, and
         # queueing such requests behind each other would serialise them
         rounds = 0 if request.header("authorization") is not None else MAX_FLIGHTS
+        view = partial(self.origin_view, request)
         for _ in range(rounds):  # a waiter for another variant leads (or joins) the next
             flight = self.coalescer.lead(key)
             if flight is not None:
-                break
+                return flight, None
             try:
                 waited, entry = await self.coalescer.wait(key)
             except UpstreamError as exc:
-                return self._failed(request, stale, fwd, exc, collapsed=True)
+                return None, self._failed(request, stale, fwd, exc, collapsed=True)
             if not waited:
                 break
             if entry is not None:
-                mine = self.store.get(key, headers, self.clock())
+                mine = self.store.get(key, view, self.clock())
                 if mine is not None and not mine.hit_for_miss:
                     self.metrics.inc("coalesced")
-                    return Outcome(self._member(fwd=fwd, collapsed=True), entry=mine)
-            if self.store.get(key, headers, self.clock()) is not None:
+                    return None, Outcome(self._member(fwd=fwd, collapsed=True), entry=mine)
+            if self.store.get(key, view, self.clock()) is not None:
                 break  # hit-for-miss (or an error) for this key: fetch alone
+        return None, None
+
+    async def _fill(self, request: Request, key: str, stale: Entry | None,
+                    fwd: str) -> tuple[Outcome, UpstreamError | None]:
         leased = False
-        if self.tier is not None and stale is None:  # the region's tier, then one fetch
-            found = await self._from_tier(request, key, fwd)
-            if isinstance(found, Outcome):
-                if flight is not None:
-                    self.coalescer.publish(key, flight, found.entry)
-                return found
-            stale = found
         if self.tier is not None and stale is None:
-            leased = await self.tier.lease(key)
-            if not leased and await self.tier.wait_filled(key):  # another edge filled it
-                found = await self._from_tier(request, key, fwd, collapsed=True)
-                if isinstance(found, Outcome):
-                    if flight is not None:
-                        self.coalescer.publish(key, flight, found.entry)
-                    return found
-                stale = found
+            found, stale, leased = await self._from_tier_or_lease(request, key, fwd)
+            if found is not None:
+                return found, None
+        handed = False  # the lease went with the stored entry to the tier's fill
         try:
-            outcome = await self._from_origin(request, key, stale, fwd, leased=leased)
-        except UpstreamError as exc:
-            if flight is not None:
-                self.coalescer.fail(key, flight, exc)
-            if leased and self.tier is not None:
+            outcome, error = await self._origin(request, key, stale, fwd, leased)
+            handed = outcome.stored and outcome.entry is not None
+            return outcome, error
+        finally:
+            if leased and not handed and self.tier is not None:
                 self.tier.release(key)
-            return self._failed(request, stale, fwd, exc)
-        except BaseException as exc:
-            if flight is not None:
-                self.coalescer.fail(key, flight, UpstreamError(f"leader failed: {exc!r}", []))
-            if leased and self.tier is not None:
-                self.tier.release(key)
-            raise
-        if flight is not None:
-            self.coalescer.publish(key, flight, outcome.entry if outcome.response is None
-                                   and outcome.error is None else None)
-        return outcome
+
+    async def _from_tier_or_lease(self, request: Request, key: str,
+                                  fwd: str) -> tuple[Outcome | None, Entry | None, bool]:
+        """The region's tier: (an answer, or None; a stored entry to validate; leased)."""
+        assert self.tier is not None
+        found = await self._from_tier(request, key, fwd)
+        if isinstance(found, Outcome) or found is not None:
+            return (found, None, False) if isinstance(found, Outcome) else (None, found, False)
+        leased = await self.tier.lease(key)
+        if not leased and await self.tier.wait_filled(key):  # another edge filled it
+            found = await self._from_tier(request, key, fwd, collapsed=True)
+            if isinstance(found, Outcome):
+                return found, None, False
+            return None, found, False
+        return None, None, leased
 
     async def _from_tier(self, request: Request, key: str, fwd: str,
                          collapsed: bool = False) -> Outcome | Entry | None:
@@ -299,92 +325,117 @@ class EdgeApp:
         now = self.clock()
         self.store.put(entry, now)
         decision = on_hit(headers, entry.meta, now, self.policy)
-        if entry.soft_purged or decision.action not in (
-                Lookup.FRESH, Lookup.STALE, Lookup.STALE_WHILE_REVALIDATE):
+        action = after_soft_purge(decision.action, entry.soft_purged)
+        if action not in USABLE:
             return entry
         self.metrics.inc("coalesced" if collapsed else "shared_hits")
-        if decision.action is Lookup.STALE_WHILE_REVALIDATE:
+        if action is Lookup.STALE_WHILE_REVALIDATE:
             self._refresh_later(request, key, entry)
-        detail = None if decision.action is Lookup.FRESH else decision.reason
+        detail = None if action is Lookup.FRESH else decision.reason
         member = self._member(fwd=fwd, collapsed=collapsed, detail=detail)
         return Outcome(f"{self.tier.member(now, entry)}, {member}", entry=entry)
 
     def _failed(self, request: Request, stale: Entry | None, fwd: str, exc: UpstreamError,
                 collapsed: bool = False) -> Outcome:
         self.metrics.inc("origin_errors")
-        if stale is not None and not stale.hit_for_miss and stale_forbidden(
-                stale.meta.directives(self.policy), self.policy) is None:
+        usable = stale is not None and not stale.hit_for_miss
+        decision = on_error(stale.meta if stale is not None else None, usable,
+                            isinstance(exc, UpstreamTimeout), self.policy)
+        if decision.serve_stored:
             self.metrics.inc("stale")
             return Outcome(self._member(fwd="stale", collapsed=collapsed,
-                                        detail="origin-unreachable"), entry=stale)
-        status = 504 if isinstance(exc, UpstreamTimeout) else 502
+                                        detail=decision.reason), entry=stale)
         log.warning("%s %s: %s", request.method, request.target, exc)
-        return Outcome(self._member(fwd=fwd, collapsed=collapsed, detail="origin-unreachable"),
-                       error=status)
+        return Outcome(self._member(fwd=fwd, collapsed=collapsed, detail=decision.reason),
+                       error=decision.status)
 
-    async def _from_origin(self, request: Request, key: str, stale: Entry | None,
-                           fwd: str, leased: bool = False) -> Outcome:
-        """Fetch from the origin and store; ``leased``: we hold the region's fill lease."""
-        outcome = await self._fetch_origin(request, key, stale, fwd)
-        tier = self.tier
-        if tier is not None:
-            if outcome.stored and outcome.entry is not None:
-                tier.fill(outcome.entry, leased)
-            elif leased:
-                tier.release(key)
-        return outcome
+    async def _origin(self, request: Request, key: str, stale: Entry | None, fwd: str,
+                      leased: bool = False) -> tuple[Outcome, UpstreamError | None]:
+        """Fetch from the origin and store; ``leased``: we hold the region's fill lease, which
+        a stored answer hands to the tier's fill. Origin errors become an Outcome."""
+        try:
+            outcome = await self._fetch_origin(request, key, stale, fwd)
+        except UpstreamError as exc:
+            return self._failed(request, stale, fwd, exc), exc
+        if self.tier is not None and outcome.stored and outcome.entry is not None:
+            self.tier.fill(outcome.entry, leased)
+        return outcome, None
 
     async def _fetch_origin(self, request: Request, key: str, stale: Entry | None,
                             fwd: str) -> Outcome:
-        req_headers: Headers = tuple(request.headers)
+        """One origin exchange, decided by ``on_response``. The response is released here on
+        every path except when the Outcome carries it (then ``_deliver`` releases it)."""
         view = self.origin_view(request)  # what the origin sees decides storing and variant
+        validating = stale is not None and not stale.hit_for_miss
         headers = list(view)
-        if stale is not None and not stale.hit_for_miss:
+        if stale is not None and validating:
             headers += list(conditional_headers(stale.meta))
         request_time = self.clock()
         resp = await self.pool.fetch("GET", request.target, headers, None, key=key,
                                      client_ip=request.client_ip)
+        outcome: Outcome | None = None
+        try:
+            outcome = await self._on_origin_response(request, key, stale, validating, resp,
+                                                     view, request_time, fwd)
+        finally:
+            if outcome is None or outcome.response is not resp:
+                resp.release()
+        if outcome.refetch:  # the 304 does not select what we have: fetch it whole
+            return await self._fetch_origin(request, key, None, fwd)
+        return outcome
+
+    async def _on_origin_response(self, request: Request, key: str, stale: Entry | None,
+                                  validating: bool, resp: UpstreamResponse, view: Headers,
+                                  request_time: float, fwd: str) -> Outcome:
         response_time = self.clock()
-        status = resp.status
-        if status == 304 and stale is not None:
-            resp.release()
-            meta = freshen_on_304(stale.meta, resp.headers, request_time, response_time,
-                                  self.policy)
-            if meta is None:  # the 304 does not select what we have: fetch it whole
-                return await self._fetch_origin(request, key, None, fwd)
-            fresh = self.make_entry(key, meta, stale.body, stale.surrogate_keys)
+        status, resp_headers = resp.status, tuple(resp.headers)
+        limit = self.settings.max_object_bytes
+        d = on_response(status, resp_headers, view, tuple(request.headers),
+                        stale.meta if stale is not None else None, validating,
+                        resp.content_length, limit, request_time, response_time, self.policy)
+        fwd_status = status if d.valid_status else None
+        if d.action is Action.FRESHEN:
+            assert stale is not None and d.meta is not None
+            fresh = self.make_entry(key, d.meta, stale.body, stale.surrogate_keys)
             stored = self.store.put(fresh, response_time)
             return Outcome(self._member(fwd=fwd, fwd_status=304), entry=fresh, stored=stored)
-        if status >= 500 and stale is not None and can_serve_stale_on_error(
-                stale.meta, req_headers, response_time, self.policy):
-            resp.release()
+        if d.action is Action.REFETCH:
+            return Outcome("", refetch=True)
+        if d.action is Action.STALE:
             self.metrics.inc("stale")
-            return Outcome(self._member(fwd=fwd, fwd_status=status, detail="stale-if-error"),
+            return Outcome(self._member(fwd=fwd, fwd_status=status, detail=d.reason),
                            entry=stale)
-        decision = storable("GET", view, status, tuple(resp.headers), self.policy)
-        limit = self.settings.max_object_bytes
-        if decision and (resp.content_length is None or resp.content_length <= limit):
+        if d.action is Action.BAD_GATEWAY:
+            self.metrics.inc("origin_errors")
+            log.warning("origin %s answered %s %s with status %d (%s): 502", resp.origin,
+                        request.method, key, status, d.reason)
+            return Outcome(self._member(fwd=fwd, fwd_status=fwd_status, detail=d.reason),
+                           error=502)
+        if d.action is Action.STORE:
             chunks, complete = await read_up_to(resp, limit)
             if complete:
-                body = b"".join(chunks)
-                entry = self._entry_from_response(key, view, status, tuple(resp.headers),
-                                                  body, request_time, response_time)
-                # this client gets the response as the origin sent it (Set-Cookie, qualified
-                # private fields included); later ones get the stored copy
-                own_head = serialize_stored_head(status, tuple(resp.headers), self.via,
-                                                 len(body))
-                stored = entry.variant != "*" and self.store.put(entry, response_time)
-                if stored:
-                    self.metrics.inc("stored")
-                member = self._member(fwd=fwd, fwd_status=status, stored=stored)
-                return Outcome(member, entry=entry, head=own_head, stored=stored)
-            self._hit_for_miss(key, resp.headers, view)
+                return self._store(request, key, resp, view, b"".join(chunks), request_time,
+                                   response_time, fwd)
+            self._hit_for_miss(key, resp_headers, view)
             member = self._member(fwd=fwd, fwd_status=status, detail="too-large")
             return Outcome(member, response=resp, prefix=chunks)
-        if decision.reason not in REQUEST_REASONS:
-            self._hit_for_miss(key, resp.headers, view)
-        reason = "too-large" if decision else decision.reason
-        return Outcome(self._member(fwd=fwd, fwd_status=status, detail=reason), response=resp)
+        if d.mark:
+            self._hit_for_miss(key, resp_headers, view)
+        return Outcome(self._member(fwd=fwd, fwd_status=status, detail=d.reason), response=resp)
+
+    def _store(self, request: Request, key: str, resp: UpstreamResponse, view: Headers,
+               body: bytes, request_time: float, response_time: float, fwd: str) -> Outcome:
+        status, resp_headers = resp.status, tuple(resp.headers)
+        entry = self._entry_from_response(key, view, status, resp_headers, body, request_time,
+                                          response_time)
+        # this client gets the response as the origin sent it (Set-Cookie, qualified
+        # private fields included); later ones get the stored copy
+        own_head = serialize_stored_head(status, resp_headers, self.via, len(body))
+        stored = entry.variant != "*" and self.store.put(entry, response_time)
+        if stored:
+            self.metrics.inc("stored")
+        member = self._member(fwd=fwd, fwd_status=status, stored=stored)
+        return Outcome(member, entry=entry, head=own_head, stored=stored)
 
     def _hit_for_miss(self, key: str, response_headers: Headers, view: Headers) -> None:
         """Mark this variant (the response's Vary over what the origin saw) as uncacheable
@@ -420,11 +471,11 @@ class EdgeApp:
         directives = meta.directives(self.policy)
         lifetime = stored_lifetime(meta, self.policy)
         initial_age = current_age(meta, meta.response_time)
-        windows = max(directives.stale_while_revalidate or 0, directives.stale_if_error or 0)
         fresh_until = meta.response_time + lifetime - initial_age
         head = serialize_stored_head(meta.status, meta.headers, self.via, len(body))
         entry = Entry(key, meta.vary_key, get_all(meta.headers, "vary"), meta, body, head,
-                      lifetime, initial_age, fresh_until + max(windows, STALE_KEEP), tags)
+                      lifetime, initial_age, retention(directives, fresh_until, STALE_KEEP),
+                      tags)
         entry.fast_until = 0.0 if directives.no_cache else fresh_until
         return entry
 
@@ -437,15 +488,20 @@ class EdgeApp:
             flight = self.coalescer.lead(key)
             if flight is None:
                 return
+            outcome: Outcome | None = None
             try:
-                outcome = await self._from_origin(request, key, entry, "stale")
-            except UpstreamError as exc:
-                self.coalescer.fail(key, flight, exc)
-                log.warning("background refresh of %s failed: %s", key, exc)
-                return
-            self.coalescer.publish(key, flight, outcome.entry)
-            if outcome.response is not None:
-                outcome.response.release()
+                outcome, error = await self._origin(request, key, entry, "stale")
+            except BaseException as exc:
+                self.coalescer.fail(key, flight, UpstreamError(f"refresh failed: {exc!r}", []))
+                raise
+            finally:
+                if outcome is not None:
+                    outcome.close()
+            if error is not None:
+                self.coalescer.fail(key, flight, error)
+                log.warning("background refresh of %s failed: %s", key, error)
+            else:
+                self.coalescer.publish(key, flight, outcome.shareable)
 
         task = asyncio.get_running_loop().create_task(refresh())
         self.background.add(task)
@@ -466,15 +522,33 @@ class EdgeApp:
             status = 504 if isinstance(exc, UpstreamTimeout) else 502
             await self._error(writer, status, self._member(fwd=fwd, detail="origin-unreachable"))
             return
-        if is_unsafe(request.method):
-            for uri in invalidation_targets(request.method, self.key_for(request), resp.status,
-                                            tuple(resp.headers)):
-                self.store.remove(uri)
-        member = self._member(fwd=fwd, fwd_status=resp.status, detail=detail)
-        await stream_response(writer, resp, member, self.via, self.metrics, date=self._date())
+        try:
+            if not 200 <= resp.status <= 599:
+                self.metrics.inc("origin_errors")
+                log.warning("origin %s answered %s %s with status %d: 502", resp.origin,
+                            request.method, request.key, resp.status)
+                await self._error(writer, 502, self._member(fwd=fwd, detail="invalid-status"))
+                return
+            if is_unsafe(request.method):
+                for uri in invalidation_targets(request.method, self.key_for(request),
+                                                resp.status, tuple(resp.headers)):
+                    self.store.remove(uri)
+            member = self._member(fwd=fwd, fwd_status=resp.status, detail=detail)
+            await stream_response(writer, resp, member, self.via, self.metrics,
+                                  date=self._date())
+        finally:
+            resp.release()
 
     # -- delivery ---------------------------------------------------------------------------------
     async def _deliver(self, request: Request, writer: ResponseWriter, outcome: Outcome) -> None:
+        """Send an outcome; its upstream response, if any, is released whatever happens."""
+        try:
+            await self._send_outcome(request, writer, outcome)
+        finally:
+            outcome.close()
+
+    async def _send_outcome(self, request: Request, writer: ResponseWriter,
+                            outcome: Outcome) -> None:
         if outcome.error is not None:
             await self._error(writer, outcome.error, outcome.member)
             return

@@ -9,7 +9,10 @@ Rules:
   cache key here), first match:
   1. the 304 has an ETag: strong tag -> strong match required; weak tag -> weak match;
   2. else it has a Last-Modified: the stored Last-Modified must denote the same instant;
-  3. else it has no validator: only a stored response without validators is selected.
+  3. else it has no validator: only a stored response without validators is selected --
+     unless the 304 answers a conditional request built from one stored response
+     (``single_candidate``, the proxy's revalidation): then that response is selected, as
+     nginx and Varnish do (a deliberate difference from the letter of §4.3.4).
   No selection -> ``freshen_on_304`` returns None: the cache "MUST NOT use the new response to
   update any stored responses" and the proxy should refetch unconditionally.
 * Updating (RFC 9111 §3.2): every field of the 304 replaces the stored field of the same name
@@ -77,8 +80,11 @@ def etag_weak_match(a: str | None, b: str | None) -> bool:
     return pa is not None and pb is not None and pa[1] == pb[1]
 
 
-def select_for_update(stored_headers: Headers, response_304_headers: Headers) -> bool:
-    """Does the 304 identify this stored response for update (RFC 9111 §4.3.4)?"""
+def select_for_update(stored_headers: Headers, response_304_headers: Headers,
+                      single_candidate: bool = False) -> bool:
+    """Does the 304 identify this stored response for update (RFC 9111 §4.3.4)?
+    ``single_candidate``: the 304 answers a conditional request built from this one stored
+    response, so a 304 without validators selects it (as nginx and Varnish do)."""
     new_tag = parse_etag(get_first(response_304_headers, "ETag"))
     old_tag = get_first(stored_headers, "ETag")
     if new_tag is not None:
@@ -89,7 +95,7 @@ def select_for_update(stored_headers: Headers, response_304_headers: Headers) ->
     if new_lm is not None:
         new_ts = parse_http_date(new_lm)
         return new_ts is not None and new_ts == parse_http_date(old_lm)
-    return old_tag is None and old_lm is None
+    return single_candidate or (old_tag is None and old_lm is None)
 
 
 def _merge(stored: Headers, updates: Headers) -> Headers:
@@ -117,9 +123,10 @@ def freshen_on_304(
     request_time: float,
     response_time: float,
     config: PolicyConfig = DEFAULT_CONFIG,
+    single_candidate: bool = False,
 ) -> StoredMeta | None:
     """The stored response updated by a 304 (RFC 9111 §4.3.4, §3.2), or None if not selected."""
-    if not select_for_update(stored.headers, response_304_headers):
+    if not select_for_update(stored.headers, response_304_headers, single_candidate):
         return None
     updates = remove(strip_hop_by_hop(tuple(response_304_headers)), NOT_UPDATED)
     merged = _merge(stored.headers, updates)
