@@ -16,6 +16,8 @@ Rules (RFC 9110 §7.6, and nginx's proxy module):
 - For a cache fill, the client's own conditionals and Range are dropped: the edge asks for the
   whole current representation and answers the client's conditionals itself.
 - The headers a response was selected by (Vary) are those the origin saw: the forwarded set.
+  For fills, Accept-Encoding and Accept-Language are rewritten to their normal forms
+  (edge.policy.vary) before forwarding, so browsers that say the same thing share a variant.
 - Streaming: the origin's status and headers (minus hop-by-hop) are sent with our Cache-Status
   and Via, then the body chunk by chunk as it arrives; the response is always released.
 - A client conditional is answered 304 when If-None-Match matches the stored ETag (weak
@@ -32,6 +34,7 @@ from edge.policy.freshness import StoredMeta
 from edge.policy.headers import get_all, get_first, split_list
 from edge.policy.hopbyhop import strip_hop_by_hop
 from edge.policy.validation import etag_weak_match
+from edge.policy.vary import normalise_accept_encoding, normalise_accept_language
 from edge.respond import client_headers
 from edge.upstream import UpstreamError, UpstreamResponse
 from geoconfig.httpdate import parse_http_date
@@ -59,6 +62,8 @@ def forward_headers(request: Request, via: str, for_cache: bool,
     if for_cache:
         drop |= CLIENT_CONDITIONALS
     out = [(n, v) for n, v in headers if n.lower() not in drop]
+    if for_cache:  # few values for the origin to vary on (edge.policy.vary)
+        out = _normalised(out)
     out.insert(0, ("Host", request.host))  # the normalised authority that was keyed
     prior_via = get_all(headers, "via")
     out.append(("Via", ", ".join([*prior_via, via])))
@@ -66,6 +71,20 @@ def forward_headers(request: Request, via: str, for_cache: bool,
     out.append(("X-Forwarded-For", ", ".join([*prior_xff, request.client_ip])))
     out.append(("X-Forwarded-Proto", "http"))
     return out
+
+
+def _normalised(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for name, rewrite in (("Accept-Encoding", normalise_accept_encoding),
+                          ("Accept-Language", normalise_accept_language)):
+        lower = name.lower()
+        lines = [v for n, v in headers if n.lower() == lower]
+        if lines:
+            headers = [(n, v) for n, v in headers if n.lower() != lower]
+            value = rewrite(lines)
+            if value is not None:
+                out.append((name, value))
+    return headers + out
 
 
 def conditional_304(request: Request, meta: StoredMeta) -> list[tuple[str, str]] | None:

@@ -120,7 +120,9 @@ class EdgeApp:
         self.clock = clock
         self.policy = PolicyConfig(
             targeted_fields=settings.targeted_cache_control,
-            honour_request_cache_control=settings.request_cache_control == "honour")
+            honour_request_cache_control=settings.request_cache_control == "honour",
+            store_cookie_requests=settings.cache_cookie_requests,
+            ignored_cookies=frozenset(settings.ignored_cookies))
         self.store = MemoryStore(settings.cache_max_bytes, settings.max_variants)
         self.trusted = settings.trusted_forwarding_headers
         self._trusted_set = frozenset(self.trusted)

@@ -54,6 +54,10 @@ class EdgeSettings:
     # of the cache key; every other one of them is removed before forwarding
     trusted_forwarding_headers: tuple[str, ...] = ()
     max_variants: int = 64  # Vary variants kept per URL; storing one more evicts the oldest
+    # answers to requests with cookies are stored only when public, s-maxage, targeted or
+    # Vary: Cookie, unless cache_cookie_requests; ignored_cookies do not count as cookies
+    cache_cookie_requests: bool = False
+    ignored_cookies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +188,14 @@ def _edge(table: Any) -> EdgeSettings:
             raise ConfigError(join(join(p, "trusted_forwarding_headers"), i),
                               f"not a header field name: {name!r}")
     values["trusted_forwarding_headers"] = tuple(dict.fromkeys(n.lower() for n in trusted))
+    values["cache_cookie_requests"] = get(t, p, "cache_cookie_requests", bool,
+                                          d.cache_cookie_requests)
+    ignored = str_list(t, p, "ignored_cookies") if "ignored_cookies" in t else []
+    for i, name in enumerate(ignored):
+        if not name or any(c in name for c in " \t;=,"):
+            raise ConfigError(join(join(p, "ignored_cookies"), i),
+                              f"not a cookie name: {name!r}")
+    values["ignored_cookies"] = tuple(ignored)
     if values["max_object_bytes"] > values["cache_max_bytes"]:
         raise ConfigError(join(p, "max_object_bytes"), "must not exceed edge.cache_max_bytes")
     return EdgeSettings(**values)

@@ -52,6 +52,11 @@ class PolicyConfig:
         Pragma (RFC 9111 §5.2.1 says the client "prefers"; many CDNs ignore these to shield
         origins: each lets any client send every request to the origin).
         max-stale and only-if-cached are always honoured (they never add origin load).
+    store_cookie_requests / ignored_cookies: False (default): the answer to a request that
+        carries a cookie (other than the ``ignored_cookies`` names, e.g. analytics cookies) is
+        stored only when it is public, has s-maxage, a targeted/surrogate field, or
+        ``Vary: Cookie`` -- RFC 9111 allows storing it, but an origin that personalises by
+        cookie and forgets Vary would leak one visitor's page to the next. True: plain RFC.
     stale_with_s_maxage: RFC 9111 §4.2.4/§5.2.2.10: s-maxage implies proxy-revalidate for a
         shared cache, so by default it forbids serving stale (stale-while-revalidate,
         stale-if-error, max-stale). True lets RFC 5861 directives win over s-maxage, as many
@@ -68,11 +73,14 @@ class PolicyConfig:
     cache_partial_content: bool = False
     store_set_cookie: bool = False
     honour_request_cache_control: bool = True
+    store_cookie_requests: bool = False
+    ignored_cookies: frozenset[str] = frozenset()
     stale_with_s_maxage: bool = False
 
     def __post_init__(self) -> None:
         # keep the instance hashable even if given a list / set
         object.__setattr__(self, "cacheable_methods", frozenset(self.cacheable_methods))
+        object.__setattr__(self, "ignored_cookies", frozenset(self.ignored_cookies))
         if not 0.0 <= self.heuristic_fraction <= 1.0:
             raise ValueError("heuristic_fraction must be within [0, 1]")
         if self.heuristic_max < 0:

@@ -165,6 +165,13 @@ def storable(
     vary = get_combined(response_headers, "Vary")
     if any(member.strip() == "*" for member in split_list(vary)):
         return StoreDecision(False, "vary-star")
+    if (
+        not config.store_cookie_requests
+        and carries_cookies(request_headers, config.ignored_cookies)
+        and not (d.public or d.s_maxage is not None or d.source not in ("", "cache-control"))
+        and "cookie" not in {m.strip().lower() for m in split_list(vary)}
+    ):
+        return StoreDecision(False, "cookie")
     policy_fields = _POLICY_FIELDS | {name.lower() for name in config.targeted_fields}
     if policy_fields & (d.no_cache_fields | d.private_fields):
         return StoreDecision(False, "qualified-policy-field")
@@ -182,6 +189,16 @@ def storable(
     if status in HEURISTIC_STATUSES:
         return StoreDecision(True, "heuristic")
     return StoreDecision(False, "no-freshness")
+
+
+def carries_cookies(request_headers: Headers, ignored: frozenset[str] = frozenset()) -> bool:
+    """Does the request send a cookie that is not in ``ignored`` (names, case-sensitive)?"""
+    for value in get_all(request_headers, "Cookie"):
+        for pair in value.split(";"):
+            name = pair.split("=", 1)[0].strip()
+            if name and name not in ignored:
+                return True
+    return False
 
 
 def date_value(headers: Headers, response_time: float) -> float:

@@ -62,7 +62,7 @@ __all__ = [
 ]
 
 # storable() reasons that come from the request, not the response: no hit-for-miss marker
-REQUEST_REASONS = frozenset({"method", "request-no-store", "authorization"})
+REQUEST_REASONS = frozenset({"method", "request-no-store", "authorization", "cookie"})
 
 
 class Action(enum.Enum):

@@ -20,6 +20,14 @@ Rules:
   Every other value is compared exactly (case-sensitively).
 * A field absent from the request is distinct from one present with an empty value (§4.1:
   an absent field only matches an absent field).
+* Before any of that, the edge rewrites two request fields on cache fills, so that the
+  origin sees, and variants are keyed by, a handful of values instead of one per browser
+  build (the forwarded value is the keyed value: see edge/forward.py):
+  - Accept-Encoding -> the acceptable codings among ``CODINGS`` (q > 0; ``*`` accepts them
+    all), in that fixed order, q-values dropped; ``identity`` when the client sent the field
+    but accepts none of them (an absent field stays absent).
+  - Accept-Language -> lower-case tags without whitespace, q=0 members dropped, ordered by
+    q-value (stable), q-values dropped; absent when nothing is left.
 * The key is the sha256 hex of a canonical JSON document (``vary_canonical``), so it is stable
   across processes and Python versions and safe as part of a Redis key.
 """
@@ -32,7 +40,17 @@ from collections.abc import Iterable
 
 from edge.policy.headers import Headers, get_all, split_list
 
-__all__ = ["normalise_value", "vary_canonical", "vary_fields", "vary_key"]
+__all__ = [
+    "normalise_accept_encoding",
+    "normalise_accept_language",
+    "normalise_value",
+    "vary_canonical",
+    "vary_fields",
+    "vary_key",
+]
+
+CODINGS = ("br", "zstd", "gzip", "deflate")  # the content codings forwarded, in this order
+_ALIASES = {"x-gzip": "gzip"}
 
 
 def vary_fields(vary_header_values: str | Iterable[str] | None) -> tuple[str, ...] | None:
@@ -104,3 +122,45 @@ def vary_key(
     if not canonical:
         return canonical
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+
+def _members(value: str) -> list[tuple[str, float]]:
+    out = []
+    for member in split_list(value):
+        name, *params = (p.strip() for p in member.split(";"))
+        q = 1.0
+        for param in params:
+            key, _, raw = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(raw.strip())
+                except ValueError:
+                    q = 0.0
+        if name:
+            out.append((name.lower(), q if 0.0 <= q <= 1.0 else 0.0))
+    return out
+
+
+def normalise_accept_encoding(values: Iterable[str]) -> str | None:
+    """The forwarded Accept-Encoding for these request lines; None when absent."""
+    lines = list(values)
+    if not lines:
+        return None
+    q: dict[str, float] = {}
+    star: float | None = None
+    for name, weight in _members(",".join(lines)):
+        name = _ALIASES.get(name, name)
+        if name == "*":
+            star = weight
+        elif name in CODINGS:
+            q[name] = weight
+    accepted = [c for c in CODINGS if q.get(c, star if star is not None else 0.0) > 0]
+    return ", ".join(accepted) if accepted else "identity"
+
+
+def normalise_accept_language(values: Iterable[str]) -> str | None:
+    """The forwarded Accept-Language for these request lines; None when nothing is left."""
+    members = [(n, w) for n, w in _members(",".join(values)) if w > 0]
+    members.sort(key=lambda m: -m[1])
+    tags = list(dict.fromkeys(n for n, _ in members))
+    return ", ".join(tags) if tags else None
