@@ -64,7 +64,7 @@ from edge.policy.invalidation import invalidation_targets, is_unsafe
 from edge.policy.request import Lookup, conditional_headers, on_hit, on_miss
 from edge.policy.response import Action, after_soft_purge, on_error, on_response, retention
 from edge.policy.vary import vary_fields, vary_key
-from edge.respond import DateCache, hit_bytes, serialize_stored_head
+from edge.respond import DateCache, hit_bytes, serialize_stored_head, with_date
 from edge.store import Entry, MemoryStore
 from edge.tier.region import RegionTier
 from edge.upstream import OriginPool, UpstreamError, UpstreamResponse, UpstreamTimeout
@@ -175,7 +175,7 @@ class EdgeApp:
         if with_body:
             metrics["bytes_sent"] += len(entry.body)
         self.metrics.status[entry.meta.status] += 1
-        return hit_bytes(entry.head, int(age), self.dates.value(now), member, entry.body,
+        return hit_bytes(entry.head, int(age), member, entry.body,
                          with_body)
 
     # -- the full path ----------------------------------------------------------------------------
@@ -427,7 +427,7 @@ class EdgeApp:
 
     def _store(self, request: Request, key: str, resp: UpstreamResponse, view: Headers,
                body: bytes, request_time: float, response_time: float, fwd: str) -> Outcome:
-        status, resp_headers = resp.status, tuple(resp.headers)
+        status, resp_headers = resp.status, with_date(tuple(resp.headers), response_time)
         entry = self._entry_from_response(key, view, status, resp_headers, body, request_time,
                                           response_time)
         # this client gets the response as the origin sent it (Set-Cookie, qualified
@@ -474,7 +474,8 @@ class EdgeApp:
         lifetime = stored_lifetime(meta, self.policy)
         initial_age = current_age(meta, meta.response_time)
         fresh_until = meta.response_time + lifetime - initial_age
-        head = serialize_stored_head(meta.status, meta.headers, self.via, len(body))
+        head = serialize_stored_head(meta.status, with_date(meta.headers, meta.response_time),
+                                     self.via, len(body))
         entry = Entry(key, meta.vary_key, get_all(meta.headers, "vary"), meta, body, head,
                       lifetime, initial_age, retention(directives, fresh_until, STALE_KEEP),
                       tags)
@@ -575,7 +576,7 @@ class EdgeApp:
         writer.status = entry.meta.status
         if with_body:
             self.metrics.inc("bytes_sent", len(entry.body))
-        writer.send_raw(hit_bytes(head, age, self.dates.value(now),
+        writer.send_raw(hit_bytes(head, age,
                                   outcome.member.encode("latin-1"), entry.body, with_body))
         await writer.finish()
 

@@ -3,8 +3,10 @@
 Rules:
 
 - A stored entry keeps its head pre-serialised (status line, stored headers minus hop-by-hop,
-  Surrogate-Control, Age, Date and Content-Length, plus our Via and Content-Length); serving
-  it appends only Age, Date and our Cache-Status member, then the body (none for HEAD).
+  Surrogate-Control, Age and Content-Length, plus our Via and Content-Length); serving it
+  appends only Age and our Cache-Status member, then the body (none for HEAD). The stored
+  Date is the origin's (or the time of receipt when the origin sent none): it is never
+  regenerated on hits.
 - Every response carries ``Cache-Status`` with this edge's member after any upstream member
   (RFC 9211 §2), and ``Via: 1.1 <edge>`` (RFC 9110 §7.6.3).
 - ``Date`` is formatted once per second of the ``now`` passed in.
@@ -19,6 +21,7 @@ from geoconfig.httpdate import format_http_date
 
 PER_RESPONSE = ("age", "date", "content-length", "connection", "keep-alive",
                 "transfer-encoding")
+STORED_PER_RESPONSE = tuple(n for n in PER_RESPONSE if n != "date")
 
 
 class DateCache:
@@ -43,19 +46,29 @@ def client_headers(headers: Headers, via: str) -> list[tuple[str, str]]:
     return out
 
 
+def with_date(headers: Headers, received: float) -> Headers:
+    """The headers with the origin's Date, or -- when it sent none -- the time it was
+    received (RFC 9110 §6.6.1: a recipient with a clock adds one)."""
+    if any(n.lower() == "date" for n, _ in headers):
+        return headers
+    return (*headers, ("Date", format_http_date(received)))
+
+
 def serialize_stored_head(status: int, headers: Headers, via: str, body_length: int) -> bytes:
-    """The pre-serialised part of a stored response (ends without the blank line)."""
+    """The pre-serialised part of a stored response (ends without the blank line). It keeps
+    the stored Date: a hit says how old it is with Age (RFC 9110 §6.6.1, RFC 9111 §5.1)."""
     lines = [f"HTTP/1.1 {status} {reason(status)}\r\n"]
-    lines += [f"{n}: {v}\r\n" for n, v in client_headers(headers, via)]
+    kept = list(remove(headers_for_client(headers), STORED_PER_RESPONSE))
+    kept.append(("Via", via))
+    lines += [f"{n}: {v}\r\n" for n, v in kept]
     if status not in (204, 304):
         lines.append(f"Content-Length: {body_length}\r\n")
     return "".join(lines).encode("latin-1")
 
 
-def hit_bytes(head: bytes, age: int, date: bytes, cache_status: bytes, body: bytes,
+def hit_bytes(head: bytes, age: int, cache_status: bytes, body: bytes,
               with_body: bool) -> bytes:
-    parts = [head, b"Age: %d\r\nDate: " % age, date, b"\r\nCache-Status: ", cache_status,
-             b"\r\n\r\n"]
+    parts = [head, b"Age: %d\r\nCache-Status: " % age, cache_status, b"\r\n\r\n"]
     if with_body:
         parts.append(body)
     return b"".join(parts)

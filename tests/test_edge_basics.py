@@ -33,7 +33,8 @@ async def test_miss_then_hit_then_age_follows_the_clock(edge_env):
     r3 = await env.get("/a")
     assert r3.cache_status == member("hit", "ttl=30")
     assert r3.age == 30
-    assert r3.headers["Date"] == format_http_date(env.clock.now)
+    # the origin's Date is kept (RFC 9110 §6.6.1); Age says how old the response is
+    assert r3.headers["Date"] == format_http_date(env.clock.now - 30) == r1.headers["Date"]
     assert r3.headers["Via"] == VIA
 
     env.clock.advance(29.5)  # age 59.5: still fresh, ttl floors to 0
@@ -212,3 +213,19 @@ async def test_cache_status_ttl_is_floored_when_stale(edge_env):
     env.clock.advance(60.5)
     r = await env.get("/a", [("Cache-Control", "max-stale")])
     assert r.cache_status == member("hit", "ttl=-1", "detail=request-max-stale")
+
+
+
+def test_a_stored_response_without_date_keeps_the_time_it_was_received():
+    from edge.policy.freshness import StoredMeta
+    from edge.respond import hit_bytes, serialize_stored_head, with_date
+
+    received = 1_750_000_000.0
+    headers = with_date((("Cache-Control", "max-age=60"),), received)
+    assert headers[-1] == ("Date", format_http_date(received))
+    assert with_date((("Date", "x"),), received) == (("Date", "x"),)
+    meta = StoredMeta(200, headers, received, received)
+    head = serialize_stored_head(meta.status, meta.headers, VIA, 1)
+    raw = hit_bytes(head, 20, b"c", b"N", True)
+    assert raw.count(b"Date: ") == 1
+    assert f"Date: {format_http_date(received)}".encode() in raw
