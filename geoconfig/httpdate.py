@@ -7,10 +7,12 @@ Rules:
   1994``. Anything else -- including ``0``, ``-1``, empty strings and out-of-range fields
   (month 13, Feb 30, hour 24) -- is invalid and yields None; callers then apply the field's
   rule (Expires: already expired, RFC 9111 §5.3; Date: time received, RFC 9110 §6.6.1).
-* Robustness (§5.6.7 "recipients ... are encouraged to be robust"): day and month names and
-  "GMT" are matched case-insensitively, surrounding whitespace and runs of inner spaces are
-  tolerated, the day-name is required but not checked against the date, second 60 (leap
-  second) is accepted.
+* Exactly the grammar: day and month names and "GMT" case-sensitive as written (%s in the
+  ABNF), single spaces (asctime's day is ``SP DIGIT`` or ``2DIGIT``), two-digit day, hour,
+  minute and second. Only whitespace around the whole value is ignored (it is not part of a
+  field value). The day-name is required but not checked against the date; second 60 (a
+  leap second) is accepted. A lenient parser is a cache's risk: two caches that read one
+  Expires differently disagree on freshness.
 * Two-digit years (RFC 850 form): a year more than 50 years in the future of ``now`` is the most
   recent past year with the same last two digits (§5.6.7). Without ``now`` (no clock reads
   here) the POSIX pivot is used: 69-99 -> 19xx, 00-68 -> 20xx.
@@ -25,14 +27,15 @@ import time
 
 __all__ = ["format_http_date", "parse_http_date"]
 
-_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_LONG_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
-_TIME = r"(\d{2}):(\d{2}):(\d{2})"
-_IMF = re.compile(r"([a-z]{3}), (\d{2}) ([a-z]{3}) (\d{4}) " + _TIME + r" gmt")
-_RFC850 = re.compile(r"([a-z]{6,9}), (\d{2})-([a-z]{3})-(\d{2}) " + _TIME + r" gmt")
-_ASCTIME = re.compile(r"([a-z]{3}) ([a-z]{3}) (\d{1,2}) " + _TIME + r" (\d{4})")
-_SPACES = re.compile(r"[ \t]+")
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_LONG_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_TIME = r"([0-9]{2}):([0-9]{2}):([0-9]{2})"
+_IMF = re.compile(r"([A-Za-z]{3}), ([0-9]{2}) ([A-Za-z]{3}) ([0-9]{4}) " + _TIME + r" GMT")
+_RFC850 = re.compile(r"([A-Za-z]{6,9}), ([0-9]{2})-([A-Za-z]{3})-([0-9]{2}) " + _TIME +
+                     r" GMT")
+_ASCTIME = re.compile(r"([A-Za-z]{3}) ([A-Za-z]{3}) ( [0-9]|[0-9]{2}) " + _TIME +
+                      r" ([0-9]{4})")
 
 
 def _rest(m: re.Match[str]) -> tuple[str, int, int, int, int]:
@@ -52,7 +55,7 @@ def parse_http_date(value: str | None, now: float | None = None) -> float | None
     """Seconds since the epoch for a valid HTTP-date, else None. Never raises."""
     if not value or not value.isascii():
         return None
-    text = _SPACES.sub(" ", value.strip()).lower()
+    text = value.strip(" \t")
     if m := _IMF.fullmatch(text):
         if m[1] not in _DAYS:
             return None
@@ -84,6 +87,6 @@ def parse_http_date(value: str | None, now: float | None = None) -> float | None
 def format_http_date(ts: float) -> str:
     """IMF-fixdate for ``ts`` (seconds since the epoch, fractions truncated)."""
     t = time.gmtime(int(ts))
-    day, month = _DAYS[t.tm_wday].title(), _MONTHS[t.tm_mon - 1].title()
+    day, month = _DAYS[t.tm_wday], _MONTHS[t.tm_mon - 1]
     clock = f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
     return f"{day}, {t.tm_mday:02d} {month} {t.tm_year:04d} {clock} GMT"

@@ -23,8 +23,15 @@ T = 784111777  # Sun, 06 Nov 1994 08:49:37 GMT (RFC 9110's example)
     ("Sun, 06 Nov 1994 08:49:37 GMT", T),
     ("Sunday, 06-Nov-94 08:49:37 GMT", T),
     ("Sun Nov  6 08:49:37 1994", T),
-    ("sun, 06 nov 1994 08:49:37 gmt", T),
-    ("  Sun,  06 Nov 1994 08:49:37 GMT ", T),
+    ("sun, 06 nov 1994 08:49:37 gmt", None),  # the grammar is case-sensitive
+    ("Sun, 06 Nov 1994 08:49:37 gmt", None),
+    ("  Sun, 06 Nov 1994 08:49:37 GMT ", T),  # whitespace around the value is not in it
+    ("Sun,  06 Nov 1994 08:49:37 GMT", None),  # runs of spaces: invalid
+    ("Thu, 18  Aug  2050 02:01:18 GMT", None),
+    ("Sun, 6 Nov 1994 08:49:37 GMT", None),
+    ("Sun, 06 Nov 1994 8:49:37 GMT", None),
+    ("Sun Nov 6 08:49:37 1994", None),  # asctime: SP DIGIT for a one-digit day
+    ("Sunday,  06-Nov-94 08:49:37 GMT", None),
     ("Thursday, 01-Jan-70 00:00:00 GMT", 3155760000),  # 2070: not > 50 years ahead of 2026
     ("Sun, 06 Nov 1994 08:49:37 UTC", None),
     ("Sun, 06 Nov 1994 08:49:37 +0000", None),

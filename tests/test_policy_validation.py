@@ -56,8 +56,7 @@ RFC_EXAMPLE_TS = 784111777.0  # Sun, 06 Nov 1994 08:49:37 GMT
         "Sun, 06 Nov 1994 08:49:37 GMT",  # IMF-fixdate (RFC 9110 §5.6.7 example)
         "Sunday, 06-Nov-94 08:49:37 GMT",  # obsolete RFC 850 format
         "Sun Nov  6 08:49:37 1994",  # ANSI C asctime() format
-        "sun, 06 nov 1994 08:49:37 gmt",
-        "  Sun,  06 Nov 1994 08:49:37 GMT ",
+        "  Sun, 06 Nov 1994 08:49:37 GMT ",
         "Mon, 06 Nov 1994 08:49:37 GMT",  # wrong weekday tolerated
     ],
 )
@@ -87,6 +86,11 @@ def test_parse_http_date_formats(value):
         "Sun Nov  6 08:49:37 94",
         "Sun, 06 Nov 1994 08:49:37 GMT\u00e9",
         "1700000000",
+        "sun, 06 nov 1994 08:49:37 gmt",  # the grammar is case-sensitive
+        "Sun,  06 Nov 1994 08:49:37 GMT",  # runs of spaces
+        "Thu, 18  Aug  2050 02:01:18 GMT",
+        "Sun Nov 6 08:49:37 1994",
+        "Sun,\t06 Nov 1994 08:49:37 GMT",
     ],
 )
 def test_parse_http_date_invalid(value):
