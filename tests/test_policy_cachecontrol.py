@@ -123,14 +123,25 @@ TARGETED_CASES = [
     ("max-age=60;foo=bar", {"max_age": 60}),  # parameters ignored (RFC 9213 §2.1)
     ('no-cache="set-cookie, x-a"', {"no_cache": False, "no_cache_fields": {"set-cookie", "x-a"}}),
     ("no-cache", {"no_cache": True}),
-    ("max-age=1.5", {"max_age": 0}),  # decimal violates the inferred constraint
-    ("max-age=-5", {"max_age": 0}),
-    ('max-age="60"', {"max_age": 60}),
+    # a member of the wrong type is ignored (RFC 9213 §2.1), the others still apply
+    ("max-age=1.5, public", {"max_age": None, "public": True}),
+    ("max-age=-5, public", {"max_age": None}),
+    ('max-age="60", no-store', {"max_age": None, "no_store": True}),
+    ("max-age=(1 2), public", {"max_age": None}),
+    ("no-store=1, max-age=5", {"no_store": False, "max_age": 5}),
+    ('public="yes", max-age=5', {"public": False, "max_age": 5}),
     ("private, stale-while-revalidate=30", {"private": True, "stale_while_revalidate": 30}),
     ("no-store=?0, max-age=9", {"no_store": False, "max_age": 9}),
     ("max-age=1, max-age=2", {"max_age": 2}),  # sf-dictionary: last value wins
-    ("max-age=(1 2)", {"max_age": 0}),
 ]
+
+
+@pytest.mark.parametrize("cdn", ['max-age="10000"', "max-age=1.5", "max-age=-1", "no-store=5"])
+def test_a_targeted_field_with_only_wrong_types_leaves_cache_control_in_charge(cdn):
+    # a deliberate choice: nothing usable is treated as empty (RFC 9213 §2.2), so a typo in
+    # CDN-Cache-Control never overrides Cache-Control: no-store
+    d = response_directives(h(("Cache-Control", "no-store"), ("CDN-Cache-Control", cdn)))
+    assert (d.source, d.no_store, d.max_age) == ("cache-control", True, None)
 
 
 @pytest.mark.parametrize(("value", "expected"), TARGETED_CASES)

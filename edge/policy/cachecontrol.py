@@ -199,22 +199,46 @@ def parse_cache_control(value: str | None) -> Directives:
     return Directives.from_items(_cc_items(value))
 
 
+# RFC 9213 §2.1: the types inferred from RFC 9111's syntax; a member of another type is
+# ignored ("implementations SHOULD NOT consume values that violate these constraints")
+_TARGETED_TYPES = {
+    **dict.fromkeys(("max-age", "s-maxage", "stale-while-revalidate", "stale-if-error"),
+                    "integer"),
+    **dict.fromkeys(("no-store", "public", "must-revalidate", "proxy-revalidate",
+                     "must-understand", "no-transform", "immutable"), "boolean"),
+    **dict.fromkeys(("no-cache", "private"), "boolean-or-string"),
+}
+
+
 def parse_targeted(value: str, name: str = "cdn-cache-control") -> Directives | None:
-    """Parse a targeted field as an RFC 8941 Dictionary; None if invalid or empty (§2.1)."""
+    """Parse a targeted field as an RFC 8941 Dictionary; None if invalid or empty (§2.1).
+    A member whose value has the wrong type for its directive is ignored; a field left with
+    no usable member counts as empty (so Cache-Control applies: a deliberate choice)."""
     try:
         members = sf.parse_dictionary(value)
     except ValueError:
         return None
     items: list[Item] = []
     for key, (val, _params) in members.items():  # parameters are ignored (RFC 9213 §2.1)
-        if val is True:
-            items.append((key, None))
-        elif val is False:
+        kind = _TARGETED_TYPES.get(key)
+        if val is False:
             continue
-        elif isinstance(val, int | float | str):
+        if kind == "integer":  # delta-seconds: a non-negative sf-integer, nothing else
+            if isinstance(val, int) and not isinstance(val, bool) and val >= 0:
+                items.append((key, str(val)))
+        elif kind == "boolean":
+            if val is True:
+                items.append((key, None))
+        elif kind == "boolean-or-string":  # no-cache / private, bare or with a field list
+            if val is True:
+                items.append((key, None))
+            elif isinstance(val, str):
+                items.append((key, val))
+        elif val is True:  # an extension directive: kept as the RFC 9111 parser would
+            items.append((key, None))
+        elif isinstance(val, int | float | str) and not isinstance(val, bool):
             items.append((key, str(val)))
-        else:  # byte sequence / inner list: violates the inferred constraints -> unusable value
-            items.append((key, ""))
+        # any other value has the wrong type for its directive: ignored (§2.1)
     if not items:
         return None
     return Directives.from_items(tuple(items), source=name.lower(), expires_applies=False)
