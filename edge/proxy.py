@@ -122,7 +122,9 @@ class EdgeApp:
             targeted_fields=settings.targeted_cache_control,
             honour_request_cache_control=settings.request_cache_control == "honour",
             store_cookie_requests=settings.cache_cookie_requests,
-            ignored_cookies=frozenset(settings.ignored_cookies))
+            ignored_cookies=frozenset(settings.ignored_cookies),
+            default_ttl=settings.default_ttl, heuristic_fraction=settings.heuristic_fraction,
+            heuristic_max=settings.heuristic_max, store_set_cookie=settings.store_set_cookie)
         self.store = MemoryStore(settings.cache_max_bytes, settings.max_variants)
         self.trusted = settings.trusted_forwarding_headers
         self._trusted_set = frozenset(self.trusted)

@@ -58,6 +58,12 @@ class EdgeSettings:
     # Vary: Cookie, unless cache_cookie_requests; ignored_cookies do not count as cookies
     cache_cookie_requests: bool = False
     ignored_cookies: tuple[str, ...] = ()
+    # freshness for answers without explicit freshness: default_ttl seconds (0: none), else
+    # heuristic_fraction of (Date - Last-Modified) up to heuristic_max seconds (RFC 9111 §4.2.2)
+    default_ttl: float = 0.0
+    heuristic_fraction: float = 0.1
+    heuristic_max: float = 86400.0
+    store_set_cookie: bool = False  # true: store Set-Cookie answers (never replayed to others)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +202,13 @@ def _edge(table: Any) -> EdgeSettings:
             raise ConfigError(join(join(p, "ignored_cookies"), i),
                               f"not a cookie name: {name!r}")
     values["ignored_cookies"] = tuple(ignored)
+    values["store_set_cookie"] = get(t, p, "store_set_cookie", bool, d.store_set_cookie)
+    for key, high in (("default_ttl", 10 * 365 * 86400.0), ("heuristic_fraction", 1.0),
+                      ("heuristic_max", 10 * 365 * 86400.0)):
+        value = get(t, p, key, float, getattr(d, key))
+        if not math.isfinite(value) or not 0 <= value <= high:
+            raise ConfigError(join(p, key), f"must be between 0 and {high:g}, got {value!r}")
+        values[key] = value
     if values["max_object_bytes"] > values["cache_max_bytes"]:
         raise ConfigError(join(p, "max_object_bytes"), "must not exceed edge.cache_max_bytes")
     return EdgeSettings(**values)

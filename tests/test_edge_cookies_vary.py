@@ -101,3 +101,26 @@ async def test_browsers_that_accept_the_same_codings_share_a_variant(edge_env):
         r = await env.get("/ae", [("Accept-Encoding", ae)])
         assert r.cache_status == member("hit", "ttl=60"), ae
     assert env.origin.count("/ae") == 1
+
+
+async def test_default_ttl_for_answers_without_freshness(edge_env):
+    env = await edge_env(default_ttl=300)
+    env.origin.route("/d", body=b"D")  # no Cache-Control, no Last-Modified
+    first = await env.get("/d")
+    assert first.cache_status.endswith("stored")
+    env.clock.advance(299)
+    assert (await env.get("/d")).cache_status == member("hit", "ttl=1")
+    env.origin.route("/x", headers=[("Cache-Control", "max-age=5")], body=b"X")
+    await env.get("/x")
+    env.clock.advance(6)
+    assert (await env.get("/x")).cache_status.startswith(member("fwd="))  # explicit wins
+
+
+async def test_store_set_cookie_never_replays_the_cookie(edge_env):
+    env = await edge_env(store_set_cookie=True)
+    env.origin.route("/sc", headers=[MAX60, ("Set-Cookie", "id=1")], body=b"S")
+    first = await env.get("/sc")
+    assert first.headers.get("Set-Cookie") == "id=1"  # the client that caused the fill
+    hit = await env.get("/sc")
+    assert hit.cache_status == member("hit", "ttl=60")
+    assert "Set-Cookie" not in hit.headers

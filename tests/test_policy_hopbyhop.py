@@ -66,10 +66,12 @@ def test_headers_to_store_default_drops_set_cookie_keeps_surrogate_control():
     )
 
 
-def test_headers_to_store_rfc_mode_keeps_set_cookie():
+def test_store_set_cookie_keeps_it_only_in_public_responses():
     cfg = PolicyConfig(store_set_cookie=True)
-    d = response_directives(RESPONSE, cfg)
-    assert headers_to_store(RESPONSE, d, cfg) == END_TO_END
+    d = response_directives(RESPONSE, cfg)  # CDN-Cache-Control: max-age=60, not public
+    assert all(n != "Set-Cookie" for n, _ in headers_to_store(RESPONSE, d, cfg))
+    public = parse_cache_control("public, max-age=60")
+    assert headers_to_store(RESPONSE, public, cfg) == END_TO_END
     d2 = parse_cache_control('no-cache="Set-Cookie"')
     assert ("Set-Cookie", "a=1") not in headers_to_store(RESPONSE, d2, cfg)
 

@@ -230,11 +230,14 @@ def test_freshen_strips_newly_qualified_private_fields():
     assert all(name.lower() != "x-user" for name, _ in fresh.headers)
 
 
-def test_freshen_set_cookie_kept_when_configured():
-    s = stored(("ETag", '"v1"'))
+def test_freshen_set_cookie_kept_when_configured_and_public():
+    s = stored(("ETag", '"v1"'), ("Cache-Control", "public, max-age=60"))
     cfg = PolicyConfig(store_set_cookie=True)
     fresh = freshen_on_304(s, (("ETag", '"v1"'), ("Set-Cookie", "a=1")), T0, T0, cfg)
     assert fresh is not None and ("Set-Cookie", "a=1") in fresh.headers
+    private = stored(("ETag", '"v1"'), ("Cache-Control", "max-age=60"))
+    fresh = freshen_on_304(private, (("ETag", '"v1"'), ("Set-Cookie", "a=1")), T0, T0, cfg)
+    assert fresh is not None and ("Set-Cookie", "a=1") not in fresh.headers
 
 
 def test_freshen_replaces_every_line_of_a_repeated_field():

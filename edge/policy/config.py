@@ -41,6 +41,9 @@ class PolicyConfig:
         targeting; None means only untargeted Surrogate-Control directives apply.
     heuristic_enabled / heuristic_fraction / heuristic_max: RFC 9111 §4.2.2 heuristic freshness
         = fraction * (Date - Last-Modified), capped at heuristic_max seconds.
+    default_ttl: seconds of freshness for a heuristically cacheable response (RFC 9110 §15.1
+        statuses, or public) without explicit freshness; it replaces the heuristic (nginx's
+        proxy_cache_valid). 0: RFC heuristics only.
     cacheable_methods: request methods whose responses may be stored (RFC 9111 §3 "understood";
         POST responses are never stored here -- they would need Content-Location handling).
     cache_partial_content: store 206 responses. Off: this core does not combine ranges
@@ -69,6 +72,7 @@ class PolicyConfig:
     heuristic_enabled: bool = True
     heuristic_fraction: float = 0.1
     heuristic_max: float = 86400.0
+    default_ttl: float = 0.0
     cacheable_methods: frozenset[str] = frozenset({"GET", "HEAD"})
     cache_partial_content: bool = False
     store_set_cookie: bool = False
@@ -85,6 +89,8 @@ class PolicyConfig:
             raise ValueError("heuristic_fraction must be within [0, 1]")
         if self.heuristic_max < 0:
             raise ValueError("heuristic_max must be >= 0")
+        if self.default_ttl < 0:
+            raise ValueError("default_ttl must be >= 0")
         if isinstance(self.targeted_fields, str):
             raise TypeError("targeted_fields must be a tuple of field names, not a str")
         object.__setattr__(self, "targeted_fields", tuple(self.targeted_fields))

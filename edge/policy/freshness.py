@@ -235,7 +235,11 @@ def freshness_lifetime(
             return 0.0
         parsed = parse_http_date(expires[0], now=response_time)
         return 0.0 if parsed is None else max(0.0, parsed - date)
-    if not config.heuristic_enabled or not (status in HEURISTIC_STATUSES or directives.public):
+    if not (status in HEURISTIC_STATUSES or directives.public):
+        return 0.0
+    if config.default_ttl > 0:  # the operator's TTL for answers without explicit freshness
+        return config.default_ttl
+    if not config.heuristic_enabled:
         return 0.0
     last_modified = parse_http_date(get_first(response_headers, "Last-Modified"), now=response_time)
     if last_modified is None or last_modified > date:

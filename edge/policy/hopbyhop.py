@@ -13,8 +13,9 @@ Rules:
     a qualified no-cache (§5.2.2.4: they "MUST NOT be sent ... without successful
     revalidation"). Choice: never storing them satisfies that rule without per-field
     revalidation bookkeeping; the client that triggered the fetch still receives them.
-  - Set-Cookie unless ``config.store_set_cookie`` (see config.py / freshness.storable): a
-    cookie is per client and must never be replayed to others from the cache.
+  - Set-Cookie, unless ``config.store_set_cookie`` and the response is explicitly ``public``
+    (see config.py / freshness.storable): a cookie is per client and is never replayed to
+    others from the cache unless the origin said the whole response is for everyone.
 * Surrogate-Control is KEPT in storage and removed on the way out by ``headers_for_client``
   (Edge Architecture 1.0 §3: surrogates remove it before forwarding). Choice: the policy is
   re-derived from the stored headers on every hit (cachecontrol.response_directives), so
@@ -75,7 +76,7 @@ def headers_to_store(
     ``directives`` are the governing ones: ``response_directives(headers, config)``.
     """
     drop = set(directives.private_fields | directives.no_cache_fields)
-    if not config.store_set_cookie:
+    if not (config.store_set_cookie and directives.public):
         drop.add("set-cookie")
     return remove(strip_hop_by_hop(headers), drop)
 
