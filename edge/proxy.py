@@ -64,6 +64,7 @@ from edge.policy.invalidation import invalidation_targets, is_unsafe
 from edge.policy.request import Lookup, conditional_headers, on_hit, on_miss
 from edge.policy.response import Action, after_soft_purge, on_error, on_response, retention
 from edge.policy.vary import vary_fields, vary_key
+from edge.ranged import range_pass_wanted, ranged_response
 from edge.respond import DateCache, hit_bytes, serialize_stored_head
 from edge.store import Entry, MemoryStore
 from edge.tier.region import RegionTier
@@ -205,6 +206,10 @@ class EdgeApp:
         now = self.clock()
         entry = self.store.get(key, lambda: self.origin_view(request), now)
         if entry is not None and entry.hit_for_miss:
+            if request.method == "HEAD" or request.header("range") is not None:
+                # known uncacheable: HEAD goes as HEAD, a Range with it (edge/ranged.py)
+                await self._pass(request, writer, "uri-miss", detail="hit-for-miss")
+                return
             # Varnish's hit-for-miss: fetch without queueing behind others, but still store
             # the answer if it has become cacheable
             self.metrics.inc("passes")
@@ -555,6 +560,12 @@ class EdgeApp:
             await self._error(writer, outcome.error, outcome.member)
             return
         if outcome.response is not None:
+            resp = outcome.response
+            if range_pass_wanted(request, resp.status, resp.content_length,
+                                 self.settings.max_object_bytes):  # too large to fill
+                outcome.close()
+                await self._pass(request, writer, "miss", detail="too-large")
+                return
             await stream_response(writer, outcome.response, outcome.member, self.via,
                                   self.metrics, outcome.prefix, date=self._date())
             return
@@ -568,6 +579,9 @@ class EdgeApp:
             await writer.send(304, [*not_modified, ("Date", self._date()), ("Age", str(age)),
                                     ("Cache-Status", outcome.member), ("Via", self.via)])
             return
+        if request.header("range") is not None and await self._send_ranged(
+                request, writer, outcome, entry, age, now):
+            return
         head = outcome.head or entry.head
         if writer.close:
             head += b"Connection: close\r\n"
@@ -578,6 +592,23 @@ class EdgeApp:
         writer.send_raw(hit_bytes(head, age, self.dates.value(now),
                                   outcome.member.encode("latin-1"), entry.body, with_body))
         await writer.finish()
+
+    async def _send_ranged(self, request: Request, writer: ResponseWriter, outcome: Outcome,
+                           entry: Entry, age: int, now: float) -> bool:
+        """A 206 or 416 from the stored response (edge/ranged.py); False: send it whole."""
+        per_response = [("Age", str(age)), ("Date", self.dates.value(now).decode("latin-1")),
+                        ("Cache-Status", outcome.member)]
+        if writer.close:
+            per_response.append(("Connection", "close"))
+        ranged = ranged_response(request, entry.meta.status, entry.meta.headers, entry.body,
+                                 outcome.head, self.via, per_response)
+        if ranged is None:
+            return False
+        writer.status = ranged.status
+        self.metrics.inc("bytes_sent", ranged.body_bytes)
+        writer.send_raw(ranged.data)
+        await writer.finish()
+        return True
 
     async def _error(self, writer: ResponseWriter, status: int, member: str) -> None:
         body = f"{status} {'Gateway Timeout' if status == 504 else 'Bad Gateway'}\n".encode()
