@@ -32,7 +32,9 @@ Rules:
   501 (CONNECT is refused by the server layer).
 - GET and HEAD bodies are discarded (never forwarded, nor their framing headers).
 - deliver: Age, Date, Via and a Cache-Status member on every response; client conditionals
-  (If-None-Match, If-Modified-Since) are answered 304 from the chosen response.
+  (If-None-Match, If-Modified-Since) are answered 304 from the chosen response, then a GET's
+  Range with a 206 or 416 from it (edge/ranged.py); a Range or a HEAD for a hit-for-miss URL,
+  or a Range for a fill announced over ``max_object_bytes``, is passed to the origin as is.
 """
 
 from __future__ import annotations
