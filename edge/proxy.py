@@ -32,7 +32,9 @@ Rules:
   501 (CONNECT is refused by the server layer).
 - GET and HEAD bodies are discarded (never forwarded, nor their framing headers).
 - deliver: Age, Date, Via and a Cache-Status member on every response; client conditionals
-  (If-None-Match, If-Modified-Since) are answered 304 from the chosen response.
+  (If-None-Match, If-Modified-Since) are answered 304 from the chosen response, then a GET's
+  Range with a 206 or 416 from it (edge/ranged.py); a Range or a HEAD for a hit-for-miss URL,
+  or a Range for a fill announced over ``max_object_bytes``, is passed to the origin as is.
 """
 
 from __future__ import annotations
@@ -58,12 +60,13 @@ from edge.metrics import Metrics
 from edge.policy import PolicyConfig, cache_status
 from edge.policy.cachecontrol import request_directives, response_directives
 from edge.policy.freshness import StoredMeta, current_age, stored_lifetime
-from edge.policy.headers import Headers, get_all
+from edge.policy.headers import Headers, get_all, get_first
 from edge.policy.hopbyhop import headers_to_store
 from edge.policy.invalidation import invalidation_targets, is_unsafe
 from edge.policy.request import Lookup, conditional_headers, on_hit, on_miss
 from edge.policy.response import Action, after_soft_purge, on_error, on_response, retention
 from edge.policy.vary import vary_fields, vary_key
+from edge.ranged import range_pass_wanted, ranged_response
 from edge.respond import DateCache, hit_bytes, serialize_stored_head, with_date
 from edge.store import Entry, MemoryStore
 from edge.tier.region import RegionTier
@@ -207,6 +210,10 @@ class EdgeApp:
         now = self.clock()
         entry = self.store.get(key, lambda: self.origin_view(request), now)
         if entry is not None and entry.hit_for_miss:
+            if request.method == "HEAD" or request.header("range") is not None:
+                # known uncacheable: HEAD goes as HEAD, a Range with it (edge/ranged.py)
+                await self._pass(request, writer, "uri-miss", detail="hit-for-miss")
+                return
             # Varnish's hit-for-miss: fetch without queueing behind others, but still store
             # the answer if it has become cacheable
             self.metrics.inc("passes")
@@ -558,6 +565,12 @@ class EdgeApp:
             await self._error(writer, outcome.error, outcome.member)
             return
         if outcome.response is not None:
+            resp = outcome.response
+            if range_pass_wanted(request, resp.status, resp.content_length,
+                                 self.settings.max_object_bytes):  # too large to fill
+                outcome.close()
+                await self._pass(request, writer, "miss", detail="too-large")
+                return
             await stream_response(writer, outcome.response, outcome.member, self.via,
                                   self.metrics, outcome.prefix, date=self._date())
             return
@@ -571,6 +584,9 @@ class EdgeApp:
             await writer.send(304, [*not_modified, ("Date", self._date()), ("Age", str(age)),
                                     ("Cache-Status", outcome.member), ("Via", self.via)])
             return
+        if request.header("range") is not None and await self._send_ranged(
+                request, writer, outcome, entry, age, now):
+            return
         head = outcome.head or entry.head
         if writer.close:
             head += b"Connection: close\r\n"
@@ -581,6 +597,24 @@ class EdgeApp:
         writer.send_raw(hit_bytes(head, age,
                                   outcome.member.encode("latin-1"), entry.body, with_body))
         await writer.finish()
+
+    async def _send_ranged(self, request: Request, writer: ResponseWriter, outcome: Outcome,
+                           entry: Entry, age: int, now: float) -> bool:
+        """A 206 or 416 from the stored response (edge/ranged.py); False: send it whole."""
+        date = get_first(entry.meta.headers, "date") or self.dates.value(now).decode("latin-1")
+        per_response = [("Age", str(age)), ("Date", date),  # the stored Date, as on full hits
+                        ("Cache-Status", outcome.member)]
+        if writer.close:
+            per_response.append(("Connection", "close"))
+        ranged = ranged_response(request, entry.meta.status, entry.meta.headers, entry.body,
+                                 outcome.head, self.via, per_response)
+        if ranged is None:
+            return False
+        writer.status = ranged.status
+        self.metrics.inc("bytes_sent", ranged.body_bytes)
+        writer.send_raw(ranged.data)
+        await writer.finish()
+        return True
 
     async def _error(self, writer: ResponseWriter, status: int, member: str) -> None:
         body = f"{status} {'Gateway Timeout' if status == 504 else 'Bad Gateway'}\n".encode()
