@@ -398,6 +398,8 @@ scan_common(PyObject *module, PyObject *arg)
                 Py_RETURN_NONE;
             family = (long)u16(ecs);
             source = ecs[2];
+            if (ecs[3]) /* SCOPE PREFIX-LENGTH in a query: FORMERR, parse_query decides */
+                Py_RETURN_NONE;
             if (family != 1 && family != 2)
                 Py_RETURN_NONE;
             if (source > (family == 1 ? 32 : 128))

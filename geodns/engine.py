@@ -8,11 +8,15 @@ Rules:
   DO bit echoed; a version above 0 gets BADVERS (extended RCODE 16) and no answer.
 - UDP size: 512 without EDNS, else min(client's size, ``dns.max_udp_payload``). An answer that
   does not fit goes back empty with TC=1 (the client retries over TCP).
-- Client location (RFC 7871 §7.1.1): the ECS address when present, unless its source prefix is 0
-  or it is not a global address, in which case the resolver's own address is used.
+- Client location (RFC 7871 §7.1.1): the ECS address when present, unless its source prefix is 0,
+  in which case the resolver's own address is used. The ECS address is looked up in the region
+  map (geodns/maps.py), private and unlocated addresses too (their block of the database, the
+  default region first, as gdnsd); only addresses the map leaves to the database (IPv4 aliases
+  in the IPv6 space) are located by the database, and by the resolver if not global.
 - ECS in the response: family, source prefix and address echoed; SCOPE is the prefix length of
-  the database network holding the address when the answer depends on location and ECS was
-  used, else 0.
+  the region map's entry holding the address (merged for the current health state) when the
+  answer depends on location and ECS was used, else 0. A query's SCOPE must be 0 (FORMERR,
+  RFC 7871 §7.1.2: see wire.py).
 - Caches: ``decisions`` (client key -> ranking), ``rankings`` (location -> ranking),
   ``packed`` (question + ranking -> wire answer) and ``wire_udp``/``wire_tcp`` (query bytes
   after the ID -> response bytes after the ID). The health-dependent ones are replaced by new
@@ -41,6 +45,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from geodata import GeoReader, Location, rank_regions, select_region
+from geodata.regionmap import SLOW, RegionMap
 from geodns.answer import (
     FORMERR,
     REFUSED,
@@ -50,6 +55,7 @@ from geodns.answer import (
     nxdomain_fast,
     pack_answer,
 )
+from geodns.maps import Key, MapState, loaded
 from geodns.wire import Drop, Ecs, Edns, Fields, FormErr, c_scan_common, parse_query, query_fields
 from geodns.zonedata import ZoneSet, compile_zone
 from geoedge.topology import Topology
@@ -76,7 +82,8 @@ class Engine:
     (never mutated) through :meth:`set_health`.
     """
 
-    def __init__(self, topology: Topology, reader: GeoReader, cache_size: int | None = None):
+    def __init__(self, topology: Topology, reader: GeoReader, cache_size: int | None = None,
+                 regionmap: RegionMap | None = None):
         self.topology = topology
         self.reader = reader
         self.zones = ZoneSet([compile_zone(z) for z in topology.zones])
@@ -98,10 +105,16 @@ class Engine:
         self.wire_udp_old: dict[bytes, bytes | dict[str, bytes]] = {}
         self.wire_tcp_old: dict[bytes, bytes | dict[str, bytes]] = {}
         self._swap = threading.Lock()  # UDP threads rotate; the loop thread sets health
+        self.allowed_sets = sorted({g.regions for g in self.zones.geo_names().values()})
+        if regionmap is None:
+            regionmap = loaded(reader.path, self.regions, topology.default_region,
+                               topology.geoip.map_cache_dir)
+        self.maps = MapState(regionmap, self.merge_key({}, regionmap.orders))
 
     # -- health -------------------------------------------------------------------------------
     def set_health(self, health: Mapping[str, bool]) -> None:
         self.health = dict(health)
+        self.maps.health_changed(self.merge_key(self.health, self.maps.full.orders))
         self.selections = {}
         self.packed = {}
         with self._swap:
@@ -109,6 +122,23 @@ class Engine:
             self.wire_tcp_old = {}
             self.wire_udp = {}
             self.wire_tcp = {}
+
+    def merge_key(self, health: Mapping[str, bool], orders: tuple[tuple[str, ...], ...]) -> Key:
+        """What an answer depends on in ``health``, as a function of a map's order index."""
+        edges, allowed_sets = self.edges, self.allowed_sets
+
+        def up(region: str) -> bool:
+            return any(health.get(e.name, True) for e in edges[region])
+
+        def key(val: int) -> object:
+            order = orders[val]
+            out = []
+            for allowed in allowed_sets:
+                sel = select_region(tuple(r for r in order if r in allowed), up)
+                out.append((sel.region, sel.failed_open))
+            return tuple(out)
+
+        return key
 
     def region_up(self, region: str) -> bool:
         health = self.health
@@ -138,6 +168,10 @@ class Engine:
         """The ranking for a client: by its ECS subnet when usable, else by the resolver."""
         decisions = self.decisions
         if ecs is not None and ecs.source:
+            active = self.maps.active
+            val, scope = active.lookup(ecs.family, ecs.padded())
+            if val != SLOW:
+                return Decision(active.orders[val], scope, None)
             ecs_key = (ecs.family, ecs.source, ecs.address)
             hit = decisions.get(ecs_key, False)
             if hit is False:
