@@ -41,6 +41,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 import threading
+from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -65,6 +66,9 @@ _HEADER = struct.Struct("!HHHHHH")
 _OPT_FIXED = struct.Struct("!BHHIH")
 _ECS_HEAD = struct.Struct("!HHHBB")
 BADVERS = 16
+INDEPENDENT = 0xFFFE  # template key of a name whose answer does not depend on location
+_TEMPLATE = struct.Struct("!HHHHB")  # flags, an, ns, ar, location-dependent; then the body
+_TKEY = struct.Struct("!HHH")  # qtype, qclass, order index (or INDEPENDENT)
 MAX_CACHED_QUERY = 512  # bytes; larger (odd) queries are answered but never cached
 
 
@@ -73,6 +77,7 @@ class Decision:
     order: tuple[str, ...]  # regions, nearest first
     scope: int  # ECS scope prefix length to return for location-dependent answers
     location: Location | None
+    val: int = -1  # the region map's order index, when located by the map
 
 
 class Engine:
@@ -110,6 +115,11 @@ class Engine:
             regionmap = loaded(reader.path, self.regions, topology.default_region,
                                topology.geoip.map_cache_dir)
         self.maps = MapState(regionmap, self.merge_key({}, regionmap.orders))
+        # the C cold path's data (geodns/_coldpath.h): templates by name/type/class/order index
+        self.templates: dict[bytes, bytes] = {}
+        self._origins = {z.origin: (frozenset(z.existing), z.negative_parts)
+                         for z in self.zones.zones}
+        self._fast: tuple | None = None
 
     # -- health -------------------------------------------------------------------------------
     def set_health(self, health: Mapping[str, bool]) -> None:
@@ -117,6 +127,7 @@ class Engine:
         self.maps.health_changed(self.merge_key(self.health, self.maps.full.orders))
         self.selections = {}
         self.packed = {}
+        self.templates = {}
         with self._swap:
             self.wire_udp_old = {}  # the old generation first: see the module's rules
             self.wire_tcp_old = {}
@@ -171,7 +182,7 @@ class Engine:
             active = self.maps.active
             val, scope = active.lookup(ecs.family, ecs.padded())
             if val != SLOW:
-                return Decision(active.orders[val], scope, None)
+                return Decision(active.orders[val], scope, None, val)
             ecs_key = (ecs.family, ecs.source, ecs.address)
             hit = decisions.get(ecs_key, False)
             if hit is False:
@@ -279,15 +290,21 @@ class Engine:
         order: tuple[str, ...] | None = None
         scope = 0
         by_resolver = False
+        tval = INDEPENDENT
         if qname in self.dependent:
             decision = self.decide(Ecs(family, source, address) if family else None, client_ip)
             order, scope, by_resolver = decision.order, decision.scope, not decision.scope
+            tval = decision.val
         key = (qname, qtype, qclass, order, tcp and qtype == 255)
         packed_cache = self.packed
         entry = packed_cache.get(key)
         if entry is None:
             entry = self._build(qname, qtype, qclass, order, tcp)
             self._remember(packed_cache, key, entry)
+        if not tcp and tval >= 0:  # for the C cold path
+            self._remember(self.templates, qname + _TKEY.pack(qtype, qclass, tval),
+                           _TEMPLATE.pack(entry.flags, entry.ancount, entry.nscount,
+                                          entry.arcount, entry.location_dependent) + entry.body)
         if not entry.location_dependent:
             scope, by_resolver = 0, False
         out_flags = 0x8000 | (flags & 0x7910) | entry.flags  # QR, opcode/RD/CD copied, AA/RCODE
@@ -319,6 +336,19 @@ class Engine:
 
         answer: Answer = build_answer(self.zones, qname, qtype, qclass, resolve, tcp)
         return pack_answer(answer, qname, qtype, qclass, self.zones.packed)
+
+    def fast_state(self) -> tuple:
+        """The C cold path's state (see geodns/_coldpath.h), rebuilt when the active map or
+        the templates (health) change."""
+        active, templates = self.maps.active, self.templates
+        cached = self._fast
+        if cached is None or cached[0] is not active or cached[1] is not templates:
+            state = (array("I", active.v4.starts).tobytes(), active.v4.plens,
+                     active.v4.vals.tobytes(), array("Q", active.v6.starts).tobytes(),
+                     active.v6.plens, active.v6.vals.tobytes(), templates,
+                     frozenset(self.dependent), self._origins, self.max_udp)
+            cached = self._fast = (active, templates, state)
+        return cached[2]
 
     def _opt(self, edns: Edns, ecs: Ecs | None, scope: int, ext_rcode: int = 0) -> bytes:
         options = b""
