@@ -287,6 +287,7 @@ class Engine:
     def _answer_fields(self, fields: Fields, client_ip: str, tcp: bool) -> tuple[bytes, bool]:
         """The response to a well-formed opcode-0 query given as ``query_fields``."""
         id_, flags, question, qname, qtype, qclass, size, _, do, family, source, address = fields
+        templates = self.templates  # before deciding: a health change meanwhile replaces it
         order: tuple[str, ...] | None = None
         scope = 0
         by_resolver = False
@@ -302,7 +303,7 @@ class Engine:
             entry = self._build(qname, qtype, qclass, order, tcp)
             self._remember(packed_cache, key, entry)
         if not tcp and tval >= 0:  # for the C cold path
-            self._remember(self.templates, qname + _TKEY.pack(qtype, qclass, tval),
+            self._remember(templates, qname + _TKEY.pack(qtype, qclass, tval),
                            _TEMPLATE.pack(entry.flags, entry.ancount, entry.nscount,
                                           entry.arcount, entry.location_dependent) + entry.body)
         if not entry.location_dependent:
