@@ -23,6 +23,11 @@
 #   DNS_BENCH_SERVER_CPU=0 DNS_BENCH_CLIENT_CPU=1
 #   DNS_BENCH_KEEP=0          1: keep the temp dir (configs, logs, raw dnsperf output)
 #   DNS_BENCH_QUERY_FILE=     use this query file (dnsperf -B format) instead of generating one
+#   DNS_BENCH_RUNS=           replay the file this many times (dnsperf -n) instead of -l DURATION
+#   DNS_BENCH_RATE=           limit dnsperf to this many queries per second (dnsperf -Q)
+# The cold path (issue #15, every query a new subnet):
+#   bench/make_dns_queries.py --cold --out /tmp/cold.bin
+#   DNS_BENCH_QUERY_FILE=/tmp/cold.bin DNS_BENCH_RUNS=1 DNS_BENCH_WARMUP=0 bash bench/dns.sh
 #   GEOEDGE_VENV=<repo>/.venv
 set -euo pipefail
 
@@ -42,6 +47,8 @@ CLIENT_CPU=${DNS_BENCH_CLIENT_CPU:-1}
 CLIENTS=${DNS_BENCH_CLIENTS:-1}
 KEEP=${DNS_BENCH_KEEP:-0}
 QUERY_FILE=${DNS_BENCH_QUERY_FILE:-}
+RUNS=${DNS_BENCH_RUNS:-}
+RATE=${DNS_BENCH_RATE:-}
 TARGET_RATIO=0.6
 
 log() { printf '[dns-bench] %s\n' "$*" >&2; }
@@ -261,8 +268,9 @@ EOF
 }
 
 run_dnsperf() {  # $1 name, $2 port, $3 seconds, $4 output file, $5 verbose(0/1)
-    local args=(-B -d "$QFILE" -s 127.0.0.1 -p "$2" -l "$3" -q "$OUTSTANDING" -t "$TIMEOUT"
-        -c "$CLIENTS")
+    local args=(-B -d "$QFILE" -s 127.0.0.1 -p "$2" -q "$OUTSTANDING" -t "$TIMEOUT" -c "$CLIENTS")
+    if [[ -n $RUNS && $5 == "$LATENCY" ]]; then args+=(-n "$RUNS"); else args+=(-l "$3"); fi
+    [[ -n $RATE ]] && args+=(-Q "$RATE")
     [[ $5 == 1 ]] && args+=(-v)
     # In the background + wait, so that a signal to this script is handled at once (bash runs
     # traps only after a foreground child exits); cleanup() stops dnsperf too.

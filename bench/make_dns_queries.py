@@ -265,9 +265,10 @@ def build(args: argparse.Namespace) -> dict[str, int]:
         subnets += sample_subnets(reader, tree, rng, 6, args.v6, continents)
     rng.shuffle(subnets)
 
-    # Exact 40/40/20 proportions, shuffled deterministically.
-    n_a = args.count * 2 // 5
-    n_aaaa = args.count * 2 // 5
+    # Exact 40/40/20 proportions (--cold: 45/45/10), shuffled deterministically.
+    share = 45 if args.cold else 40
+    n_a = args.count * share // 100
+    n_aaaa = args.count * share // 100
     n_nx = args.count - n_a - n_aaaa
     kinds = ["A"] * n_a + ["AAAA"] * n_aaaa + ["NX"] * n_nx
     rng.shuffle(kinds)
@@ -311,7 +312,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", help="GeoIP2/GeoLite2 City .mmdb (default: the embedded one)")
     parser.add_argument("--v4", type=int, default=9000, help="distinct IPv4 /24 subnets")
     parser.add_argument("--v6", type=int, default=1000, help="distinct IPv6 /48 subnets")
+    parser.add_argument("--cold", action="store_true",
+                        help="the cold-path file of issue #15: 1,000,000 queries (45%% A, 45%% "
+                        "AAAA, 10%% NXDOMAIN), every one with its own subnet: 850,000 IPv4 /24 + "
+                        "150,000 IPv6 /48 (replay it once: dnsperf -n 1)")
     args = parser.parse_args(argv)
+    if args.cold:
+        args.count, args.v4, args.v6 = 1_000_000, 850_000, 150_000
     if args.count < 1 or args.v4 < 0 or args.v6 < 0 or args.v4 + args.v6 < 1:
         parser.error("--count must be >= 1 and --v4 + --v6 >= 1")
     counts = build(args)

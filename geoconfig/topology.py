@@ -8,7 +8,7 @@ Shape (see ``examples/demo.toml`` for a complete file)::
 
     default_region = "us-east"
     [dns]      listen, tcp_idle_timeout, max_udp_payload, answer_cache_size, udp_fast_path
-    [geoip]    database ("" = the embedded GeoLite2-City), watch_interval
+    [geoip]    database ("" = the embedded GeoLite2-City), watch_interval, map_cache_dir
     [health]   path, interval, timeout, rise, fall
     [[regions]] name, latitude, longitude, countries, continents,
                 edges = [{ name, ipv4, ipv6, port, check_address }]
@@ -79,6 +79,7 @@ class DnsSettings:
 class GeoIPSettings:
     database: str | None = None  # None: the embedded GeoLite2-City
     watch_interval: float = 2.0
+    map_cache_dir: str = ""  # compiled region maps; "": $XDG_CACHE_HOME/geoedge (~/.cache)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,11 +182,11 @@ def _dns(table: Any) -> DnsSettings:
 
 
 def _geoip(table: Any) -> GeoIPSettings:
-    t = check_keys(table, "geoip", {"database", "watch_interval"})
+    t = check_keys(table, "geoip", {"database", "watch_interval", "map_cache_dir"})
     db = get(t, "geoip", "database", str, "") or None
     watch = get(t, "geoip", "watch_interval", float, GeoIPSettings().watch_interval)
     positive(watch, "geoip.watch_interval")
-    return GeoIPSettings(db, watch)
+    return GeoIPSettings(db, watch, get(t, "geoip", "map_cache_dir", str, ""))
 
 
 def _health(table: Any) -> HealthSettings:

@@ -38,7 +38,7 @@ class GeoDatabaseError(Exception):
     """The GeoIP database is missing, unreadable, of the wrong type or malformed."""
 
 
-class _MalformedRecordError(Exception):
+class _MalformedRecordError(ValueError):
     """A record does not have the City/Country structure (internal; becomes GeoDatabaseError)."""
 
 
@@ -89,7 +89,7 @@ class GeoReader:
             raise GeoDatabaseError(f"{self.path}: cannot walk the search tree: {exc}") from exc
         if first is not None:
             try:
-                _record_fields(first[1])
+                record_fields(first[1])
             except _MalformedRecordError as exc:
                 raise GeoDatabaseError(f"{self.path}: record for {first[0]}: {exc}") from None
 
@@ -115,7 +115,7 @@ class GeoReader:
         if record is None:
             return Location(None, None, None, None, prefix_len, network, False)
         try:
-            country, continent, latitude, longitude = _record_fields(record)
+            country, continent, latitude, longitude = record_fields(record)
         except _MalformedRecordError as exc:
             raise GeoDatabaseError(f"{self.path}: record for {addr}: {exc}") from None
         return Location(country, continent, latitude, longitude, prefix_len, network, True)
@@ -163,7 +163,7 @@ def _network(addr: IPv4Address | IPv6Address, prefix_len: int) -> IPv4Network | 
     return IPv6Network((int(addr), prefix_len), strict=False)
 
 
-def _record_fields(record: object) -> tuple[str | None, str | None, float | None, float | None]:
+def record_fields(record: object) -> tuple[str | None, str | None, float | None, float | None]:
     """(country, continent, latitude, longitude) of a City/Country record."""
     if not isinstance(record, dict):
         raise _MalformedRecordError(f"record is a {type(record).__name__}, not a map")

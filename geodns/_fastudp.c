@@ -12,6 +12,9 @@
    - A datagram of at least 12 bytes whose bytes after the ID are a key with a `bytes` value is
      answered here: the query's 2-byte ID followed by that value. No DNS parsing happens here: a
      key can only match the byte-identical query (flags included) that produced the answer.
+   - With `fast_of` (called once per batch for the engine's fast state, or None), a datagram
+     that is not cached is answered by build_common (_coldpath.h) when it can be: the cold
+     path, in C, for a client subnet never seen before.
    - Every other datagram (shorter, not cached, per-client answers) goes to
      `answer(data, client_ip, False)`, exactly like the pure-Python loop; it returns the
      response bytes or None (no answer). An exception from it (or from `cache_of`) is raised
@@ -225,14 +228,25 @@ answer_in_python(Batch *b, int i, PyObject *answer)
     return 0;
 }
 
+static int state_ok(PyObject *st);
+static PyObject *build_common(const unsigned char *d, Py_ssize_t n, PyObject *st);
+
 /* Answer one batch of n datagrams. 1: woken by shutdown; 0: go on; -1: a Python error is set
    (the answers prepared before it have been sent). */
 static int
 answer_batch(int fd, Batch *b, int n, PyObject *cache_of, PyObject *answer,
-             PyObject *send_failed)
+             PyObject *send_failed, PyObject *fast_of)
 {
     int woken = n == 0, failed = 0;
-    PyObject *cache = PyObject_CallNoArgs(cache_of); /* held for this batch only */
+    PyObject *fast = NULL; /* the engine's fast state for this batch, or NULL */
+    if (fast_of != NULL && n > 0) {
+        fast = PyObject_CallNoArgs(fast_of);
+        if (fast == NULL)
+            failed = 1;
+        else if (!state_ok(fast))
+            Py_CLEAR(fast); /* None (no map yet): every miss goes to Python */
+    }
+    PyObject *cache = failed ? NULL : PyObject_CallNoArgs(cache_of); /* this batch only */
     if (cache != NULL && !PyDict_Check(cache)) {
         PyErr_Format(PyExc_TypeError, "cache_of() must return a dict, not %.100s",
                      Py_TYPE(cache)->tp_name);
@@ -263,11 +277,25 @@ answer_batch(int fd, Batch *b, int n, PyObject *cache_of, PyObject *answer,
         }
         if (value != NULL && PyBytes_CheckExact(value)) {
             queue(b, i, value, 1); /* borrowed: copied, or a reference taken */
-        } else if (answer_in_python(b, i, answer) < 0) {
-            failed = 1;
+            continue;
         }
+        if (fast != NULL) {
+            PyObject *built = build_common(b->in_iov[i].iov_base, (Py_ssize_t)len, fast);
+            if (built == NULL) {
+                failed = 1;
+                break;
+            }
+            if (built != Py_None) {
+                queue(b, i, built, 0); /* the new reference is handed over */
+                continue;
+            }
+            Py_DECREF(built);
+        }
+        if (answer_in_python(b, i, answer) < 0)
+            failed = 1;
     }
     Py_XDECREF(cache);
+    Py_XDECREF(fast);
     if (failed) {
 #if PY_VERSION_HEX >= 0x030C0000
         PyObject *exc = PyErr_GetRaisedException();
@@ -288,13 +316,18 @@ answer_batch(int fd, Batch *b, int n, PyObject *cache_of, PyObject *answer,
 static PyObject *
 serve(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    static char *keywords[] = {"fd", "cache_of", "answer", "send_failed", "batch", NULL};
+    static char *keywords[] = {"fd", "cache_of", "answer", "send_failed", "batch", "fast_of",
+                               NULL};
     int fd, batch = BATCH_MAX, rc = 0;
-    PyObject *cache_of, *answer, *send_failed;
+    PyObject *cache_of, *answer, *send_failed, *fast_of = Py_None;
     (void)module;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOOO|i:serve", keywords, &fd, &cache_of,
-                                     &answer, &send_failed, &batch))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOOO|iO:serve", keywords, &fd, &cache_of,
+                                     &answer, &send_failed, &batch, &fast_of))
         return NULL;
+    if (fast_of == Py_None)
+        fast_of = NULL;
+    else if (!PyCallable_Check(fast_of))
+        return PyErr_Format(PyExc_TypeError, "fast_of must be callable or None");
     if (!PyCallable_Check(cache_of) || !PyCallable_Check(answer) ||
         !PyCallable_Check(send_failed)) {
         PyErr_SetString(PyExc_TypeError, "cache_of, answer and send_failed must be callable");
@@ -322,7 +355,7 @@ serve(PyObject *module, PyObject *args, PyObject *kwargs)
     }
     while (rc == 0) {
         int n = receive(fd, b, batch);
-        rc = n < 0 ? -1 : answer_batch(fd, b, n, cache_of, answer, send_failed);
+        rc = n < 0 ? -1 : answer_batch(fd, b, n, cache_of, answer, send_failed, fast_of);
     }
     PyMem_Free(b->bufs);
     PyMem_Free(b);
@@ -353,6 +386,83 @@ scan_plain_name(const unsigned char *d, Py_ssize_t n, Py_ssize_t pos)
     return -1;
 }
 
+/* The usual query's fields (see scan_common); 1 when `d` is one, else 0. */
+typedef struct {
+    unsigned int id, flags, qtype, qclass;
+    Py_ssize_t end, pos, addr_at, addr_len; /* name end, question end, ECS address */
+    long udp_size, version, dnssec_ok, family, source;
+} Scan;
+
+static int
+scan(const unsigned char *d, Py_ssize_t n, Scan *s)
+{
+    if (n < 17)
+        return 0;
+    unsigned int qd = u16(d + 4), an = u16(d + 6), ns = u16(d + 8), ar = u16(d + 10);
+    s->id = u16(d);
+    s->flags = u16(d + 2);
+    if ((s->flags & 0x8000) || qd != 1 || an || ns || ar > 1)
+        return 0;
+    Py_ssize_t end = scan_plain_name(d, n, 12);
+    if (end < 0 || end + 4 > n)
+        return 0;
+    s->end = end;
+    s->qtype = u16(d + end);
+    s->qclass = u16(d + end + 2);
+    Py_ssize_t pos = end + 4;
+    s->pos = pos;
+    s->udp_size = -1;
+    s->version = s->dnssec_ok = s->family = s->source = 0;
+    s->addr_at = s->addr_len = 0;
+    if (!ar)
+        return pos == n;
+    if (pos + 11 > n)
+        return 0;
+    const unsigned char *opt = d + pos;
+    unsigned int rtype = u16(opt + 1), rclass = u16(opt + 3), rdlen = u16(opt + 9);
+    unsigned long ttl = ((unsigned long)u16(opt + 5) << 16) | u16(opt + 7);
+    if (opt[0] || rtype != 41 || pos + 11 + (Py_ssize_t)rdlen != n)
+        return 0;
+    if (rdlen) {
+        if (rdlen < 4)
+            return 0;
+        unsigned int code = u16(opt + 11), length = u16(opt + 13);
+        if (code != 8 || length + 4 != rdlen || length < 4)
+            return 0;
+        const unsigned char *ecs = opt + 15; /* the ECS option's data, `length` bytes */
+        long family = (long)u16(ecs), source = ecs[2];
+        if (ecs[3]) /* SCOPE PREFIX-LENGTH in a query: FORMERR, parse_query decides */
+            return 0;
+        if ((family != 1 && family != 2) || source > (family == 1 ? 32 : 128))
+            return 0;
+        Py_ssize_t addr_at = pos + 15 + 4, addr_len = (Py_ssize_t)length - 4;
+        if (addr_len != (source + 7) / 8)
+            return 0;
+        if ((source % 8) && (d[addr_at + addr_len - 1] & (0xFF >> (source % 8))))
+            return 0;
+        s->family = family;
+        s->source = source;
+        s->addr_at = addr_at;
+        s->addr_len = addr_len;
+    }
+    s->udp_size = rclass > 512 ? (long)rclass : 512;
+    s->version = (long)((ttl >> 16) & 0xFF);
+    s->dnssec_ok = (ttl & 0x8000) != 0;
+    return 1;
+}
+
+static PyObject *
+lower_name(const unsigned char *d, Py_ssize_t end)
+{
+    PyObject *qname = PyBytes_FromStringAndSize(NULL, end - 12);
+    if (qname == NULL)
+        return NULL;
+    char *lower = PyBytes_AS_STRING(qname);
+    for (Py_ssize_t i = 12; i < end; i++) /* bytes.lower(): ASCII letters only */
+        lower[i - 12] = (char)(d[i] >= 'A' && d[i] <= 'Z' ? d[i] + 32 : d[i]);
+    return qname;
+}
+
 static PyObject *
 scan_common(PyObject *module, PyObject *arg)
 {
@@ -361,75 +471,29 @@ scan_common(PyObject *module, PyObject *arg)
         return PyErr_Format(PyExc_TypeError, "scan_common() needs bytes, not %.100s",
                             Py_TYPE(arg)->tp_name);
     const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(arg);
-    Py_ssize_t n = PyBytes_GET_SIZE(arg);
-    if (n < 17)
+    Scan s;
+    if (!scan(d, PyBytes_GET_SIZE(arg), &s))
         Py_RETURN_NONE;
-    unsigned int id = u16(d), flags = u16(d + 2), qd = u16(d + 4), an = u16(d + 6),
-                 ns = u16(d + 8), ar = u16(d + 10);
-    if ((flags & 0x8000) || qd != 1 || an || ns || ar > 1)
-        Py_RETURN_NONE;
-    Py_ssize_t end = scan_plain_name(d, n, 12);
-    if (end < 0 || end + 4 > n)
-        Py_RETURN_NONE;
-    unsigned int qtype = u16(d + end), qclass = u16(d + end + 2);
-    Py_ssize_t pos = end + 4;
-    long udp_size = -1, version = 0, dnssec_ok = 0, family = 0, source = 0;
-    Py_ssize_t addr_at = 0, addr_len = 0;
-    if (!ar) {
-        if (pos != n)
-            Py_RETURN_NONE;
-    } else {
-        if (pos + 11 > n)
-            Py_RETURN_NONE;
-        const unsigned char *opt = d + pos;
-        unsigned int rtype = u16(opt + 1), rclass = u16(opt + 3), rdlen = u16(opt + 9);
-        unsigned long ttl = ((unsigned long)u16(opt + 5) << 16) | u16(opt + 7);
-        if (opt[0] || rtype != 41 || pos + 11 + (Py_ssize_t)rdlen != n)
-            Py_RETURN_NONE;
-        if (rdlen) {
-            if (rdlen < 4)
-                Py_RETURN_NONE;
-            unsigned int code = u16(opt + 11), length = u16(opt + 13);
-            if (code != 8 || length + 4 != rdlen)
-                Py_RETURN_NONE;
-            /* the ECS option's data: d[pos + 15 .. n), `length` bytes */
-            const unsigned char *ecs = opt + 15;
-            if (length < 4)
-                Py_RETURN_NONE;
-            family = (long)u16(ecs);
-            source = ecs[2];
-            if (family != 1 && family != 2)
-                Py_RETURN_NONE;
-            if (source > (family == 1 ? 32 : 128))
-                Py_RETURN_NONE;
-            addr_at = pos + 15 + 4;
-            addr_len = (Py_ssize_t)length - 4;
-            if (addr_len != (source + 7) / 8)
-                Py_RETURN_NONE;
-            if ((source % 8) && (d[addr_at + addr_len - 1] & (0xFF >> (source % 8))))
-                Py_RETURN_NONE;
-        }
-        udp_size = rclass > 512 ? (long)rclass : 512;
-        version = (long)((ttl >> 16) & 0xFF);
-        dnssec_ok = (ttl & 0x8000) != 0;
-    }
-    PyObject *qname = PyBytes_FromStringAndSize(NULL, end - 12);
+    PyObject *qname = lower_name(d, s.end);
     if (qname == NULL)
         return NULL;
-    char *lower = PyBytes_AS_STRING(qname);
-    for (Py_ssize_t i = 12; i < end; i++) /* bytes.lower(): ASCII letters only */
-        lower[i - 12] = (char)(d[i] >= 'A' && d[i] <= 'Z' ? d[i] + 32 : d[i]);
-    return Py_BuildValue("(IIy#NIIllNlly#)", id, flags, (const char *)d + 12,
-                         (Py_ssize_t)(pos - 12), qname, qtype, qclass, udp_size, version,
-                         PyBool_FromLong(dnssec_ok), family, source, (const char *)d + addr_at,
-                         addr_len);
+    return Py_BuildValue("(IIy#NIIllNlly#)", s.id, s.flags, (const char *)d + 12,
+                         (Py_ssize_t)(s.pos - 12), qname, s.qtype, s.qclass, s.udp_size,
+                         s.version, PyBool_FromLong(s.dnssec_ok), s.family, s.source,
+                         (const char *)d + s.addr_at, s.addr_len);
 }
+
+#include "_coldpath.h"
 
 static PyMethodDef methods[] = {
     {"serve", (PyCFunction)(void (*)(void))serve, METH_VARARGS | METH_KEYWORDS,
-     "serve(fd, cache_of, answer, send_failed, batch=64)\n--\n\n"
+     "serve(fd, cache_of, answer, send_failed, batch=64, fast_of=None)\n--\n\n"
      "Serve one blocking UDP socket until it is shut down (see the module's source for the "
      "rules)."},
+    {"answer_common", answer_common, METH_VARARGS,
+     "answer_common(data, state)\n--\n\n"
+     "The UDP response to the usual query built from the engine's fast state, or None (see "
+     "geodns/_coldpath.h)."},
     {"scan_common", scan_common, METH_O,
      "scan_common(data)\n--\n\n"
      "geodns.wire.parse_common's fields as a flat tuple, or None (see the module's source)."},

@@ -8,11 +8,15 @@ Rules:
   DO bit echoed; a version above 0 gets BADVERS (extended RCODE 16) and no answer.
 - UDP size: 512 without EDNS, else min(client's size, ``dns.max_udp_payload``). An answer that
   does not fit goes back empty with TC=1 (the client retries over TCP).
-- Client location (RFC 7871 §7.1.1): the ECS address when present, unless its source prefix is 0
-  or it is not a global address, in which case the resolver's own address is used.
+- Client location (RFC 7871 §7.1.1): the ECS address when present, unless its source prefix is 0,
+  in which case the resolver's own address is used. The ECS address is looked up in the region
+  map (geodns/maps.py), private and unlocated addresses too (their block of the database, the
+  default region first, as gdnsd); only addresses the map leaves to the database (IPv4 aliases
+  in the IPv6 space) are located by the database, and by the resolver if not global.
 - ECS in the response: family, source prefix and address echoed; SCOPE is the prefix length of
-  the database network holding the address when the answer depends on location and ECS was
-  used, else 0.
+  the region map's entry holding the address (merged for the current health state) when the
+  answer depends on location and ECS was used, else 0. A query's SCOPE must be 0 (FORMERR,
+  RFC 7871 §7.1.2: see wire.py).
 - Caches: ``decisions`` (client key -> ranking), ``rankings`` (location -> ranking),
   ``packed`` (question + ranking -> wire answer) and ``wire_udp``/``wire_tcp`` (query bytes
   after the ID -> response bytes after the ID). The health-dependent ones are replaced by new
@@ -37,12 +41,14 @@ from __future__ import annotations
 import ipaddress
 import struct
 import threading
+from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from geoconfig.topology import Topology
 from geoconfig.zoneconfig import GeoName
 from geodata import GeoReader, Location, rank_regions, select_region
+from geodata.regionmap import SLOW, RegionMap
 from geodns.answer import (
     FORMERR,
     REFUSED,
@@ -52,6 +58,7 @@ from geodns.answer import (
     nxdomain_fast,
     pack_answer,
 )
+from geodns.maps import Key, MapState, loaded
 from geodns.wire import Drop, Ecs, Edns, Fields, FormErr, c_scan_common, parse_query, query_fields
 from geodns.zonedata import ZoneSet, compile_zone
 
@@ -59,6 +66,9 @@ _HEADER = struct.Struct("!HHHHHH")
 _OPT_FIXED = struct.Struct("!BHHIH")
 _ECS_HEAD = struct.Struct("!HHHBB")
 BADVERS = 16
+INDEPENDENT = 0xFFFE  # template key of a name whose answer does not depend on location
+_TEMPLATE = struct.Struct("!HHHHB")  # flags, an, ns, ar, location-dependent; then the body
+_TKEY = struct.Struct("!HHH")  # qtype, qclass, order index (or INDEPENDENT)
 MAX_CACHED_QUERY = 512  # bytes; larger (odd) queries are answered but never cached
 
 
@@ -67,6 +77,7 @@ class Decision:
     order: tuple[str, ...]  # regions, nearest first
     scope: int  # ECS scope prefix length to return for location-dependent answers
     location: Location | None
+    val: int = -1  # the region map's order index, when located by the map
 
 
 class Engine:
@@ -76,7 +87,8 @@ class Engine:
     (never mutated) through :meth:`set_health`.
     """
 
-    def __init__(self, topology: Topology, reader: GeoReader, cache_size: int | None = None):
+    def __init__(self, topology: Topology, reader: GeoReader, cache_size: int | None = None,
+                 regionmap: RegionMap | None = None):
         self.topology = topology
         self.reader = reader
         self.zones = ZoneSet([compile_zone(z) for z in topology.zones])
@@ -98,17 +110,46 @@ class Engine:
         self.wire_udp_old: dict[bytes, bytes | dict[str, bytes]] = {}
         self.wire_tcp_old: dict[bytes, bytes | dict[str, bytes]] = {}
         self._swap = threading.Lock()  # UDP threads rotate; the loop thread sets health
+        self.allowed_sets = sorted({g.regions for g in self.zones.geo_names().values()})
+        if regionmap is None:
+            regionmap = loaded(reader.path, self.regions, topology.default_region,
+                               topology.geoip.map_cache_dir)
+        self.maps = MapState(regionmap, self.merge_key({}, regionmap.orders))
+        # the C cold path's data (geodns/_coldpath.h): templates by name/type/class/order index
+        self.templates: dict[bytes, bytes] = {}
+        self._origins = {z.origin: (frozenset(z.existing), z.negative_parts)
+                         for z in self.zones.zones}
+        self._fast: tuple | None = None
 
     # -- health -------------------------------------------------------------------------------
     def set_health(self, health: Mapping[str, bool]) -> None:
         self.health = dict(health)
+        self.maps.health_changed(self.merge_key(self.health, self.maps.full.orders))
         self.selections = {}
         self.packed = {}
+        self.templates = {}
         with self._swap:
             self.wire_udp_old = {}  # the old generation first: see the module's rules
             self.wire_tcp_old = {}
             self.wire_udp = {}
             self.wire_tcp = {}
+
+    def merge_key(self, health: Mapping[str, bool], orders: tuple[tuple[str, ...], ...]) -> Key:
+        """What an answer depends on in ``health``, as a function of a map's order index."""
+        edges, allowed_sets = self.edges, self.allowed_sets
+
+        def up(region: str) -> bool:
+            return any(health.get(e.name, True) for e in edges[region])
+
+        def key(val: int) -> object:
+            order = orders[val]
+            out = []
+            for allowed in allowed_sets:
+                sel = select_region(tuple(r for r in order if r in allowed), up)
+                out.append((sel.region, sel.failed_open))
+            return tuple(out)
+
+        return key
 
     def region_up(self, region: str) -> bool:
         health = self.health
@@ -138,6 +179,10 @@ class Engine:
         """The ranking for a client: by its ECS subnet when usable, else by the resolver."""
         decisions = self.decisions
         if ecs is not None and ecs.source:
+            active = self.maps.active
+            val, scope = active.lookup(ecs.family, ecs.padded())
+            if val != SLOW:
+                return Decision(active.orders[val], scope, None, val)
             ecs_key = (ecs.family, ecs.source, ecs.address)
             hit = decisions.get(ecs_key, False)
             if hit is False:
@@ -242,18 +287,25 @@ class Engine:
     def _answer_fields(self, fields: Fields, client_ip: str, tcp: bool) -> tuple[bytes, bool]:
         """The response to a well-formed opcode-0 query given as ``query_fields``."""
         id_, flags, question, qname, qtype, qclass, size, _, do, family, source, address = fields
+        templates = self.templates  # before deciding: a health change meanwhile replaces it
         order: tuple[str, ...] | None = None
         scope = 0
         by_resolver = False
+        tval = INDEPENDENT
         if qname in self.dependent:
             decision = self.decide(Ecs(family, source, address) if family else None, client_ip)
             order, scope, by_resolver = decision.order, decision.scope, not decision.scope
+            tval = decision.val
         key = (qname, qtype, qclass, order, tcp and qtype == 255)
         packed_cache = self.packed
         entry = packed_cache.get(key)
         if entry is None:
             entry = self._build(qname, qtype, qclass, order, tcp)
             self._remember(packed_cache, key, entry)
+        if not tcp and tval >= 0:  # for the C cold path
+            self._remember(templates, qname + _TKEY.pack(qtype, qclass, tval),
+                           _TEMPLATE.pack(entry.flags, entry.ancount, entry.nscount,
+                                          entry.arcount, entry.location_dependent) + entry.body)
         if not entry.location_dependent:
             scope, by_resolver = 0, False
         out_flags = 0x8000 | (flags & 0x7910) | entry.flags  # QR, opcode/RD/CD copied, AA/RCODE
@@ -285,6 +337,19 @@ class Engine:
 
         answer: Answer = build_answer(self.zones, qname, qtype, qclass, resolve, tcp)
         return pack_answer(answer, qname, qtype, qclass, self.zones.packed)
+
+    def fast_state(self) -> tuple:
+        """The C cold path's state (see geodns/_coldpath.h), rebuilt when the active map or
+        the templates (health) change."""
+        active, templates = self.maps.active, self.templates
+        cached = self._fast
+        if cached is None or cached[0] is not active or cached[1] is not templates:
+            state = (array("I", active.v4.starts).tobytes(), active.v4.plens,
+                     active.v4.vals.tobytes(), array("Q", active.v6.starts).tobytes(),
+                     active.v6.plens, active.v6.vals.tobytes(), templates,
+                     frozenset(self.dependent), self._origins, self.max_udp)
+            cached = self._fast = (active, templates, state)
+        return cached[2]
 
     def _opt(self, edns: Edns, ecs: Ecs | None, scope: int, ext_rcode: int = 0) -> bytes:
         options = b""

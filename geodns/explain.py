@@ -31,6 +31,7 @@ def explain_lines(engine: Engine, ip_text: str, names: list[str]) -> list[str]:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:  # as a dual-stack socket
         ip = ip.ipv4_mapped
     wanted = [_name(n) for n in names]
+    engine.maps.ready.wait(30)  # the scope merged for the current health (a background merge)
     ecs = _ecs_for(ip)
     reader = engine.reader
     lines = [f"client      {ip} (as ECS {ip}/{ecs.source})",
@@ -41,10 +42,9 @@ def explain_lines(engine: Engine, ip_text: str, names: list[str]) -> list[str]:
         decision = engine.locate(ip, scoped=False)
         lines.append("note        the address is not global: servers ignore it as ECS and "
                      "locate the resolver instead; shown as if the resolver were the client")
-    loc = decision.location
-    if loc is None or not loc.found:
-        net = f" in {loc.network}" if loc else ""
-        lines.append(f"location    not in the database{net}: default region")
+    loc = decision.location if decision.location is not None else reader.locate(ip)
+    if not loc.found:
+        lines.append(f"location    not in the database in {loc.network}: default region")
     else:
         coords = (f"{loc.latitude:.4f}, {loc.longitude:.4f}" if loc.latitude is not None
                   else "no coordinates")

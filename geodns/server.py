@@ -9,7 +9,11 @@
   built, the thread runs its loop instead: batches of datagrams per system call
   (recvmmsg/sendmmsg), queries found in the engine's ``wire_udp`` cache answered in C, every
   other datagram handed to the same ``_answer`` as the pure-Python loop, so both loops send the
-  same bytes. Without the extension (no C compiler at install time) the Python loop is used.
+  same bytes. Uncached usual queries (a new client subnet, a random name) are answered in C
+  from the engine's region map and answer templates (``Engine.fast_state``, geodns/_coldpath.h)
+  when the template exists; the first query of each name/type/order goes through Python, which
+  stores the template. Without the extension (no C compiler at install time) the Python loop
+  is used.
 - TCP (RFC 7766): two-byte length framing, several queries per connection, answered in order
   as they arrive (pipelining), closed after ``idle_timeout`` seconds without a complete query,
   at most ``max_tcp_clients`` connections at once (further ones are closed at once).
@@ -180,7 +184,8 @@ class DnsServer:
         stopping = self._stopping.is_set
         while not stopping():
             try:
-                serve(sock.fileno(), self._udp_cache, self._answer, self._udp_send_failed)
+                serve(sock.fileno(), self._udp_cache, self._answer, self._udp_send_failed,
+                      fast_of=self._fast_state)
             except OSError as exc:
                 if stopping():
                     return
@@ -191,6 +196,9 @@ class DnsServer:
 
     def _udp_cache(self) -> dict:
         return self.engine.wire_udp  # read once per batch: a reload or health change is seen
+
+    def _fast_state(self) -> tuple:
+        return self.engine.fast_state()  # per batch, like _udp_cache
 
     def _udp_send_failed(self, client: str, errno: int) -> None:
         log.debug("udp send to %s failed: %s", client, os.strerror(errno))

@@ -13,7 +13,8 @@ Rules (RFC 1035 §4.1, RFC 6891 §6, RFC 7871 §6):
   requestor's UDP payload size (values below 512 are treated as 512).
 - EDNS Client Subnet (option 8): FAMILY must be 1 or 2, SOURCE PREFIX-LENGTH at most 32/128,
   ADDRESS exactly ceil(source/8) octets with no bits set past the prefix; otherwise FORMERR.
-  Two ECS options are FORMERR. SCOPE PREFIX-LENGTH in a query is ignored.
+  Two ECS options are FORMERR. SCOPE PREFIX-LENGTH in a query must be 0, else FORMERR
+  (RFC 7871 §7.1.2).
 - Bytes left over after the last record are FORMERR.
 
 ``parse_query`` returns a :class:`Query` or raises :class:`FormErr` (with whatever could be
@@ -156,6 +157,8 @@ def _parse_ecs(opt: bytes) -> Ecs:
         raise ValueError(f"ECS family {family} is not IPv4 or IPv6")
     if source > (32 if family == 1 else 128):
         raise ValueError(f"ECS source prefix {source} is longer than the address")
+    if opt[3]:
+        raise ValueError(f"ECS scope prefix {opt[3]} in a query (must be 0)")
     address = opt[4:]
     if len(address) != (source + 7) // 8:
         raise ValueError("ECS address length does not match its source prefix")

@@ -129,7 +129,7 @@ def frame(data: bytes) -> bytes:
 WWW = name("www", "example", "test")
 APEX = name("example", "test")
 Q_WWW = question(WWW)
-ECS_GB = ecs(1, 24, bytes([81, 2, 69]))  # GB: eu-west, database network /22
+ECS_GB = ecs(1, 24, bytes([81, 2, 69]))  # GB: eu-west, database network /22, merged /18
 
 
 def make(qname: str, rdtype: str = "A", *, edns: bool = False, subnet: str | None = None,
@@ -429,7 +429,7 @@ def clean_ecs(draw) -> bytes:
     address = bytearray(draw(BYTES20)[: (source + 7) // 8])
     if source % 8:
         address[-1] &= (0xFF << (8 - source % 8)) & 0xFF
-    return ecs(family, source, bytes(address), draw(ECS_SCOPES))
+    return ecs(family, source, bytes(address))  # a query's scope is 0 (else FORMERR)
 
 
 @st.composite
@@ -592,7 +592,7 @@ def test_valid_query_after_garbage_gets_the_right_answer(engine):
         wire = make("www.example.test", subnet="81.2.69.0/24", qid=4242)
         msg = dns.message.from_wire(engine.respond(wire, CLIENT, tcp))
         assert msg.id == 4242 and msg.rcode() == NOERROR
-        assert addresses(msg) == EU and ecs_scope(msg) == 22
+        assert addresses(msg) == EU and ecs_scope(msg) == 18
         plain = dns.message.from_wire(engine.respond(make("www.example.test"), CLIENT, tcp))
         assert addresses(plain) == US  # 127.0.0.1 is not in the database: the default region
 
@@ -672,7 +672,7 @@ TABLE = [
     pytest.param(q(Q_WWW, flags=QR), None, id="qr-set-valid-question"),
     pytest.param(header(flags=0xFFFF, qd=7) + b"\xff" * 20, None, id="qr-set-garbage"),
     # -- the baseline this table mutates -------------------------------------------------------
-    pytest.param(VALID_GB, Expect(NOERROR, opt=True, addrs=EU, scope=22, options=(8,),
+    pytest.param(VALID_GB, Expect(NOERROR, opt=True, addrs=EU, scope=18, options=(8,),
                                   echo=Q_WWW), id="valid-gb"),
     # -- compression pointers in the question --------------------------------------------------
     # Two pointers at each other need one forward pointer (12 -> 14), which is refused; loops
@@ -723,7 +723,7 @@ TABLE = [
     pytest.param(q(Q_WWW, rr(b"\xc0\x0c", A, bytes(4)), an=1), Expect(NOERROR, addrs=US),
                  id="answer-record-in-query-ignored"),
     pytest.param(q(Q_WWW, rr(b"\xc0\x0c", A, bytes(4), ttl=7), opt(ECS_GB), ns=1, ar=1),
-                 Expect(NOERROR, opt=True, addrs=EU, scope=22), id="authority-record-ignored"),
+                 Expect(NOERROR, opt=True, addrs=EU, scope=18), id="authority-record-ignored"),
     # -- OPT -----------------------------------------------------------------------------------
     pytest.param(q(Q_WWW, opt(), opt(), ar=2), Expect(FORMERR, opt=True), id="two-opt"),
     pytest.param(q(Q_WWW, opt(owner=name("foo")), ar=1), Expect(FORMERR, echo=Q_WWW),
@@ -731,7 +731,7 @@ TABLE = [
     pytest.param(q(Q_WWW, opt(owner=b"\xc0\x0c"), ar=1), Expect(FORMERR),
                  id="opt-owner-pointer-to-qname"),
     pytest.param(q(Q_WWW, opt(ECS_GB, owner=LEN.pack(0xC000 | WWW_ROOT_AT)), ar=1),
-                 Expect(NOERROR, opt=True, addrs=EU, scope=22), id="opt-owner-pointer-to-root"),
+                 Expect(NOERROR, opt=True, addrs=EU, scope=18), id="opt-owner-pointer-to-root"),
     pytest.param(q(Q_WWW, b"\xc0" + bytes([12 + len(Q_WWW)]) + opt()[1:], ar=1),
                  Expect(FORMERR, echo=Q_WWW), id="opt-owner-pointer-to-itself"),
     pytest.param(q(Q_WWW, opt(), an=1), Expect(FORMERR), id="opt-in-answer-section"),
@@ -751,7 +751,7 @@ TABLE = [
     pytest.param(q(Q_WWW, opt(ECS_GB, version=255), ar=1), Expect(BADVERS, opt=True),
                  id="edns-version-255"),
     pytest.param(q(Q_WWW, opt(option(65001, b"junk") + ECS_GB), ar=1),
-                 Expect(NOERROR, opt=True, addrs=EU, scope=22, options=(8,)),
+                 Expect(NOERROR, opt=True, addrs=EU, scope=18, options=(8,)),
                  id="unknown-option-ignored"),
     pytest.param(q(Q_WWW, opt(option(10, bytes(8)) + option(12, bytes(30))), ar=1),
                  Expect(NOERROR, opt=True, addrs=US, options=()),
@@ -786,13 +786,13 @@ TABLE = [
     pytest.param(q(Q_WWW, opt(ecs(2, 0, b"")), ar=1),
                  Expect(NOERROR, opt=True, addrs=US, scope=0), id="ecs-v6-source-0"),
     pytest.param(q(Q_WWW, opt(ecs(1, 24, bytes([81, 2, 69]), scope=24)), ar=1),
-                 Expect(NOERROR, opt=True, addrs=EU, scope=22), id="ecs-scope-in-query-ignored"),
+                 Expect(FORMERR, opt=True), id="ecs-scope-in-query-formerr"),
     pytest.param(q(Q_WWW, opt(ecs(1, 32, bytes([81, 2, 69, 1]))), ar=1),
-                 Expect(NOERROR, opt=True, addrs=EU, scope=22), id="ecs-v4-32"),
+                 Expect(NOERROR, opt=True, addrs=EU, scope=18), id="ecs-v4-32"),
     pytest.param(q(Q_WWW, opt(ecs(2, 128, bytes.fromhex("2a028010" + "00" * 11 + "01"))), ar=1),
                  Expect(NOERROR, opt=True, addrs=EU), id="ecs-v6-128"),
     pytest.param(q(Q_WWW, opt(ecs(1, 8, b"\x0a")), ar=1),
-                 Expect(NOERROR, opt=True, addrs=US, scope=0), id="ecs-private-falls-back"),
+                 Expect(NOERROR, opt=True, addrs=US, scope=8), id="ecs-private-its-block"),
     # -- trailing bytes ------------------------------------------------------------------------
     pytest.param(q(Q_WWW, b"\x00"), Expect(FORMERR, echo=Q_WWW), id="trailing-after-question"),
     pytest.param(q(Q_WWW, opt(ECS_GB), b"garbage", ar=1),
@@ -993,7 +993,7 @@ def closed_within(sock: socket.socket, timeout: float) -> float | None:
 def check_still_serving(port: int) -> None:
     for tcp in (False, True):
         msg = query(port, "www.example.test", subnet="81.2.69.0/24", tcp=tcp)
-        assert msg.rcode() == NOERROR and addresses(msg) == EU and ecs_scope(msg) == 22
+        assert msg.rcode() == NOERROR and addresses(msg) == EU and ecs_scope(msg) == 18
 
 
 SENTINEL = make("example.test", "SOA", qid=0x5E57)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import struct
 
@@ -62,13 +63,18 @@ def test_geo_answer_follows_ecs(server, mmdb, subnet, rdtype, expected, tcp):
     assert msg.flags & dns.flags.AA and not msg.flags & dns.flags.RA
     assert addresses(msg) == expected
     assert msg.answer[0].ttl == 30
-    assert ecs_scope(msg) == db_prefix(mmdb, subnet.split("/")[0])
+    # the region map's entry: the database network, or wider (merged by the answer)
+    address = ipaddress.ip_address(subnet.split("/")[0])
+    family = 1 if address.version == 4 else 2
+    assert ecs_scope(msg) == server.engine.maps.active.lookup(family, address.packed)[1]
+    assert ecs_scope(msg) <= db_prefix(mmdb, str(address))
 
 
-def test_scope_is_database_network_not_source(server, mmdb):
-    # 81.2.69.0 sits in a /22 in the database: a /24 query is answered for the whole /22.
+def test_scope_is_merged_network_not_source(server, mmdb):
+    # 81.2.69.0 sits in a /22 in the database, merged with its neighbours into a /18 (every
+    # address of it gets eu-west first): a /24 query is answered for the whole /18.
     msg = query(server.port, "www.example.test", subnet="81.2.69.0/24")
-    assert ecs_scope(msg) == 22 == db_prefix(mmdb, "81.2.69.0")
+    assert ecs_scope(msg) == 18 and db_prefix(mmdb, "81.2.69.0") == 22
 
 
 def test_echoes_ecs_family_source_and_address(server):
@@ -85,12 +91,14 @@ def test_static_name_has_scope_zero(server):
     assert {rr.name.to_text() for rr in msg.additional} == {"mail.example.test."}
 
 
-@pytest.mark.parametrize("subnet", ["10.1.0.0/16", "192.168.1.0/24", "0.0.0.0/0", "fd00::/56"])
-def test_unusable_ecs_falls_back_to_resolver_with_scope_zero(server, subnet):
-    # The resolver here is 127.0.0.1: not in the database, so the default region answers.
+@pytest.mark.parametrize(("subnet", "scope"), [("10.1.0.0/16", 8), ("192.168.1.0/24", 16),
+                                               ("0.0.0.0/0", 0), ("fd00::/56", 1)])
+def test_private_ecs_gets_its_block_default_region(server, subnet, scope):
+    # not in the database: the default region, for the block around it (as gdnsd); /0: the
+    # resolver (127.0.0.1, also not in the database) with scope 0
     msg = query(server.port, "www.example.test", subnet=subnet)
     assert addresses(msg) == US
-    assert ecs_scope(msg) == 0
+    assert ecs_scope(msg) == scope
 
 
 def test_no_edns_means_no_opt_and_default_region(server):
@@ -108,7 +116,7 @@ def test_cname_to_geo_name_is_location_dependent(server):
     msg = query(server.port, "cdn.example.test", subnet="81.2.69.0/24")
     assert [rrset.rdtype for rrset in msg.answer] == [dns.rdatatype.CNAME, dns.rdatatype.A]
     assert addresses(msg) == EU
-    assert ecs_scope(msg) == 22
+    assert ecs_scope(msg) == 18
 
 
 def test_static_cname_chain_to_apex(server):

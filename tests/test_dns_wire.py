@@ -83,9 +83,6 @@ VALID = [
                  id="ecs-v6-56"),
     pytest.param(with_opt(opt(ecs(1, 0, b""))), WWW, 1, 1, Edns(1232, 0, False, Ecs(1, 0, b"")),
                  id="ecs-source-0"),
-    pytest.param(with_opt(opt(ecs(1, 32, bytes([8, 8, 8, 8]), scope=24))), WWW, 1, 1,
-                 Edns(1232, 0, False, Ecs(1, 32, bytes([8, 8, 8, 8]))),
-                 id="ecs-query-scope-ignored"),
     pytest.param(with_opt(opt(ecs(2, 128, bytes(range(16))))), WWW, 1, 1,
                  Edns(1232, 0, False, Ecs(2, 128, bytes(range(16)))), id="ecs-v6-128"),
     pytest.param(with_opt(opt(option(10, bytes(8)) + ecs(1, 8, b"\x51") + option(12, b""))),
@@ -240,6 +237,12 @@ def test_formerr(packet, reason, question, edns):
     assert (err.id, err.flags) == (0xBEEF, 0x0100)
     assert err.question == question
     assert err.edns == edns
+
+
+def test_ecs_scope_in_a_query_is_formerr():  # RFC 7871 §7.1.2
+    with pytest.raises(FormErr, match="ECS scope prefix 24 in a query") as info:
+        parse_query(with_opt(opt(ecs(1, 32, bytes([8, 8, 8, 8]), scope=24))))
+    assert info.value.edns is not None
 
 
 def test_formerr_for_bad_ecs_keeps_the_opt():

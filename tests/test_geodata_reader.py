@@ -232,6 +232,7 @@ def test_fixtures_match_generator(tmp_path: Path) -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     written = module.write_all(tmp_path)
-    assert [p.name for p in written] == ["city-test.mmdb", "country-test.mmdb", "not-geo.mmdb"]
+    assert [p.name for p in written] == [
+        "city-test.mmdb", "country-test.mmdb", "merge-test.mmdb", "not-geo.mmdb"]
     for path in written:
         assert path.read_bytes() == (FIXTURES / path.name).read_bytes(), path.name
