@@ -281,8 +281,12 @@ class HttpProtocol(asyncio.Protocol):
         self._arm_at(self.loop.time() + seconds)
 
     def _arm_at(self, deadline: float) -> None:
-        """Move the deadline; the one timer re-arms itself when it fires early."""
+        """Move the deadline; the one timer re-arms itself when it fires early, and is
+        rescheduled only when the deadline moves before it."""
         self._deadline = deadline
+        if self._timer is not None and deadline < self._timer.when():
+            self._timer.cancel()
+            self._timer = None
         if self._timer is None:
             self._timer = self.loop.call_at(self._deadline, self._timeout)
 
