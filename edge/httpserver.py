@@ -217,6 +217,7 @@ class HttpProtocol(asyncio.Protocol):
         self._deadline = 0.0
         self._flags = handler.flag_headers
         self._error_status = 0
+        self._deferred = 0  # a parse error's status, answered once the queue has drained
         self._drain_waiter: asyncio.Future[None] | None = None
         self._paused = False
         self.scheme = "http"
@@ -308,12 +309,19 @@ class HttpProtocol(asyncio.Protocol):
         if self.transport is None or self.closing:
             return
         self.closing = True
+        if self.busy or self.queue:  # answered in order, after the requests before it
+            self._deferred = status
+            self.transport.pause_reading()
+            return
+        self._write_fail(status)
+
+    def _write_fail(self, status: int) -> None:
+        assert self.transport is not None
         body = f"{status} {reason(status)}\n".encode()
         head = serialize_head(status, [("Content-Type", "text/plain"),
                                        ("Content-Length", str(len(body))),
                                        ("Connection", "close")])
-        if not self.busy:
-            self.transport.write(head + body)
+        self.transport.write(head + body)
         self.transport.close()
 
     # -- parsing ------------------------------------------------------------------------------
@@ -459,6 +467,9 @@ class HttpProtocol(asyncio.Protocol):
             self.busy = True
             self.loop.create_task(self._slow(request))
             return
+        if self._deferred and not self.busy and not self.queue and self.transport is not None:
+            self._write_fail(self._deferred)
+            return
         if not self.busy and self.transport is not None:
             if not self.transport.is_reading():
                 self.transport.resume_reading()
@@ -488,7 +499,7 @@ class HttpProtocol(asyncio.Protocol):
         if writer.close or not writer.started:
             if self.transport is not None:
                 if not writer.started:
-                    self._fail(500)
+                    self._write_fail(500)
                 self.transport.close()
             return
         self._run_queue()
