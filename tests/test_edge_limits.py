@@ -53,23 +53,32 @@ async def healthz(env, source: str) -> int:
 
 
 # -- slow and large requests ----------------------------------------------------------------------
+async def drip(env, chunk: bytes, pace: float) -> bytes:
+    """POST a 1 MB body as ``chunk`` every ``pace`` seconds (wall time is the subject) until
+    the edge answers; what it answered."""
+    reader, writer = await connect(env)
+    writer.write(b"POST /post HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
+    data = b""
+    try:
+        async with asyncio.timeout(WAIT):
+            while not data and not reader.at_eof():
+                with contextlib.suppress(ConnectionError):
+                    writer.write(chunk)
+                    await writer.drain()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(pace):
+                        data = await reader.read(65536)
+    finally:
+        await close(writer)
+    return data
+
+
 async def test_dripping_body_is_cut_by_the_minimum_rate(edge_env):
     """One byte every 0.1 s never pauses long enough for the pause timeout, but is far
     below the minimum rate: 408 once the grace period has been used up."""
     env = await edge_env(client_body_timeout=0.3, client_body_min_rate=100.0)
     env.origin.route("/post", echo=True)
-    reader, writer = await connect(env)
-    writer.write(b"POST /post HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
-    async with asyncio.timeout(WAIT):
-        while not reader.at_eof():
-            with contextlib.suppress(ConnectionError):
-                writer.write(b"b")
-                await writer.drain()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(0.1):  # the drip's pace (wall time is the subject)
-                    data = await reader.read(65536)
-                    break
-    await close(writer)
+    data = await drip(env, b"b", 0.1)
     assert data.startswith(b"HTTP/1.1 408 ")
     assert env.origin.count() == 0
 
@@ -78,17 +87,7 @@ async def test_whole_request_deadline(edge_env):
     """Fast enough for the rate, but the whole request must arrive in client_request_timeout."""
     env = await edge_env(client_request_timeout=0.5, client_body_min_rate=0.0)
     env.origin.route("/post", echo=True)
-    reader, writer = await connect(env)
-    writer.write(b"POST /post HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
-    async with asyncio.timeout(WAIT):
-        while not reader.at_eof():
-            with contextlib.suppress(ConnectionError):
-                writer.write(b"b" * 100)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(0.05):
-                    data = await reader.read(65536)
-                    break
-    await close(writer)
+    data = await drip(env, b"b" * 100, 0.05)
     assert data.startswith(b"HTTP/1.1 408 ")
     assert env.origin.count() == 0
 
