@@ -176,11 +176,11 @@ render "$HERE/topology.toml.in" "$WORK/default.toml" "ORIGIN_PORT=$ORIGIN_PORT" 
 render "$HERE/topology.toml.in" "$WORK/private.toml" "ORIGIN_PORT=$ORIGIN_PORT" \
     "EDGE_SETTINGS=$edge_settings" "REDIS="
 
-declare -A PORT=() PID=()
+declare -A PORT=() PID=() ADMIN=()
 for pair in shared default private; do
     for n in 1 2; do
         start_edge "$WORK/$pair.toml" "us-east-$n" "$WORK/$pair-$n.log" "$SERVER_CPU"
-        PORT[$pair$n]=$EDGE_PORT PID[$pair$n]=$EDGE_PID
+        PORT[$pair$n]=$EDGE_PORT PID[$pair$n]=$EDGE_PID ADMIN[$pair$n]=$ADMIN_PORT
         log "geoedge edge us-east-$n, $pair pair (pid $EDGE_PID, CPU $SERVER_CPU)" \
             "on 127.0.0.1:$EDGE_PORT"
     done
@@ -206,8 +206,8 @@ cache_status() {  # $1 server key, $2 path: GET it, check 200 + 1 KiB; prints th
     grep -iE '^(X-)?Cache-Status:' "$hdr" | tr -d '\r' | sed -E 's/^[^:]+: *//'
 }
 
-edge_stats() {  # $1 server key: the edge's /.geoedge/stats JSON
-    curl -fsS --max-time 5 "http://127.0.0.1:${PORT[$1]}/.geoedge/stats"
+edge_stats() {  # $1 server key: the edge's /.geoedge/stats JSON (on its admin listener)
+    curl -fsS --max-time 5 "http://127.0.0.1:${ADMIN[$1]}/.geoedge/stats"
 }
 
 shared_stat() {  # $1 server key, $2 counter of the edge's shared tier

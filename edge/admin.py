@@ -2,8 +2,14 @@
 
 Rules:
 
+- Reserved paths are matched on the path alone (the query is ignored): ``/healthz?x`` and
+  ``/metrics?x=1`` are the edge's own, never forwarded to the origin nor cached.
 - ``GET /healthz``: 200 ``ok`` while serving, 503 ``draining`` once draining (so GeoDNS moves
-  clients away before the process stops). ``GET /metrics``: Prometheus text format.
+  clients away before the process stops); served on every listener.
+- ``GET /metrics`` (Prometheus text) and ``GET <admin_path>/stats`` (JSON) show origin
+  addresses and state: they are served only on the admin listener (``edge.admin_listen``,
+  e.g. ``127.0.0.1:9180``; ``serve_private``), and answer 404 on the public one. The admin
+  listener also answers everything the public one does here (health, purge, drain).
 - Purge needs ``Authorization: Bearer <edge.purge_token>`` (compared in constant time); without
   a configured token purging is disabled (403). Wrong or missing token: 401.
 - ``PURGE /path`` purges every variant of that URL on the request's Host; ``PURGE /prefix*``
@@ -12,7 +18,7 @@ Rules:
 - ``POST <admin_path>/purge`` with a JSON body ``{"url"|"prefix"|"key": "...", "soft": bool}``
   does the same by absolute URL, URL prefix, or surrogate key (``Surrogate-Key`` /
   ``Cache-Tag`` response headers). ``POST <admin_path>/drain`` and ``/undrain`` switch
-  draining; ``GET <admin_path>/stats`` returns JSON counters.
+  draining.
 - Every purge is also handed to ``on_purge`` listeners (the shared tier uses this).
 - The admin API is given what it reports on and purges (the edge's name and settings, its
   store, metrics, key function, origin pool, and its shared tier when there is one), never the
@@ -56,21 +62,37 @@ class Admin:
         self.listeners: list[PurgeListener] = []
 
     def owns(self, target: str) -> bool:
-        return (target == "/healthz" or target == "/metrics"
-                or target.startswith(self.path + "/"))
+        path = target.split("?", 1)[0]
+        return (path in ("/healthz", "/metrics") or path == self.path
+                or path.startswith(self.path + "/"))
+
+    def _private(self, path: str) -> bool:
+        return path in ("/metrics", f"{self.path}/stats")
+
+    async def serve_private(self, request: Request, writer: ResponseWriter) -> None:
+        """The admin listener: metrics and stats, and everything ``handle`` answers."""
+        path = request.path
+        if request.method in ("GET", "HEAD") and path == "/metrics":
+            await self._send(writer, 200, self.metrics_text().encode(),
+                             "text/plain; version=0.0.4; charset=utf-8")
+        elif request.method in ("GET", "HEAD") and path == f"{self.path}/stats":
+            await self._json(writer, 200, self.stats())
+        elif request.method == "PURGE" or self.owns(request.target):
+            await self.handle(request, writer)
+        else:
+            await self._json(writer, 404, {"error": "the admin listener serves /healthz, "
+                                                    "/metrics and the admin API only"})
 
     async def handle(self, request: Request, writer: ResponseWriter) -> None:
-        target = request.target
+        target = request.path
         if request.method == "PURGE":
             await self._purge_method(request, writer)
         elif target == "/healthz":
             status, text = (503, "draining\n") if self.draining else (200, "ok\n")
             await self._send(writer, status, text.encode(), "text/plain; charset=utf-8")
-        elif target == "/metrics":
-            await self._send(writer, 200, self.metrics_text().encode(),
-                             "text/plain; version=0.0.4; charset=utf-8")
-        elif target == f"{self.path}/stats":
-            await self._json(writer, 200, self.stats())
+        elif self._private(target):
+            await self._json(writer, 404, {"error": f"{target} is served on the admin "
+                                                    "listener (edge.admin_listen)"})
         elif request.method != "POST":
             await self._json(writer, 405, {"error": "use POST"})
         elif not self._authorized(request):

@@ -5,16 +5,28 @@ Rules (RFC 9112, and what nginx does):
 - Requests are parsed by llhttp; a parse error gets 400 and the connection is closed. The
   target and Host are validated and normalised by ``edge.policy.target`` (400, or 501 for
   CONNECT, and close); the handler sees only the normalised form and the key built from it.
-- Request line plus headers larger than ``max_header_bytes`` gets 431 and close; a body larger
-  than ``max_body_bytes`` gets 413 and close. ``Expect: 100-continue`` gets an interim 100.
-- The request line and headers must arrive within ``header_timeout`` seconds of the connection
-  opening or of the first byte of a request, and a body must keep arriving (slowloris):
-  otherwise 408 and close. An idle keep-alive connection is closed after ``keepalive_timeout``
-  seconds. One timer per connection checks a deadline that requests only move (no timer
-  churn per request).
+- Sizes: a target longer than ``max_url_bytes`` gets 414; request line plus headers larger
+  than ``max_header_bytes``, or more than ``max_header_count`` header fields, get 431; a body
+  larger than ``max_body_bytes`` gets 413 (each then closes). ``Expect: 100-continue`` gets an
+  interim 100.
+- Time (slowloris, slow POST): the request line and headers must arrive within
+  ``header_timeout`` seconds of the connection opening or of the first byte of a request; the
+  body may pause at most ``body_timeout`` seconds between reads and, after ``body_timeout``,
+  must average ``body_min_rate`` bytes/s (Apache's mod_reqtimeout ``MinRate``); the whole
+  request (headers and body) must arrive within ``request_timeout``. Otherwise 408 and close.
+  An idle keep-alive connection is closed (silently) after ``keepalive_timeout`` seconds, and
+  after ``keepalive_requests`` requests the response says ``Connection: close``. One timer per
+  connection checks a deadline that requests only move (no timer churn per request).
 - Pipelined requests are answered in order. A request is first offered to ``handler.fast()``
   (synchronous: cache hits return the complete response bytes at once); otherwise
   ``handler.handle()`` runs as one task per connection while later requests wait their turn.
+  What waits is bounded: more than 32 requests, or ``max_buffered_bytes`` of queued requests
+  (and of a body arriving behind them), stop reading from the connection until the queue has
+  drained (``pause_reading``), so one connection holds at most about ``max_buffered_bytes``
+  plus one request of ``max_body_bytes``.
+- Connections are admitted by a ``ConnectionLimiter`` (edge/connlimit.py): over the per-edge
+  cap a new connection is closed at once, over the per-address cap it is answered 503 and
+  closed.
 - Responses to HTTP/1.0 clients, and to requests that asked for it, close the connection;
   streaming without a known length uses chunked coding for HTTP/1.1 and close for HTTP/1.0.
 - Writes respect transport flow control (``drain`` waits while the kernel buffer is full).
@@ -32,6 +44,7 @@ from typing import Protocol
 
 import httptools
 
+from edge.connlimit import ConnectionLimiter, Verdict
 from edge.policy.target import BadTarget, parse_target
 
 log = logging.getLogger("geoedge.edge.http")
@@ -51,6 +64,7 @@ class Request:
     key: str = ""  # the primary cache key: scheme://host/path?query, normalised
     scheme: str = "http"
     origin_view: tuple[tuple[str, str], ...] | None = None  # set by the handler: see proxy
+    wire_bytes: int = 0  # request line, headers and body as received (the pipelining bound)
     _lower: dict[str, str] | None = field(default=None, repr=False)
 
     def header(self, name: str, default: str | None = None) -> str | None:
@@ -97,6 +111,13 @@ class Limits:
     max_body_bytes: int = 10 * 1024 * 1024
     header_timeout: float = 10.0
     keepalive_timeout: float = 30.0
+    body_timeout: float = 60.0
+    body_min_rate: float = 500.0  # bytes/s after body_timeout; 0: no minimum
+    request_timeout: float = 120.0
+    keepalive_requests: int = 1000
+    max_header_count: int = 100
+    max_url_bytes: int = 8192
+    max_buffered_bytes: int = 1024 * 1024
 
 
 class ResponseWriter:
@@ -174,10 +195,18 @@ class ResponseWriter:
 
 class HttpProtocol(asyncio.Protocol):
     def __init__(self, handler: Handler, limits: Limits,
-                 on_close: Callable[[HttpProtocol], None] | None = None) -> None:
+                 on_close: Callable[[HttpProtocol], None] | None = None,
+                 limiter: ConnectionLimiter | None = None) -> None:
         self.handler = handler
         self.limits = limits
         self.on_close = on_close
+        self.limiter = limiter
+        self._counted = False  # admitted and counted by the limiter
+        self._requests = 0  # requests parsed on this connection
+        self._queued_bytes = 0  # wire size of the requests in ``queue``
+        self._started = 0.0  # loop time of the current request's first byte
+        self._body_start = 0.0  # loop time its body started (or reading resumed)
+        self._body_base = 0  # body bytes already read then
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.client_ip = "0.0.0.0"
@@ -188,6 +217,7 @@ class HttpProtocol(asyncio.Protocol):
         self._deadline = 0.0
         self._flags = handler.flag_headers
         self._error_status = 0
+        self._deferred = 0  # a parse error's status, answered once the queue has drained
         self._drain_waiter: asyncio.Future[None] | None = None
         self._paused = False
         self.scheme = "http"
@@ -200,10 +230,23 @@ class HttpProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.client_ip = peer[0]
-        self._arm(self.limits.header_timeout, 408)
+        if self.limiter is not None:
+            verdict = self.limiter.admit(self.client_ip, self.loop.time())
+            if verdict is Verdict.EDGE_FULL:
+                self.closing = True
+                self.transport.close()
+                return
+            if verdict is Verdict.ADDRESS_FULL:
+                self._fail(503)
+                return
+            self._counted = verdict is Verdict.ADMIT
+        self._arm(self.limits.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        if self._counted and self.limiter is not None:
+            self._counted = False
+            self.limiter.release(self.client_ip)
         if self._timer:
             self._timer.cancel()
         if self._drain_waiter and not self._drain_waiter.done():
@@ -235,9 +278,16 @@ class HttpProtocol(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    def _arm(self, seconds: float, status: int) -> None:
-        """Move the deadline; the one timer re-arms itself when it fires early."""
-        self._deadline = self.loop.time() + seconds
+    def _arm(self, seconds: float) -> None:
+        self._arm_at(self.loop.time() + seconds)
+
+    def _arm_at(self, deadline: float) -> None:
+        """Move the deadline; the one timer re-arms itself when it fires early, and is
+        rescheduled only when the deadline moves before it."""
+        self._deadline = deadline
+        if self._timer is not None and deadline < self._timer.when():
+            self._timer.cancel()
+            self._timer = None
         if self._timer is None:
             self._timer = self.loop.call_at(self._deadline, self._timeout)
 
@@ -259,12 +309,19 @@ class HttpProtocol(asyncio.Protocol):
         if self.transport is None or self.closing:
             return
         self.closing = True
+        if self.busy or self.queue:  # answered in order, after the requests before it
+            self._deferred = status
+            self.transport.pause_reading()
+            return
+        self._write_fail(status)
+
+    def _write_fail(self, status: int) -> None:
+        assert self.transport is not None
         body = f"{status} {reason(status)}\n".encode()
         head = serialize_head(status, [("Content-Type", "text/plain"),
                                        ("Content-Length", str(len(body))),
                                        ("Connection", "close")])
-        if not self.busy:
-            self.transport.write(head + body)
+        self.transport.write(head + body)
         self.transport.close()
 
     # -- parsing ------------------------------------------------------------------------------
@@ -293,19 +350,27 @@ class HttpProtocol(asyncio.Protocol):
         self._hosts = 0
         self._flagged = False
         self._expect = False
+        self._header_count = 0
+        self._in_body = False
 
     def on_message_begin(self) -> None:
         self._reset_message()
         self._header_bytes = 1
-        self._arm(self.limits.header_timeout, 408)
+        self._started = self.loop.time()
+        self._arm_at(self._started + min(self.limits.header_timeout,
+                                         self.limits.request_timeout))
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        if len(self._url) > self.limits.max_url_bytes:
+            self._reject(414)
         self._count(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_bytes += len(name) + len(value) + 4
-        if self._header_bytes > self.limits.max_header_bytes:
+        self._header_count += 1
+        if self._header_bytes > self.limits.max_header_bytes or (
+                self._header_count > self.limits.max_header_count):
             self._reject(431)
         lower = name.lower()
         if lower == b"host":
@@ -333,20 +398,39 @@ class HttpProtocol(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         if self._hosts > 1 or (self._hosts == 0 and self.parser.get_http_version() == "1.1"):
             self._reject(400)  # RFC 9112 §3.2: exactly one Host in HTTP/1.1
-        if self._expect and not self.busy and not self.queue:
+        if (self._expect and not self.busy and not self.queue
+                and self.parser.get_http_version() == "1.1"):  # never a 1xx to HTTP/1.0
             # only when nothing else is being written; otherwise the client sends the body
             # after its own short wait (RFC 9110 §10.1.1)
             self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self._in_body = True
+        self._body_start, self._body_base = self.loop.time(), 0
+        self._arm_body()
+
+    def _arm_body(self) -> None:
+        """The body's deadline: no pause longer than body_timeout, the minimum average rate
+        after that, and the whole request within request_timeout."""
+        lim = self.limits
+        now = self.loop.time()
+        deadline = min(now + lim.body_timeout, self._started + lim.request_timeout)
+        if lim.body_min_rate > 0:
+            earned = (self._body_bytes - self._body_base) / lim.body_min_rate
+            deadline = min(deadline, self._body_start + lim.body_timeout + earned)
+        self._arm_at(deadline)
 
     def on_body(self, body: bytes) -> None:
-        self._arm(self.limits.header_timeout, 408)  # also the body must keep coming
         self._body_bytes += len(body)
         if self._body_bytes > self.limits.max_body_bytes:
             self._reject(413)
         self._body.append(body)
+        self._arm_body()
+        if (self.busy or self.queue) and self.transport is not None and (
+                self._queued_bytes + self._body_bytes > self.limits.max_buffered_bytes):
+            self.transport.pause_reading()  # behind other requests: wait until they are done
 
     def on_message_complete(self) -> None:
         p = self.parser
+        wire = self._header_bytes + self._body_bytes
         self._header_bytes = 0
         method = p.get_method().decode("ascii", "replace")
         parsed = parse_target(method, self._url.decode("latin-1"),
@@ -355,10 +439,16 @@ class HttpProtocol(asyncio.Protocol):
             self._reject(parsed.status)
         request = Request(method, parsed.path_query, p.get_http_version(), self._headers,
                           self.client_ip, p.should_keep_alive(), b"".join(self._body),
-                          parsed.authority, self._flagged, parsed.key, parsed.scheme)
+                          parsed.authority, self._flagged, parsed.key, parsed.scheme,
+                          wire_bytes=wire)
         self._reset_message()
+        self._requests += 1
+        if self._requests >= self.limits.keepalive_requests:
+            request.keep_alive = False
         self.queue.append(request)
-        if len(self.queue) > 32 and self.transport is not None:
+        self._queued_bytes += wire
+        if self.transport is not None and (
+                len(self.queue) > 32 or self._queued_bytes > self.limits.max_buffered_bytes):
             self.transport.pause_reading()  # a client pipelining too far ahead waits
         if not self.busy:
             self._run_queue()
@@ -367,6 +457,7 @@ class HttpProtocol(asyncio.Protocol):
     def _run_queue(self) -> None:
         while self.queue and not self.busy and self.transport is not None:
             request = self.queue.popleft()
+            self._queued_bytes -= request.wire_bytes
             raw = self.handler.fast(request)
             if raw is not None:
                 self.transport.write(raw)
@@ -377,10 +468,22 @@ class HttpProtocol(asyncio.Protocol):
             self.busy = True
             self.loop.create_task(self._slow(request))
             return
+        if self._deferred and not self.busy and not self.queue and self.transport is not None:
+            self._write_fail(self._deferred)
+            return
         if not self.busy and self.transport is not None:
-            self.transport.resume_reading()
+            if not self.transport.is_reading():
+                self.transport.resume_reading()
+                # a request we stopped reading is timed from now: the pause was ours
+                now = self.loop.time()
+                self._started = self._body_start = now
+                self._body_base = self._body_bytes
+                if self._in_body:
+                    self._arm_body()
+                elif self._header_bytes:
+                    self._arm(self.limits.header_timeout)
             if not self._header_bytes:
-                self._arm(self.limits.keepalive_timeout, 408)
+                self._arm(self.limits.keepalive_timeout)
 
     async def _slow(self, request: Request) -> None:
         writer = ResponseWriter(self, request)
@@ -397,7 +500,7 @@ class HttpProtocol(asyncio.Protocol):
         if writer.close or not writer.started:
             if self.transport is not None:
                 if not writer.started:
-                    self._fail(500)
+                    self._write_fail(500)
                 self.transport.close()
             return
         self._run_queue()

@@ -2,7 +2,8 @@
 
 Rules:
 
-- recv: ``/healthz`` and ``/metrics`` and the admin path are answered by the edge itself;
+- recv: ``/healthz`` and the admin path are answered by the edge itself (``/metrics`` and
+  the stats only on the admin listener, see admin.py);
   ``PURGE`` purges; GET and HEAD go through the cache; passed methods go to the origin with
   their body and, on a 2xx/3xx, invalidate the target URI and its same-origin
   Location/Content-Location (RFC 9111 §4.4).

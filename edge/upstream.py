@@ -29,6 +29,13 @@ Rules:
   the body has been read to the end, fails, or the response is released. Callers must
   ``release()`` (or use ``async with``) on every path. The latency sample is the time to the
   response headers, so a large body does not make an origin look slow.
+* At most ``settings.origin_max_conns`` requests per origin are in flight at once (nginx
+  ``server ... max_conns``; 0: unlimited); a slot is held from before the request is sent
+  until its ``UpstreamResponse`` finishes (body read, failed or released). A request that
+  finds every slot taken waits in a FIFO queue (nginx ``queue ... timeout``) for at most
+  ``settings.origin_queue_timeout`` seconds, then fails with ``OriginBusy``: an
+  ``UpstreamError`` (the proxy answers 502, as nginx does when its queue times out), neither
+  retried nor counted as a failure of the origin, which is up but busy. Probes bypass it.
 * Active probes: one task per origin, GET ``origin_health_path`` every
   ``origin_health_interval`` seconds, 2xx = up, the whole probe bounded by
   ``connect_timeout``; ``probe_once()`` runs one round on demand. With a supplied session,
@@ -52,6 +59,7 @@ from geoconfig.cdnconfig import EdgeSettings, OriginServer
 
 __all__ = [
     "IDEMPOTENT_METHODS",
+    "OriginBusy",
     "OriginPool",
     "UpstreamError",
     "UpstreamResponse",
@@ -91,6 +99,10 @@ class UpstreamTimeout(UpstreamError):
     pass
 
 
+class OriginBusy(UpstreamError):
+    """Every connection slot of the origin stayed taken for ``origin_queue_timeout``."""
+
+
 def _error(exc: BaseException, tried: list[str]) -> UpstreamError:
     kind = UpstreamTimeout if isinstance(exc, TimeoutError) else UpstreamError
     return kind(f"{type(exc).__name__}: {exc}".rstrip(": "), list(tried))
@@ -98,8 +110,10 @@ def _error(exc: BaseException, tried: list[str]) -> UpstreamError:
 
 class UpstreamResponse:
     def __init__(self, resp: aiohttp.ClientResponse, origin: str, balancer: Balancer,
-                 clock: Clock, latency: float) -> None:
+                 clock: Clock, latency: float,
+                 on_done: Callable[[], None] = lambda: None) -> None:
         self._resp = resp
+        self._on_done = on_done
         self._balancer = balancer
         self._clock = clock
         self._latency = latency
@@ -149,7 +163,10 @@ class UpstreamResponse:
     def _finish(self, ok: bool) -> None:
         if not self._done:
             self._done = True
-            self._balancer.on_finish(self.origin, self._clock(), self._latency, ok)
+            try:
+                self._balancer.on_finish(self.origin, self._clock(), self._latency, ok)
+            finally:
+                self._on_done()
 
 
 class OriginPool:
@@ -165,6 +182,9 @@ class OriginPool:
         self._owns_session = session is None
         self._clock = clock
         self._probes: list[asyncio.Task[None]] = []
+        cap = settings.origin_max_conns
+        self._slots = {o.name: asyncio.Semaphore(cap) for o in self.origins} if cap else {}
+        self.queued = {o.name: 0 for o in self.origins}  # requests waiting for a slot
         self._timeout = aiohttp.ClientTimeout(total=None, connect=None,
                                               sock_connect=settings.connect_timeout,
                                               sock_read=settings.read_timeout)
@@ -223,6 +243,10 @@ class OriginPool:
     async def _attempt(self, origin: OriginServer, method: str, path_qs: str, headers: Headers,
                        body: bytes | None) -> UpstreamResponse:
         session = self._require_session()
+        slot = self._slots.get(origin.name)
+        if slot is not None:
+            await self._acquire(slot, origin.name)
+        release = slot.release if slot is not None else (lambda: None)
         self.balancer.on_start(origin.name)
         started = self._clock()
         resp: aiohttp.ClientResponse | None = None
@@ -239,9 +263,28 @@ class OriginPool:
         finally:
             if resp is None:
                 now = self._clock()
-                self.balancer.on_finish(origin.name, now, now - started, verdict)
+                try:
+                    self.balancer.on_finish(origin.name, now, now - started, verdict)
+                finally:
+                    release()
         return UpstreamResponse(resp, origin.name, self.balancer, self._clock,
-                                self._clock() - started)
+                                self._clock() - started, release)
+
+    async def _acquire(self, slot: asyncio.Semaphore, name: str) -> None:
+        """Wait (FIFO, bounded) for one of the origin's connection slots."""
+        if not slot.locked():
+            await slot.acquire()  # free: returns without suspending
+            return
+        timeout = self.settings.origin_queue_timeout
+        self.queued[name] += 1
+        try:
+            async with asyncio.timeout(timeout):
+                await slot.acquire()
+        except TimeoutError:
+            raise OriginBusy(f"origin {name} busy: {self.settings.origin_max_conns} "
+                             f"connections in use for {timeout:g} s", [name]) from None
+        finally:
+            self.queued[name] -= 1
 
     async def probe_once(self) -> dict[str, bool]:
         """Probe every origin once, concurrently; feed and return the results."""

@@ -13,12 +13,21 @@ Shape::
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geoconfig.validate import ConfigError, check_keys, get, join, number_in, str_list
+from geoconfig.validate import (
+    ConfigError,
+    check_keys,
+    get,
+    host_port,
+    join,
+    number_in,
+    str_list,
+)
 
 LB_ALGORITHMS = ("round_robin", "least_conn", "ewma", "ip_hash", "consistent_hash")
 
@@ -64,6 +73,20 @@ class EdgeSettings:
     heuristic_fraction: float = 0.1
     heuristic_max: float = 86400.0
     store_set_cookie: bool = False  # true: store Set-Cookie answers (never replayed to others)
+    # -- client and origin limits (README: every default and why); checked by _limits() --
+    client_body_timeout: float = 60.0  # longest pause between two reads of a request body
+    client_body_min_rate: float = 500.0  # bytes/s a body must average after that; 0: none
+    client_request_timeout: float = 120.0  # the whole request, headers and body
+    keepalive_requests: int = 1000  # requests per client connection, then Connection: close
+    max_header_count: int = 100  # header fields per request (431 above)
+    max_url_bytes: int = 8192  # request target (414 above)
+    max_buffered_bytes: int = 1024 * 1024  # pipelined requests queued on one connection
+    max_connections: int = 10_000  # client connections per edge (closed at once above)
+    max_connections_per_address: int = 256  # per client address (503 and close above)
+    connection_limit_exempt: tuple[str, ...] = ()  # networks never refused (GeoDNS prober)
+    origin_max_conns: int = 256  # concurrent connections per origin; 0: unlimited
+    origin_queue_timeout: float = 10.0  # seconds a request waits for a slot (502 after)
+    admin_listen: tuple[str, int] | None = None  # where /metrics and stats are served
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,9 +232,44 @@ def _edge(table: Any) -> EdgeSettings:
         if not math.isfinite(value) or not 0 <= value <= high:
             raise ConfigError(join(p, key), f"must be between 0 and {high:g}, got {value!r}")
         values[key] = value
+    values.update(_limits(t, p))
     if values["max_object_bytes"] > values["cache_max_bytes"]:
         raise ConfigError(join(p, "max_object_bytes"), "must not exceed edge.cache_max_bytes")
     return EdgeSettings(**values)
+
+
+_LIMIT_FLOATS = {"client_body_timeout": (0.001, 86400.0), "client_body_min_rate": (0.0, 2**40),
+                 "client_request_timeout": (0.001, 86400.0),
+                 "origin_queue_timeout": (0.001, 3600.0)}
+_LIMIT_INTS = {"keepalive_requests": (1, 10_000_000), "max_header_count": (1, 10_000),
+               "max_url_bytes": (16, 1024 * 1024), "max_buffered_bytes": (0, 2**40),
+               "max_connections": (1, 10_000_000),
+               "max_connections_per_address": (1, 10_000_000),
+               "origin_max_conns": (0, 1_000_000)}
+
+
+def _limits(t: dict[str, Any], p: str) -> dict[str, Any]:
+    """The client and origin limits of ``[edge]``, validated (each error names its key)."""
+    d = EdgeSettings()
+    values: dict[str, Any] = {}
+    for key, (low, high) in _LIMIT_FLOATS.items():
+        value = get(t, p, key, float, getattr(d, key))
+        if not math.isfinite(value):
+            raise ConfigError(join(p, key), f"must be a finite number, got {value!r}")
+        values[key] = number_in(value, join(p, key), low, high)
+    for key, (low, high) in _LIMIT_INTS.items():
+        values[key] = int(number_in(get(t, p, key, int, getattr(d, key)), join(p, key), low, high))
+    exempt = str_list(t, p, "connection_limit_exempt") if "connection_limit_exempt" in t else ()
+    for i, net in enumerate(exempt):
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(join(join(p, "connection_limit_exempt"), i),
+                              f"not an address or network: {net!r}") from None
+    values["connection_limit_exempt"] = tuple(exempt)
+    admin = get(t, p, "admin_listen", str, "")
+    values["admin_listen"] = host_port(admin, join(p, "admin_listen")) if admin else None
+    return values
 
 
 def _origins(items: Any) -> tuple[OriginServer, ...]:

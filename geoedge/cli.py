@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     edge.add_argument("--name", required=True, help="the edge's name in the topology")
     edge.add_argument("--listen", type=_listen, metavar="HOST:PORT",
                       help="address to serve on (default: the edge's ipv4 and port)")
+    edge.add_argument("--admin-listen", type=_listen, metavar="HOST:PORT",
+                      help="serve /metrics and stats here (overrides edge.admin_listen)")
     edge.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     origin = sub.add_parser("origin", help="run an origin web server")
@@ -111,7 +113,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 def _cmd_edge(args: argparse.Namespace) -> int:
     from edge.main import run_edge
 
-    return run_edge(args.config, args.name, listen=args.listen, log_level=args.log_level)
+    return run_edge(args.config, args.name, listen=args.listen, log_level=args.log_level,
+                    admin_listen=args.admin_listen)
 
 
 def _cmd_origin(args: argparse.Namespace) -> int:

@@ -292,6 +292,7 @@ DEFAULT_EDGE = {
     "coalesce_timeout": 5.0,
     # the RFC behaviour, which most tests exercise; the default ("ignore") has its own tests
     "request_cache_control": "honour",
+    "admin_listen": "127.0.0.1:0",  # /metrics and stats: see EdgeEnv.private
 }
 
 
@@ -332,6 +333,12 @@ class EdgeEnv:
 
     async def get(self, path: str, headers: Headers | None = None) -> Resp:
         return await self.request("GET", path, headers)
+
+    async def private(self, path: str) -> Resp:
+        """GET ``path`` (``/metrics``, ``/.geoedge/stats``) on the edge's admin listener."""
+        host, port = self.edge.admin_address or ("127.0.0.1", 0)
+        async with asyncio.timeout(WAIT), self.client.get(f"http://{host}:{port}{path}") as r:
+            return Resp(r.status, r.headers, await r.read())
 
     async def purge(self, path: str, token: str | None = TOKEN,
                     headers: Headers | None = None) -> Resp:

@@ -145,7 +145,7 @@ async def test_admin_methods_and_paths(edge_env):
     env = await edge_env()
     assert (await env.get("/.geoedge/purge")).status == 405
     assert (await env.admin("nonsense")).status == 404
-    stats = (await env.get("/.geoedge/stats")).json()
+    stats = (await env.private("/.geoedge/stats")).json()
     assert stats["edge"] == "us-east-1"
     assert stats["draining"] is False
     assert [o["name"] for o in stats["origins"]] == ["origin-1"]
@@ -203,7 +203,7 @@ async def test_healthz_and_drain(edge_env):
     r = await env.get("/healthz")
     assert (r.status, r.body) == (503, b"draining\n")
     assert (await env.get("/a")).cache_status == HIT  # still serving while draining
-    assert (await env.get("/.geoedge/stats")).json()["draining"] is True
+    assert (await env.private("/.geoedge/stats")).json()["draining"] is True
     r = await env.admin("undrain")
     assert (r.status, r.json()) == (200, {"draining": False})
     assert (await env.get("/healthz")).status == 200
@@ -231,12 +231,12 @@ async def test_metrics(edge_env):
     await env.get("/p")  # uncacheable
     await env.get("/p")  # hit-for-miss pass
     await env.get("/nope")  # 404 stored
-    r = await env.get("/metrics")
+    r = await env.private("/metrics")
     assert r.status == 200
     assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     text = r.body.decode()
     assert "# TYPE geoedge_hits_total counter" in text
-    expected = {"geoedge_requests_total": 7, "geoedge_hits_total": 2,
+    expected = {"geoedge_requests_total": 6, "geoedge_hits_total": 2,  # /metrics: admin listener
                 "geoedge_misses_total": 3, "geoedge_stored_total": 2,
                 "geoedge_passes_total": 1, "geoedge_stale_total": 0,
                 "geoedge_coalesced_total": 0, "geoedge_purges_total": 0,
@@ -255,7 +255,7 @@ async def test_metrics(edge_env):
     await env.origin.stop()
     for i in range(3):  # max_fails (3) connection failures eject the origin
         assert (await env.get(f"/down{i}")).status == 502
-    text = (await env.get("/metrics")).body.decode()
+    text = (await env.private("/metrics")).body.decode()
     assert metric(text, "geoedge_origin_up", origin="origin-1") == 0
     assert metric(text, "geoedge_origin_errors_total") == 3
     assert metric(text, "geoedge_responses_total", code="502") == 3
@@ -266,7 +266,7 @@ async def test_metrics_gauges_are_exact(edge_env):
     env.origin.route("/big", headers=[("Cache-Control", "max-age=60")],
                      body=b"z" * (3 * 1024 * 1024 + 9))
     await env.get("/big")
-    text = (await env.get("/metrics")).body.decode()
+    text = (await env.private("/metrics")).body.decode()
     size = env.app.store.size_bytes
     assert size > 3 * 1024 * 1024
     assert size % 100 != 0  # not representable in 6 significant digits

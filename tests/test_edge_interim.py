@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import json
 
-import pytest
 from aiohttp import web
 from edgeutil import WAIT, edge_env, member, read_response
 
@@ -111,8 +110,6 @@ async def test_no_100_for_an_upload_over_the_limit(edge_env):
     assert env.origin.count("/up") == 0
 
 
-@pytest.mark.xfail(reason="edge/httpserver.py answers 100 to HTTP/1.0 requests too; RFC 9110 "
-                          "§10.1.1 and §15.2: ignore the expectation, never send 1xx to 1.0")
 async def test_no_100_for_http_1_0(edge_env):
     env = await edge_env()
     env.origin.route("/up", echo=True)

@@ -171,3 +171,36 @@ async def test_no_cache_is_never_served_stale_when_the_origin_is_down(edge_env, 
     r = await env.get("/nc")
     assert r.status in (502, 504)
     assert r.cache_status.endswith("detail=origin-unreachable")
+
+
+async def test_a_tier_that_fails_to_start_leaves_no_origin_pool_running(monkeypatch):
+    from edgeutil import FakeClock, TestOrigin, topology_dict
+
+    from edge import main as edge_main
+    from edge.upstream import OriginPool
+    from geoconfig.topology import parse_topology
+
+    origin = TestOrigin("origin-1", FakeClock())
+    await origin.start()
+    pools: list[OriginPool] = []
+    real_start = OriginPool.start
+
+    async def tracked(self: OriginPool) -> None:
+        pools.append(self)
+        await real_start(self)
+
+    async def broken(self) -> None:
+        raise RuntimeError("tier cannot start")
+
+    monkeypatch.setattr(OriginPool, "start", tracked)
+    monkeypatch.setattr(edge_main.RegionTier, "start", broken)
+    data = topology_dict([origin], {})
+    data["regions"][0]["redis"] = {"url": "redis://127.0.0.1:1"}
+    try:
+        with pytest.raises(RuntimeError, match="tier cannot start"):
+            await edge_main.start_edge(parse_topology(data), "us-east-1",
+                                       listen=("127.0.0.1", 0))
+        assert len(pools) == 1
+        assert pools[0]._session is None and pools[0]._probes == []
+    finally:
+        await origin.stop()

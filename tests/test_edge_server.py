@@ -159,7 +159,7 @@ async def test_slowloris_trickling_bytes_does_not_extend_the_deadline(edge_env):
 
 
 async def test_slow_body_gets_408(edge_env):
-    env = await edge_env(client_header_timeout=0.5)
+    env = await edge_env(client_header_timeout=0.5, client_body_timeout=0.5)
     env.origin.route("/post", echo=True)
     reader, writer = await connect(env)
     writer.write(b"POST /post HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"b" * 10)

@@ -131,7 +131,10 @@ class Pair:
                                   json.dumps(doc).encode())
 
     async def shared_stats(self, i: int) -> dict[str, Any]:
-        r = await self.get(i, "/.geoedge/stats")
+        host, port = self.edges[i].admin_address or ("127.0.0.1", 0)  # the admin listener
+        async with asyncio.timeout(WAIT), self.client.get(
+                f"http://{host}:{port}/.geoedge/stats") as resp:
+            r = Resp(resp.status, resp.headers, await resp.read())
         assert r.status == 200
         return r.json()["shared"]
 
@@ -182,7 +185,8 @@ async def make_pair() -> AsyncIterator[MakePair]:
         doc["regions"][0]["redis"] = {"timeout": TIMEOUT, **redis_table}
         topology = parse_topology(doc)
         for name in NAMES:
-            pair.edges.append(await start_edge(topology, name, ("127.0.0.1", 0), clock))
+            pair.edges.append(await start_edge(topology, name, ("127.0.0.1", 0), clock,
+                                                   admin_listen=("127.0.0.1", 0)))
         assert all(e.app.tier is not None for e in pair.edges)
         # each pool probes the origin once at start: let those land first
         await origin.wait_for(lambda: origin.probes >= 2)

@@ -17,15 +17,18 @@ start_nginx() {  # $1 config, $2 name, $3 cpu; sets NGINX_PID
     STOP_SIG[$NGINX_PID]=QUIT  # graceful stop of master and workers
 }
 
-start_edge() {  # $1 config, $2 edge name, $3 log, $4 cpu; sets EDGE_PID, EDGE_PORT
+start_edge() {  # $1 config, $2 edge name, $3 log, $4 cpu; sets EDGE_PID, EDGE_PORT, ADMIN_PORT
     local conf=$1 name=$2 logf=$3 cpu=$4 line
     taskset -c "$cpu" "$GEOEDGE" edge --config "$conf" --name "$name" --listen 127.0.0.1:0 \
+        --admin-listen 127.0.0.1:0 \
         --log-level "${TIER_BENCH_LOG_LEVEL:-warning}" >"$logf" 2>&1 &
     EDGE_PID=$!
     PIDS+=("$EDGE_PID")
     STOP_SIG[$EDGE_PID]=INT  # INT stops at once (TERM would drain for edge.drain_seconds)
     line=$(wait_log "$EDGE_PID" "$logf" "serving edge $name on [^ ]+ port [0-9]+")
     EDGE_PORT=$(sed -E 's/.* port ([0-9]+).*/\1/' <<<"$line")
+    line=$(wait_log "$EDGE_PID" "$logf" "admin listener .* port [0-9]+")
+    ADMIN_PORT=$(sed -E 's/.* port ([0-9]+).*/\1/' <<<"$line")  # /metrics, /.geoedge/stats
 }
 
 start_redis() {  # $1 port, $2 cpu; sets REDIS_PID. No persistence, loopback only.
