@@ -8,7 +8,9 @@ Rules:
   distinct set of regions a geo name allows, the region chosen and whether it failed open. For
   the all-up state it is built at once (start-up); after a health change ``active`` is ``full``
   again at once, and the merge for the new state runs in a background thread and is swapped in
-  when it is done, unless the health changed again meanwhile. Answers never wait for it.
+  when it is done, unless the health changed again meanwhile. Answers never wait for it. One
+  merge thread at a time, always for the newest state (a burst of changes does not start a
+  merge per change).
 - ``loaded`` memoizes maps per process by the database file's identity and the regions, so
   engines built for the same files (a reload of an unchanged database, tests) share one.
 """
@@ -50,22 +52,38 @@ class MapState:
         self.full = full
         self.active = full.merged(all_up)
         self._generation = 0
+        self._pending: tuple[int, Key] | None = None  # the latest state still to merge
+        self._worker: threading.Thread | None = None
         self._lock = threading.Lock()
         self.ready = threading.Event()  # set when ``active`` is merged for the current health
         self.ready.set()
 
     def health_changed(self, key: Key) -> None:
+        """Serve ``full`` now; merge for ``key`` in the background. One merge runs at a time
+        and only the newest state is merged: a burst of health changes costs one or two
+        merges, not one each (each is seconds of CPU that the event loop's health probes
+        share the interpreter with)."""
         with self._lock:
             self._generation += 1
-            generation = self._generation
+            self._pending = (self._generation, key)
             self.ready.clear()
             self.active = self.full
-        threading.Thread(target=self._merge, args=(generation, key), daemon=True,
-                         name="dns-map-merge").start()
+            if self._worker is not None and self._worker.is_alive():
+                return  # it takes the pending state when it finishes its current merge
+            self._worker = threading.Thread(target=self._merge_pending, daemon=True,
+                                            name="dns-map-merge")
+            self._worker.start()
 
-    def _merge(self, generation: int, key: Key) -> None:
-        merged = self.full.merged(key)
-        with self._lock:
-            if generation == self._generation:
-                self.active = merged
-                self.ready.set()
+    def _merge_pending(self) -> None:
+        while True:
+            with self._lock:
+                pending, self._pending = self._pending, None
+                if pending is None:
+                    self._worker = None
+                    return
+            generation, key = pending
+            merged = self.full.merged(key)
+            with self._lock:
+                if generation == self._generation:
+                    self.active = merged
+                    self.ready.set()
