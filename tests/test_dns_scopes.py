@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from dnsutil import DEMO
 
+from geoconfig.topology import load_topology
 from geodata import GeoReader, rank_regions
 from geodata.regionmap import SLOW
 from geodns.engine import Engine
-from geoedge.topology import load_topology
 
 FIXTURES = Path(__file__).parent / "fixtures"
 DOWN = {"eu-west-1": False, "eu-west-2": False}
