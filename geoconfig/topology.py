@@ -7,7 +7,8 @@ Nothing is read at import time; callers decide when to (re)load.
 Shape (see ``examples/demo.toml`` for a complete file)::
 
     default_region = "us-east"
-    [dns]      listen, tcp_idle_timeout, max_udp_payload, answer_cache_size, udp_fast_path
+    [dns]      listen, tcp_idle_timeout, tcp_query_timeout, max_udp_payload, answer_cache_size,
+               udp_fast_path, nsid, identity, version, cookies, cookie_secret, cookie_rotation
     [geoip]    database ("" = the embedded GeoLite2-City), watch_interval, map_cache_dir
     [health]   path, interval, timeout, rise, fall
     [[regions]] name, latitude, longitude, countries, continents,
@@ -19,6 +20,7 @@ Shape (see ``examples/demo.toml`` for a complete file)::
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +75,13 @@ class DnsSettings:
     max_udp_payload: int = 1232
     answer_cache_size: int = 100_000
     udp_fast_path: bool = True  # geodns/_fastudp.c when it is built (read at start-up only)
+    tcp_query_timeout: float = 5.0  # seconds to read a query once its first byte arrived
+    nsid: str = ""  # RFC 5001 NSID payload (ASCII); "": off
+    identity: str = ""  # CHAOS TXT id.server / hostname.bind; "": off (REFUSED)
+    version: str = ""  # CHAOS TXT version.bind; "": off (REFUSED)
+    cookies: bool = True  # DNS Cookies (RFC 7873/9018)
+    cookie_secret: str = ""  # 32 hex digits; "": random at start-up (shared by --workers)
+    cookie_rotation: float = 3600.0  # seconds each derived server-cookie secret is used
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +172,8 @@ def parse_topology(data: dict[str, Any], source: str = "<memory>") -> Topology:
 def _dns(table: Any) -> DnsSettings:
     p = "dns"
     t = check_keys(table, p, {"listen", "tcp_idle_timeout", "max_udp_payload", "answer_cache_size",
-                              "udp_fast_path"})
+                              "udp_fast_path", "tcp_query_timeout", "nsid", "identity", "version",
+                              "cookies", "cookie_secret", "cookie_rotation"})
     d = DnsSettings()
     listen = d.listen
     if "listen" in t:
@@ -178,7 +188,21 @@ def _dns(table: Any) -> DnsSettings:
     idle = get(t, p, "tcp_idle_timeout", float, d.tcp_idle_timeout)
     positive(idle, join(p, "tcp_idle_timeout"))
     fast = get(t, p, "udp_fast_path", bool, d.udp_fast_path)
-    return DnsSettings(listen, idle, payload, cache, fast)
+    query_timeout = get(t, p, "tcp_query_timeout", float, d.tcp_query_timeout)
+    positive(query_timeout, join(p, "tcp_query_timeout"))
+    texts = {}
+    for key, limit in (("nsid", 512), ("identity", 255), ("version", 255)):
+        value = texts[key] = get(t, p, key, str, getattr(d, key))
+        if not value.isascii() or len(value) > limit:
+            raise ConfigError(join(p, key), f"must be ASCII, at most {limit} characters")
+    secret = get(t, p, "cookie_secret", str, d.cookie_secret)
+    if secret and not re.fullmatch(r"[0-9a-fA-F]{32}", secret):
+        raise ConfigError(join(p, "cookie_secret"), "must be 32 hex digits (16 bytes)")
+    rotation = get(t, p, "cookie_rotation", float, d.cookie_rotation)
+    number_in(rotation, join(p, "cookie_rotation"), 60, 86400)
+    return DnsSettings(listen, idle, payload, cache, fast, query_timeout, texts["nsid"],
+                       texts["identity"], texts["version"],
+                       get(t, p, "cookies", bool, d.cookies), secret, rotation)
 
 
 def _geoip(table: Any) -> GeoIPSettings:

@@ -15,6 +15,12 @@ Rules (RFC 1034 §4.3.2, RFC 2308, RFC 6604, RFC 8482):
   are flagged ``location_dependent`` (the ECS scope then comes from the database network).
 - ANY over UDP gets one synthesized HINFO "RFC8482" RRset (RFC 8482 §4.2); over TCP every RRset.
 - NS and MX answers carry in-zone A/AAAA for their targets in the additional section.
+- CHAOS (class 3) TXT or ANY for ``id.server``/``hostname.bind`` (``dns.identity``) and
+  ``version.bind`` (``dns.version``): one TXT in class CH, TTL 0, AA=1; any other CHAOS query,
+  or one whose value is off (""), is REFUSED as every class other than IN.
+- Extended DNS Errors (RFC 8914) explain the REFUSED and NOTIMP answers (``Answer.ede``; the
+  engine sends them only to queries with EDNS): a name in no zone, or a class not served: 20
+  Not Authoritative; AXFR/IXFR: 18 Prohibited; meta types: 21 Not Supported.
 """
 
 from __future__ import annotations
@@ -29,9 +35,10 @@ from geodns.pack import MessageWriter, PackedRR
 from geodns.wire import text_to_name
 from geodns.zonedata import ZoneSet
 
-A, NS, CNAME, SOA, MX, AAAA, OPT = 1, 2, 5, 6, 15, 28, 41
+A, NS, CNAME, SOA, MX, TXT, AAAA, OPT = 1, 2, 5, 6, 15, 16, 28, 41
 HINFO, IXFR, AXFR, ANY = 13, 251, 252, 255
-CLASS_IN, CLASS_ANY = 1, 255
+CLASS_IN, CLASS_CH, CLASS_ANY = 1, 3, 255
+EDE_PROHIBITED, EDE_NOT_AUTHORITATIVE, EDE_NOT_SUPPORTED = 18, 20, 21
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
 MAX_CHAIN = 16
 
@@ -47,6 +54,19 @@ class Answer:
     authority: list[dnslib.RR] = field(default_factory=list)
     additional: list[dnslib.RR] = field(default_factory=list)
     location_dependent: bool = False
+    ede: tuple[int, str] | None = None  # RFC 8914 (INFO-CODE, EXTRA-TEXT) explaining an error
+
+
+def chaos_answer(qname: bytes, qtype: int, identity: str, version: str) -> Answer:
+    """The answer to a CHAOS-class query (see the module's rules)."""
+    values = {b"\x02id\x06server\x00": identity, b"\x08hostname\x04bind\x00": identity,
+              b"\x07version\x04bind\x00": version}
+    value = values.get(qname, "")
+    if not value or qtype not in (TXT, ANY):
+        return Answer(rcode=REFUSED, authoritative=False,
+                      ede=(EDE_NOT_AUTHORITATIVE, "not served in class CH"))
+    rr = dnslib.RR(_label(qname), TXT, CLASS_CH, 0, dnslib.TXT(value.encode("ascii")))
+    return Answer(answer=[rr])
 
 
 def _label(wire: bytes) -> dnslib.DNSLabel:
@@ -104,10 +124,15 @@ def build_answer(zones: ZoneSet, qname: bytes, qtype: int, qclass: int,
     if qtype == OPT:
         return Answer(rcode=FORMERR, authoritative=False)
     zone = zones.find(qname)
-    if zone is None or qclass not in (CLASS_IN, CLASS_ANY) or qtype in (AXFR, IXFR):
-        return Answer(rcode=REFUSED, authoritative=False)
+    if zone is None or qclass not in (CLASS_IN, CLASS_ANY):
+        text = "not in a zone served here" if zone is None else "class not served"
+        return Answer(rcode=REFUSED, authoritative=False, ede=(EDE_NOT_AUTHORITATIVE, text))
+    if qtype in (AXFR, IXFR):
+        return Answer(rcode=REFUSED, authoritative=False,
+                      ede=(EDE_PROHIBITED, "zone transfers are not offered"))
     if 128 <= qtype < ANY:
-        return Answer(rcode=NOTIMP, authoritative=False)
+        return Answer(rcode=NOTIMP, authoritative=False,
+                      ede=(EDE_NOT_SUPPORTED, "meta query type"))
     out = Answer()
     name = qname
     seen = {qname}
@@ -178,6 +203,7 @@ class Packed:
     arcount: int
     body: bytes
     location_dependent: bool
+    ede: tuple[int, str] | None = None
 
 
 def pack_answer(ans: Answer, qname: bytes, qtype: int, qclass: int,
@@ -190,4 +216,4 @@ def pack_answer(ans: Answer, qname: bytes, qtype: int, qclass: int,
         writer.records(section, known)
     flags = (0x0400 if ans.authoritative else 0) | (ans.rcode & 0xF)
     return Packed(flags, len(ans.answer), len(ans.authority), len(ans.additional),
-                  writer.body(), ans.location_dependent)
+                  writer.body(), ans.location_dependent, ans.ede)

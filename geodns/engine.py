@@ -30,6 +30,13 @@ Rules:
   Generation swaps (a rotation, a health change) hold ``_swap``, and a health change clears the
   old generation before the current one, so a reader that sees the new current generation can
   never copy a pre-change answer out of the old one.
+- Other EDNS options (NSID, COOKIE, TCP keepalive; geodns/options.py for their rules): a
+  query carrying any is parsed by ``parse_query`` (the C scan and cold path leave it to
+  Python) and its answer is never cached (a cookie answer depends on the time and the client;
+  a keepalive answer on the connection). Options we do not know are ignored (RFC 6891 §6.1.2).
+  CHAOS queries (class 3) are answered by Python too (the C path handles only IN and ANY).
+- EDE (RFC 8914): a REFUSED/NOTIMP answer to a query with EDNS carries the answer's EDE
+  option; such answers are never C templates, so the C cold path leaves them to Python.
 - Parsing: with ``dns.udp_fast_path`` on and the C extension built, the usual query's fields
   come from ``_fastudp.scan_common`` (the same tuple as ``query_fields(parse_query(data))``,
   compared in the tests); every other packet, and every packet without it, goes through
@@ -39,8 +46,10 @@ Rules:
 from __future__ import annotations
 
 import ipaddress
+import secrets
 import struct
 import threading
+import time
 from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -50,16 +59,39 @@ from geoconfig.zoneconfig import GeoName
 from geodata import GeoReader, Location, rank_regions, select_region
 from geodata.regionmap import SLOW, RegionMap
 from geodns.answer import (
+    CLASS_CH,
+    EDE_NOT_SUPPORTED,
     FORMERR,
     REFUSED,
     Answer,
     Packed,
     build_answer,
+    chaos_answer,
     nxdomain_fast,
     pack_answer,
 )
 from geodns.maps import Key, MapState, loaded
-from geodns.wire import Drop, Ecs, Edns, Fields, FormErr, c_scan_common, parse_query, query_fields
+from geodns.options import (
+    BADCOOKIE,
+    COOKIE,
+    KEEPALIVE,
+    NSID,
+    Cookies,
+    ede_option,
+    keepalive_option,
+    option,
+)
+from geodns.wire import (
+    Drop,
+    Ecs,
+    Edns,
+    Fields,
+    FormErr,
+    Query,
+    c_scan_common,
+    parse_query,
+    query_fields,
+)
 from geodns.zonedata import ZoneSet, compile_zone
 
 _HEADER = struct.Struct("!HHHHHH")
@@ -96,6 +128,12 @@ class Engine:
         self.regions = [rc.region for rc in topology.regions]
         self.edges = {rc.name: rc.edges for rc in topology.regions}
         self.max_udp = topology.dns.max_udp_payload
+        dns = topology.dns
+        self.nsid = dns.nsid.encode("ascii")
+        self.identity, self.version = dns.identity, dns.version
+        secret = bytes.fromhex(dns.cookie_secret) if dns.cookie_secret else secrets.token_bytes(16)
+        self.cookies = Cookies(secret, dns.cookie_rotation) if dns.cookies else None
+        self.clock = time.time
         self.cache_size = cache_size or topology.dns.answer_cache_size
         self.health: Mapping[str, bool] = {}
         self.decisions: dict[object, Decision | None] = {}
@@ -218,12 +256,14 @@ class Engine:
         cache[key] = value
 
     # -- answering ----------------------------------------------------------------------------
-    def respond(self, data: bytes, client_ip: str, tcp: bool = False) -> bytes | None:
+    def respond(self, data: bytes, client_ip: str, tcp: bool = False,
+                idle_timeout: float = 0.0) -> bytes | None:
         """The response to one query, or None when the packet gets no answer.
 
         Fast path: a response depends only on the query's bytes after the ID (and, for
         location-dependent answers located by the resolver's address, on that address), so
-        responses are cached by those bytes and only the ID is patched in.
+        responses are cached by those bytes and only the ID is patched in. ``idle_timeout``:
+        the TCP connection's, for the keepalive option.
         """
         cache = self.wire_tcp if tcp else self.wire_udp
         key = data[2:]
@@ -238,8 +278,8 @@ class Engine:
             by_client = hit.get(client_ip)
             if by_client is not None:
                 return data[:2] + by_client
-        response, per_client = self.respond_uncached(data, client_ip, tcp)
-        if response is not None and len(data) <= MAX_CACHED_QUERY:
+        response, per_client = self.respond_uncached(data, client_ip, tcp, idle_timeout)
+        if response is not None and len(data) <= MAX_CACHED_QUERY and per_client is not None:
             if per_client:
                 if hit is None or hit.__class__ is bytes:
                     hit = {}
@@ -263,8 +303,9 @@ class Engine:
             cache = fresh
         cache[key] = value
 
-    def respond_uncached(self, data: bytes, client_ip: str, tcp: bool) -> tuple[bytes | None, bool]:
-        """(response, whether it depends on the client's own address)."""
+    def respond_uncached(self, data: bytes, client_ip: str, tcp: bool,
+                         idle_timeout: float = 0.0) -> tuple[bytes | None, bool | None]:
+        """(response, whether it depends on the client's own address; None: never cache)."""
         scan = self.scan_common
         fields = scan(data) if scan is not None else None
         if fields is None or fields[7] or fields[1] & 0x7800:  # not opcode 0 + EDNS version 0
@@ -279,13 +320,44 @@ class Engine:
             edns = q.edns
             if edns is not None and edns.version > 0:
                 return self._error(q.id, q.flags, q.question, edns, BADVERS), False
-            if q.opcode != 0:
-                return self._error(q.id, q.flags, q.question, edns, 4), False  # NOTIMP
+            if q.opcode != 0:  # NOTIMP
+                extra = ede_option(EDE_NOT_SUPPORTED, "opcode") if edns is not None else b""
+                return self._error(q.id, q.flags, q.question, edns, 4, extra), False
+            if edns is not None and edns.options:
+                return self._answer_options(q, client_ip, tcp, idle_timeout), None
             fields = query_fields(q)
         return self._answer_fields(fields, client_ip, tcp)
 
-    def _answer_fields(self, fields: Fields, client_ip: str, tcp: bool) -> tuple[bytes, bool]:
-        """The response to a well-formed opcode-0 query given as ``query_fields``."""
+    def _answer_options(self, q: Query, client_ip: str, tcp: bool, idle_timeout: float) -> bytes:
+        """A query with EDNS options besides ECS: NSID, COOKIE and keepalive answered (see
+        geodns/options.py), the rest ignored."""
+        edns = q.edns
+        assert edns is not None
+        extra: list[bytes] = []
+        cookie = None
+        for code, data in edns.options:
+            if code == NSID and self.nsid:
+                extra.append(option(NSID, self.nsid))
+            elif code == KEEPALIVE:
+                if tcp and data:  # a TIMEOUT in a query (RFC 7828 §3.2.1)
+                    return self._error(q.id, q.flags, q.question, edns, FORMERR)
+                if tcp:
+                    extra.append(keepalive_option(idle_timeout))
+            elif code == COOKIE and self.cookies is not None and cookie is None:
+                now = int(self.clock())
+                cookie = self.cookies.check(data, client_ip, now)
+                if cookie is None:
+                    return self._error(q.id, q.flags, q.question, edns, FORMERR)
+                fresh = cookie.client + self.cookies.server_cookie(cookie.client, client_ip, now)
+                extra.append(option(COOKIE, fresh))
+        if cookie is not None and cookie.sent_server and not cookie.valid and not tcp:
+            return self._error(q.id, q.flags, q.question, edns, BADCOOKIE, b"".join(extra))
+        return self._answer_fields(query_fields(q), client_ip, tcp, b"".join(extra))[0]
+
+    def _answer_fields(self, fields: Fields, client_ip: str, tcp: bool,
+                       extra: bytes = b"") -> tuple[bytes, bool]:
+        """The response to a well-formed opcode-0 query given as ``query_fields``; ``extra``:
+        more options for the OPT (the query has one)."""
         id_, flags, question, qname, qtype, qclass, size, _, do, family, source, address = fields
         templates = self.templates  # before deciding: a health change meanwhile replaces it
         order: tuple[str, ...] | None = None
@@ -302,7 +374,7 @@ class Engine:
         if entry is None:
             entry = self._build(qname, qtype, qclass, order, tcp)
             self._remember(packed_cache, key, entry)
-        if not tcp and tval >= 0:  # for the C cold path
+        if not tcp and tval >= 0 and entry.ede is None:  # for the C cold path
             self._remember(templates, qname + _TKEY.pack(qtype, qclass, tval),
                            _TEMPLATE.pack(entry.flags, entry.ancount, entry.nscount,
                                           entry.arcount, entry.location_dependent) + entry.body)
@@ -314,6 +386,9 @@ class Engine:
             options = b""
             if family:
                 options = _ECS_HEAD.pack(8, 4 + len(address), family, source, scope) + address
+            if entry.ede is not None:
+                options += ede_option(*entry.ede)
+            options += extra
             opt = _OPT_FIXED.pack(0, 41, self.max_udp, 0x8000 if do else 0, len(options))
             opt += options
         extra = 1 if opt else 0
@@ -329,6 +404,9 @@ class Engine:
 
     def _build(self, qname: bytes, qtype: int, qclass: int, order: tuple[str, ...] | None,
                tcp: bool) -> Packed:
+        if qclass == CLASS_CH:
+            chaos = chaos_answer(qname, qtype, self.identity, self.version)
+            return pack_answer(chaos, qname, qtype, qclass)
         fast = nxdomain_fast(self.zones, qname, qtype, qclass)
         if fast is not None:
             return fast
@@ -351,20 +429,22 @@ class Engine:
             cached = self._fast = (active, templates, state)
         return cached[2]
 
-    def _opt(self, edns: Edns, ecs: Ecs | None, scope: int, ext_rcode: int = 0) -> bytes:
+    def _opt(self, edns: Edns, ecs: Ecs | None, scope: int, ext_rcode: int = 0,
+             extra: bytes = b"") -> bytes:
         options = b""
         if ecs is not None:
             options = _ECS_HEAD.pack(8, 4 + len(ecs.address), ecs.family, ecs.source, scope)
             options += ecs.address
+        options += extra
         ttl = (ext_rcode << 24) | (0x8000 if edns.do else 0)
         return _OPT_FIXED.pack(0, 41, self.max_udp, ttl, len(options)) + options
 
     def _error(self, id_: int, flags: int, question: bytes | None, edns: Edns | None,
-               rcode: int) -> bytes:
+               rcode: int, extra: bytes = b"") -> bytes:
         out_flags = 0x8000 | (flags & 0x7910) | (rcode & 0xF)
         opt = b""
         if edns is not None:
-            opt = self._opt(edns, edns.ecs if rcode != FORMERR else None, 0, rcode >> 4)
+            opt = self._opt(edns, edns.ecs if rcode != FORMERR else None, 0, rcode >> 4, extra)
         qd = 1 if question else 0
         header = _HEADER.pack(id_, out_flags, qd, 0, 0, 1 if opt else 0)
         return header + (question or b"") + opt

@@ -107,7 +107,8 @@ async def serve(config_path: Path, engine: Engine, listen: list[tuple[str, int]]
                 reuse_port: bool, ready: asyncio.Event | None = None) -> int:
     topology = engine.topology
     server = DnsServer(engine, listen, topology.dns.tcp_idle_timeout, reuse_port,
-                       udp_fast_path=topology.dns.udp_fast_path)
+                       udp_fast_path=topology.dns.udp_fast_path,
+                       query_timeout=topology.dns.tcp_query_timeout)
     service = Service(config_path, server, HealthChecker(topology.edges, topology.health,
                                                          lambda h: service.apply_health(h)))
     try:

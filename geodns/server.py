@@ -15,8 +15,12 @@
   stores the template. Without the extension (no C compiler at install time) the Python loop
   is used.
 - TCP (RFC 7766): two-byte length framing, several queries per connection, answered in order
-  as they arrive (pipelining), closed after ``idle_timeout`` seconds without a complete query,
-  at most ``max_tcp_clients`` connections at once (further ones are closed at once).
+  as they arrive (pipelining), at most ``max_tcp_clients`` connections at once (further ones
+  are closed at once). Two timeouts (``dns.tcp_idle_timeout``, ``dns.tcp_query_timeout``): a
+  connection is closed after ``idle_timeout`` seconds without the first byte of a query, or
+  ``query_timeout`` seconds after a query's first byte without the rest of it; an answer the
+  client does not read within ``idle_timeout`` also closes it. The idle timeout is what the
+  EDNS TCP keepalive option announces (RFC 7828).
 - A packet that makes the engine fail is logged and dropped; the listener keeps serving.
 - ``engine`` is read once per query, so a reload that assigns a new engine takes effect for the
   next packet without locks.
@@ -88,10 +92,11 @@ def bind_pair(host: str, port: int, reuse_port: bool) -> tuple[socket.socket, so
 class DnsServer:
     def __init__(self, engine: Engine, listen: list[tuple[str, int]], idle_timeout: float = 10.0,
                  reuse_port: bool = False, max_tcp_clients: int = 1000,
-                 udp_fast_path: bool = True) -> None:
+                 udp_fast_path: bool = True, query_timeout: float | None = None) -> None:
         self.engine = engine
         self.listen = listen
         self.idle_timeout = idle_timeout
+        self.query_timeout = idle_timeout if query_timeout is None else query_timeout
         self.reuse_port = reuse_port
         self.max_tcp_clients = max_tcp_clients
         self.udp_fast_path = udp_fast_path
@@ -149,7 +154,7 @@ class DnsServer:
 
     def _answer(self, data: bytes, client: str, tcp: bool) -> bytes | None:
         try:
-            return self.engine.respond(data, client, tcp)
+            return self.engine.respond(data, client, tcp, self.idle_timeout if tcp else 0.0)
         except Exception:  # last-resort guard, logged: one bad packet never stops a listener
             log.exception("failed to answer a %d-byte query from %s", len(data), client)
             return None
@@ -216,7 +221,9 @@ class DnsServer:
         try:
             while True:
                 async with asyncio.timeout(self.idle_timeout):
-                    (length,) = _LEN.unpack(await reader.readexactly(2))
+                    first = await reader.readexactly(1)
+                async with asyncio.timeout(self.query_timeout):
+                    (length,) = _LEN.unpack(first + await reader.readexactly(1))
                     data = await reader.readexactly(length)
                 response = self._answer(data, client, True)
                 if response is None:

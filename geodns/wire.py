@@ -48,6 +48,7 @@ class Edns:
     version: int
     do: bool
     ecs: Ecs | None
+    options: tuple[tuple[int, bytes], ...] = ()  # every other option (code, data), in order
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +132,9 @@ def _read_name(data: bytes, pos: int) -> tuple[bytes, int]:
     return b"".join(labels) + b"\x00", (end if end >= 0 else pos)
 
 
-def _parse_options(data: bytes, pos: int, rdlen: int) -> Ecs | None:
+def _parse_options(data: bytes, pos: int, rdlen: int,
+                   others: list[tuple[int, bytes]]) -> Ecs | None:
+    """The ECS option, if any; every other option is appended to ``others``."""
     ecs: Ecs | None = None
     end = pos + rdlen
     while pos < end:
@@ -145,6 +148,8 @@ def _parse_options(data: bytes, pos: int, rdlen: int) -> Ecs | None:
             if ecs is not None:
                 raise ValueError("more than one ECS option")
             ecs = _parse_ecs(data[pos : pos + length])
+        else:
+            others.append((code, bytes(data[pos : pos + length])))
         pos += length
     return ecs
 
@@ -298,7 +303,9 @@ def parse_query(data: bytes) -> Query:
                     raise ValueError("OPT record owner is not the root")
                 # the OPT header first, so a FORMERR for a bad option still carries an OPT
                 edns = Edns(max(rclass, 512), (ttl >> 16) & 0xFF, bool(ttl & 0x8000), None)
-                edns.ecs = _parse_options(data, pos, rdlen)
+                others: list[tuple[int, bytes]] = []
+                edns.ecs = _parse_options(data, pos, rdlen, others)
+                edns.options = tuple(others)
             pos += rdlen
         if pos != len(data):
             raise ValueError(f"{len(data) - pos} bytes after the last record")

@@ -55,6 +55,7 @@ class ServerThread:
     engine: Engine
     listen: list[tuple[str, int]] = field(default_factory=lambda: [("127.0.0.1", 0)])
     idle_timeout: float = 10.0
+    query_timeout: float | None = None
     udp_loop: str = "c"  # "c" or "python"
     check_loop: bool = True
     addresses: list[tuple[str, int]] = field(default_factory=list)
@@ -62,7 +63,8 @@ class ServerThread:
     def start(self) -> ServerThread:
         self.loop = asyncio.new_event_loop()
         self.server = DnsServer(self.engine, self.listen, self.idle_timeout,
-                                udp_fast_path=self.udp_loop == "c")
+                                udp_fast_path=self.udp_loop == "c",
+                                query_timeout=self.query_timeout)
         started = threading.Event()
 
         def run() -> None:

@@ -435,7 +435,7 @@ def test_random_names_do_not_flush_the_answers_asked_again(monkeypatch):
     slow: list[bytes] = []
     uncached = engine.respond_uncached
     monkeypatch.setattr(engine, "respond_uncached",
-                        lambda d, c, t: (slow.append(d), uncached(d, c, t))[1])
+                        lambda d, c, t, i=0.0: (slow.append(d), uncached(d, c, t, i))[1])
     for wire in hot:
         engine.respond(wire, CLIENT)
     for i in range(200):  # never asked again; the hot queries are asked now and then

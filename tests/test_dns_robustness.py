@@ -7,7 +7,7 @@ the packet; it never raises, and it keeps serving over UDP and TCP. The rules co
 
 - Fewer than 12 bytes, or QR=1: dropped (no answer), over UDP and TCP.
 - Anything else gets exactly one answer with the query's ID, QR=1, RA=0, Z=0, AD=0, opcode/RD/CD
-  copied, and an RCODE in {NOERROR, FORMERR, NXDOMAIN, NOTIMP, REFUSED, BADVERS}; never
+  copied, and an RCODE in {NOERROR, FORMERR, NXDOMAIN, NOTIMP, REFUSED, BADVERS, BADCOOKIE}; never
   SERVFAIL. AA is set exactly for NOERROR/NXDOMAIN; error answers carry no records but an OPT.
 - A FORMERR found while reading the question has QDCOUNT 0; one found later echoes the question,
   and an OPT (without options) once the OPT's fixed part was read: a bad option, a second OPT
@@ -60,6 +60,7 @@ from hypothesis import strategies as st
 
 from geodns.engine import Engine
 from geodns.main import load_engine
+from geodns.options import Cookies
 from geodns.wire import c_scan_common, parse_common, query_fields
 
 HDR = struct.Struct("!HHHHHH")
@@ -67,7 +68,8 @@ LEN = struct.Struct("!H")
 QR, AA, TC, RD, RA, Z, AD, CD = 0x8000, 0x0400, 0x0200, 0x0100, 0x0080, 0x0040, 0x0020, 0x0010
 COPIED = 0x7800 | RD | CD  # opcode, RD and CD are copied from the query
 NOERROR, FORMERR, NXDOMAIN, NOTIMP, REFUSED, BADVERS = 0, 1, 3, 4, 5, 16
-ALLOWED_RCODES = {NOERROR, FORMERR, NXDOMAIN, NOTIMP, REFUSED, BADVERS}
+BADCOOKIE = 23  # RFC 7873: a random server cookie in a query over UDP
+ALLOWED_RCODES = {NOERROR, FORMERR, NXDOMAIN, NOTIMP, REFUSED, BADVERS, BADCOOKIE}
 A, NS, SOA, TXT, AAAA, OPT, AXFR, IXFR, ANY = 1, 2, 6, 16, 28, 41, 252, 251, 255
 MAX_UDP = 1232  # dns.max_udp_payload in examples/demo.toml
 CLIENT = "127.0.0.1"
@@ -410,8 +412,13 @@ CLEAN_SUFFIXES = st.sampled_from([("example", "test"), ("example", "test"), ("ex
 CLEAN_FLAGS = st.sampled_from([0, 0, RD, RD | CD, AD | Z, TC, 4 << 11])
 CLEAN_FAMILIES = st.sampled_from([(1, 32), (2, 128)])
 CLEAN_VERSIONS = st.sampled_from([0, 0, 0, 0, 1])
-UNKNOWN_OPTIONS = st.lists(st.builds(option, st.sampled_from([3, 10, 12, 65001]),
-                                     st.binary(max_size=12)), max_size=2)
+# other options, well-formed: NSID and keepalive empty, a COOKIE of 8 or 24 octets (a server
+# cookie drawn at random is invalid: BADCOOKIE over UDP, never FORMERR), padding, unknown
+UNKNOWN_OPTIONS = st.lists(st.one_of(
+    st.builds(option, st.sampled_from([3, 11]), st.just(b"")),
+    st.builds(option, st.just(10), st.sampled_from([8, 24]).flatmap(
+        lambda n: st.binary(min_size=n, max_size=n))),
+    st.builds(option, st.sampled_from([12, 65001]), st.binary(max_size=12))), max_size=2)
 
 
 @st.composite
@@ -754,8 +761,8 @@ TABLE = [
                  Expect(NOERROR, opt=True, addrs=EU, scope=18, options=(8,)),
                  id="unknown-option-ignored"),
     pytest.param(q(Q_WWW, opt(option(10, bytes(8)) + option(12, bytes(30))), ar=1),
-                 Expect(NOERROR, opt=True, addrs=US, options=()),
-                 id="cookie-and-padding-ignored"),
+                 Expect(NOERROR, opt=True, addrs=US, options=(10,)),
+                 id="cookie-answered-padding-ignored"),
     pytest.param(q(Q_WWW, opt(option(0xFFFF, b"")), ar=1),
                  Expect(NOERROR, opt=True, addrs=US, options=()), id="option-65535-empty"),
     pytest.param(q(Q_WWW, opt(payload=0), ar=1), Expect(NOERROR, opt=True, addrs=US),
@@ -877,11 +884,14 @@ needs_c = pytest.mark.skipif(SCAN is None, reason=NOT_BUILT)
 
 
 @pytest.fixture(scope="module")
-def py_engine() -> Engine:
-    """An engine without the C scanner: the reference for the one with it."""
-    engine = demo_engine()
-    engine.scan_common = None
-    return engine
+def py_engine(engine: Engine) -> Engine:
+    """An engine without the C scanner: the reference for the one with it (the same cookie
+    secret and a fixed clock for both, so their server cookies agree)."""
+    py = demo_engine()
+    py.scan_common = None
+    py.cookies = engine.cookies
+    engine.clock = py.clock = lambda: 1_700_000_000.0
+    return py
 
 
 def same_parse(data: bytes, engine: Engine | None = None, py_engine: Engine | None = None) -> None:
@@ -949,7 +959,8 @@ def server_errors(caplog) -> list[str]:
 
 @pytest.fixture(scope="module", params=UDP_LOOPS)
 def server(request):
-    srv = ServerThread(demo_engine(), idle_timeout=0.5, udp_loop=request.param).start()
+    srv = ServerThread(fixed_cookies(demo_engine()), idle_timeout=0.5,
+                       udp_loop=request.param).start()
     yield srv
     srv.stop()
 
@@ -957,7 +968,14 @@ def server(request):
 @pytest.fixture(scope="module")
 def oracle() -> Engine:
     """A second engine: what the server must send, byte for byte."""
-    return demo_engine()
+    return fixed_cookies(demo_engine())
+
+
+def fixed_cookies(engine: Engine) -> Engine:
+    """The same cookie secret and a fixed clock: two such engines send the same cookies."""
+    engine.cookies = Cookies(bytes(16), 3600)
+    engine.clock = lambda: 1_700_000_000.0
+    return engine
 
 
 def recv_exactly(sock: socket.socket, n: int) -> bytes:
