@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import resource
 import signal
 import sys
@@ -31,6 +32,7 @@ from edge.tier.region import RegionTier
 from edge.upstream import OriginPool
 from geoconfig.cdnconfig import EdgeSettings
 from geoconfig.topology import Topology, load_topology
+from geoconfig.validate import format_host_port
 
 log = logging.getLogger("geoedge.edge")
 
@@ -179,8 +181,12 @@ async def _serve(topology: Topology, name: str, listen: tuple[str, int] | None,
     raise_fd_limit(topology.cdn.edge, len(topology.cdn.origins))
     try:
         running = await start_edge(topology, name, listen, admin_listen=admin_listen)
-    except OSError as exc:
-        print(f"geoedge: cannot listen for edge {name}: {exc}", file=sys.stderr)
+    except OSError as exc:  # the reason as text: uvloop's own message embeds an address tuple
+        edge = topology.find_edge(name)
+        host, port = listen or (edge.ipv4 or edge.ipv6 or "127.0.0.1", edge.port)
+        reason = f"[Errno {exc.errno}] {os.strerror(exc.errno)}" if exc.errno else str(exc)
+        print(f"geoedge: cannot listen for edge {name} on {format_host_port(host, port)}: "
+              f"{reason}", file=sys.stderr)
         return 2
     log.warning("serving edge %s on %s port %d (%d origins, lb %s)", name, running.host,
                 running.port, len(topology.cdn.origins), topology.cdn.edge.lb)

@@ -3,10 +3,35 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 from collections.abc import Callable, Sequence
+from importlib import metadata
 
-from geoconfig.validate import ConfigError, host_port
+from geoconfig.validate import ConfigError, format_host_port, host_port
+
+LOG_LEVELS = ["debug", "info", "warning", "error"]
+LOG_LEVEL_HELP = "logging threshold on stderr (default info)"
+EXIT_SIGPIPE = 128 + 13  # what a shell reports for a process ended by SIGPIPE
+
+
+def package_version() -> str:
+    """The installed distribution's version, else ``geoedge.__version__``, else ``unknown``."""
+    try:
+        return metadata.version("geoedge")
+    except metadata.PackageNotFoundError:
+        import geoedge
+
+        return str(getattr(geoedge, "__version__", "unknown"))
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``[Errno 98] Address already in use``: the errno and its text, never the exception's
+    arguments (uvloop's and asyncio's bind errors embed the address as a Python tuple)."""
+    if exc.errno:
+        return f"[Errno {exc.errno}] {os.strerror(exc.errno)}"
+    return exc.strerror or exc.__class__.__name__
 
 
 def _listen(value: str) -> tuple[str, int]:
@@ -18,43 +43,66 @@ def _listen(value: str) -> tuple[str, int]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="geoedge", description="GeoDNS and CDN edge service")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"geoedge {package_version()}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="the role to run or the tool to use (COMMAND --help "
+                                     "for its options)")
 
-    dns = sub.add_parser("dns", help="run the authoritative GeoDNS server")
+    dns = sub.add_parser(
+        "dns", help="run the authoritative GeoDNS server",
+        description="Serve the topology's zones over UDP and TCP, answering each geo-routed "
+                    "name with the edges of the client's nearest healthy region (by ECS, "
+                    "else the resolver's address). The topology and the GeoIP database are "
+                    "reloaded when they change on disk or on SIGHUP; SIGTERM stops.")
     dns.add_argument("--config", required=True, help="topology file (TOML)")
     dns.add_argument("--listen", action="append", type=_listen, metavar="HOST:PORT",
                      help="address to serve on (UDP and TCP); repeatable; overrides dns.listen")
     dns.add_argument("--workers", type=int, default=1,
                      help="processes sharing the sockets with SO_REUSEPORT (default 1)")
-    dns.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    dns.add_argument("--log-level", default="info", choices=LOG_LEVELS, help=LOG_LEVEL_HELP)
 
-    explain = sub.add_parser("explain", help="show how the server answers a client address")
+    explain = sub.add_parser(
+        "explain", help="show how the server answers a client address",
+        description="Show, without a running server, which region and edges the GeoDNS "
+                    "server would answer with for a client address, the ECS scope, and why.")
     explain.add_argument("--config", required=True, help="topology file (TOML)")
     explain.add_argument("ip", help="client address (or ECS subnet address)")
     explain.add_argument("name", nargs="?", help="geo-routed name (default: every geo name)")
     explain.add_argument("--probe", action="store_true",
                          help="probe the edges' health first (default: assume up)")
 
-    edge = sub.add_parser("edge", help="run an edge node (caching reverse proxy)")
+    edge = sub.add_parser(
+        "edge", help="run an edge node (caching reverse proxy)",
+        description="Run one edge of the topology: an HTTP/1.1 caching reverse proxy in front "
+                    "of the [[origins]], sharing its region's Redis tier when configured. "
+                    "SIGTERM drains (edge.drain_seconds) then stops; SIGINT stops at once.")
     edge.add_argument("--config", required=True, help="topology file (TOML)")
     edge.add_argument("--name", required=True, help="the edge's name in the topology")
     edge.add_argument("--listen", type=_listen, metavar="HOST:PORT",
                       help="address to serve on (default: the edge's ipv4 and port)")
     edge.add_argument("--admin-listen", type=_listen, metavar="HOST:PORT",
                       help="serve /metrics and stats here (overrides edge.admin_listen)")
-    edge.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    edge.add_argument("--log-level", default="info", choices=LOG_LEVELS, help=LOG_LEVEL_HELP)
 
-    origin = sub.add_parser("origin", help="run an origin web server")
+    origin = sub.add_parser(
+        "origin", help="run an origin web server",
+        description="Run one origin of the topology's [[origins]] pool: the [origin] root's "
+                    "files, the virtual test files and the API. SIGTERM or SIGINT stops.")
     origin.add_argument("--config", required=True, help="topology file (TOML)")
     origin.add_argument("--name", required=True, help="the origin's name in [[origins]]")
     origin.add_argument("--listen", type=_listen, metavar="HOST:PORT",
                         help="address to serve on (default: the origin's host and port)")
-    origin.add_argument("--log-level", default="info",
-                        choices=["debug", "info", "warning", "error"])
+    origin.add_argument("--log-level", default="info", choices=LOG_LEVELS,
+                        help="logging threshold on stderr (default info; debug adds the "
+                             "access log)")
 
     _add_fetch(sub)
 
     purge = sub.add_parser("purge", help="purge a URL, prefix or surrogate key on every edge",
+                           description="Send a purge to every edge of the topology (and so "
+                                       "to their regions' shared tiers) and report each "
+                                       "edge's answer.",
                            epilog="exit status: 0 when every edge confirmed, 1 when any did "
                                   "not, 2 for usage or config errors")
     purge.add_argument("--config", required=True, help="topology file (TOML)")
@@ -65,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument("--soft", action="store_true",
                        help="mark stale (revalidated on next use) instead of dropping")
     purge.add_argument("--token", help="bearer token (default: the topology's edge.purge_token)")
-    purge.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS")
+    purge.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
+                       help="per edge (default 5)")
 
     demo = sub.add_parser(
         "demo", help="run the local multi-region demo",
@@ -79,6 +128,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; a reader that goes away (``geoedge fetch ... | head -1``) ends it quietly
+    with the status of a process ended by SIGPIPE."""
+    try:
+        try:
+            code = _dispatch(argv)
+        except SystemExit:  # --help, --version and usage errors: flush while we can catch it
+            sys.stdout.flush()
+            raise
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_SIGPIPE
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush has nowhere to fail."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+
+
+def _dispatch(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "dns": _cmd_dns,
@@ -96,6 +170,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        raise
+    except OSError as exc:  # what the roles do not report themselves, without a traceback
+        print(f"geoedge {args.command}: {_os_error_text(args, exc)}", file=sys.stderr)
+        return 1
+
+
+def _os_error_text(args: argparse.Namespace, exc: OSError) -> str:
+    if args.command in ("edge", "origin") and exc.errno in (errno.EADDRINUSE,
+                                                            errno.EADDRNOTAVAIL,
+                                                            errno.EACCES):
+        where = f" on {format_host_port(*args.listen)}" if args.listen else _configured(args)
+        return f"cannot listen for {args.command} {args.name}{where}: {describe_os_error(exc)}"
+    return describe_os_error(exc)
+
+
+def _configured(args: argparse.Namespace) -> str:
+    """`` on HOST:PORT``: the origin's configured address (the edge reports its own)."""
+    if args.command != "origin":
+        return ""
+    from geoconfig.topology import load_topology
+
+    origin = next((o for o in load_topology(args.config).cdn.origins if o.name == args.name),
+                  None)
+    return "" if origin is None else f" on {format_host_port(origin.host, origin.port)}"
 
 
 def _cmd_dns(args: argparse.Namespace) -> int:

