@@ -30,7 +30,10 @@ def test_reload_on_change_keeps_running_config_when_bad(tmp_path, loop):
         config.write_text(text.replace("latitude = 53.3", "latitude = 153.3"))
         logged, _ = wait_for(lambda: any("regions[1].latitude" in x for x in dns.log), 10)
         assert logged, "".join(dns.log)
-        assert eu_answer(dns) == {"127.0.2.1", "127.0.2.9"}
+        # still the good file's edges (the broken one has 127.0.2.2): which of them answer
+        # depends on where the health checks of the unreachable edge port are
+        still = eu_answer(dns)
+        assert still and still <= {"127.0.2.1", "127.0.2.9"}, still
         assert dns.proc.poll() is None
     finally:
         assert dns.stop() == 0
