@@ -270,3 +270,15 @@ async def test_variants_per_url_are_capped_oldest_first(edge_env):
         "hit", "ttl=60")
     assert (await env.get("/c", [("User-Agent", "agent-0")])).cache_status.startswith(
         member("fwd="))
+
+
+async def test_raw_brackets_and_high_bytes_are_encoded_alike_for_key_and_origin(edge_env):
+    env = await edge_env()
+    env.origin.route("/arr", headers=CACHED, body=b"ARR")
+    status, _, _ = await exchange(env, raw_get("/arr?a[]=1", env.host))
+    assert status == 200
+    assert env.origin.last("/arr?a%5B%5D=1").path == "/arr?a%5B%5D=1"
+    status, headers, _ = await exchange(env, raw_get("/arr?a%5b%5d=1", env.host))
+    assert (status, headers["Cache-Status"]) == (200, member("hit", "ttl=60"))
+    status, _, _ = await exchange(env, raw_get("/a\\..\\arr", env.host))
+    assert status == 400

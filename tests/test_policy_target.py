@@ -56,7 +56,13 @@ CASES = [
     ("GET", "/x#frag", "h", 400),
     ("GET", "/x y", "h", 400),
     ("GET", "/x\x00", "h", 400),
-    ("GET", "/é", "h", 400),
+    ("GET", "/é", "h", "http://h/%E9"),  # a byte above 0x7F, as received (latin-1)
+    ("GET", "/a?x[]=1&y={2}|^", "h", "http://h/a?x%5B%5D=1&y=%7B2%7D%7C%5E"),
+    ("GET", '/q?"<>`', "h", "http://h/q?%22%3C%3E%60"),
+    ("GET", "/a%5b", "h", "http://h/a%5B"),
+    ("GET", "/a\\..\\x", "h", 400),  # a backslash: some origins read it as /
+    ("GET", "/a\tb", "h", 400),
+    ("GET", "/a\x7f", "h", 400),
     # absolute-form: the authority replaces Host
     ("GET", "http://Example.TEST:80/x?q", "other.test", "http://example.test/x?q"),
     ("GET", "http://example.test", "other.test", "http://example.test/"),

@@ -18,7 +18,9 @@ Rules (``parse_target`` returns a ``Target`` or a ``BadTarget`` with the status 
   validated as above.
 * asterisk-form (``*``) only with OPTIONS; authority-form (``host:port``) only with CONNECT,
   which the edge does not proxy: 501 for CONNECT, 400 for other shapes.
-* A fragment (``#``) or a byte outside the request-target grammar is 400.
+* A fragment (``#``), a control character, a space or a backslash is 400; other printable
+  bytes that clients send raw although RFC 3986 does not allow them (``[]{}|^"<>``, bytes
+  above 0x7F) are percent-encoded, in the key and in what is forwarded alike.
 * Path and query normalised as RFC 3986 §6.2.2 allows: percent-encodings get upper-case hex,
   percent-encoded unreserved characters are decoded, dot segments are removed (§5.2.4). An
   empty query (``/a?``) stays distinct from none, since origins may tell them apart.
@@ -46,6 +48,9 @@ _PCT = re.compile(r"%([0-9A-Fa-f]{2})")
 _BAD_PCT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
 _SIMPLE_HOST = re.compile(r"[a-z0-9][a-z0-9.-]*")
+_ALLOWED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+                     "-._~!$&'()*+,;=:@/?%")
+_REFUSED = frozenset("#\\ ")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
 
@@ -132,10 +137,33 @@ def _pct(match: re.Match[str]) -> str:
     return char if char in _UNRESERVED else "%" + match.group(1).upper()
 
 
+def _encode_unsafe(text: str) -> str | None:
+    r"""Percent-encode the printable bytes that clients send raw although RFC 3986 does not
+    allow them (``[]{}|^"<>`` and bytes above 0x7F, as received); None for a byte no request
+    target may hold: control characters, space, ``#`` and a backslash (which some origins read
+    as ``/``, so that ``\..\`` would escape the keyed path)."""
+    out = []
+    for ch in text:
+        if ch in _ALLOWED:
+            out.append(ch)
+        elif ch in _REFUSED or ord(ch) < 0x21 or ord(ch) == 0x7F or ord(ch) > 0xFF:
+            return None
+        else:
+            out.append(f"%{ord(ch):02X}")
+    return "".join(out)
+
+
 def _normalise_path_query(text: str) -> str | None:
     if _SIMPLE.fullmatch(text) and "/." not in text.split("?", 1)[0]:
         return text
-    if not text.startswith("/") or not _PATH_QUERY.fullmatch(text) or _BAD_PCT.search(text):
+    if not text.startswith("/"):
+        return None
+    if not _PATH_QUERY.fullmatch(text):
+        encoded = _encode_unsafe(text)
+        if encoded is None:
+            return None
+        text = encoded
+    if _BAD_PCT.search(text):
         return None
     path, sep, query = text.partition("?")
     path = _remove_dot_segments(_PCT.sub(_pct, path))
