@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from edge.admin import Admin
 from edge.connlimit import ConnectionLimiter
+from edge.disk.tiered import close_store, start_store
 from edge.httpserver import HttpProtocol, Limits, Request, ResponseWriter
 from edge.proxy import EdgeApp
 from edge.tier.region import RegionTier
@@ -76,6 +77,7 @@ class RunningEdge:
         if self.app.tier is not None:
             await self.app.tier.stop()
         await self.pool.stop()
+        await asyncio.to_thread(close_store, self.app.store)
 
 
 class AdminListener:
@@ -127,6 +129,11 @@ async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | No
     pool = OriginPool(topology.cdn.origins, settings)
     await pool.start()
     app = EdgeApp(name, settings, pool, clock)
+    try:
+        start_store(app.store)
+    except OSError as exc:
+        await pool.stop()
+        raise OSError(exc.errno, f"edge.disk_path {settings.disk_path!r}: {exc.strerror}") from exc
     redis = topology.region(edge.region).redis
     if redis is not None:
         tier = RegionTier(edge.region, redis, name, clock, app.make_entry)
@@ -138,6 +145,7 @@ async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | No
         except BaseException:  # a bad tier setting (or a cancel): nothing is left running
             await tier.stop()
             await pool.stop()
+            close_store(app.store)
             raise
         app.tier = tier
     limits = limits_of(settings)
@@ -170,6 +178,7 @@ async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | No
         if app.tier is not None:
             await app.tier.stop()
         await pool.stop()
+        close_store(app.store)
         raise
     bound = server.sockets[0].getsockname()
     app.background.add(loop.create_task(app.housekeeping()))
