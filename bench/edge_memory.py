@@ -124,7 +124,8 @@ def main() -> None:
     print(f"bound {args.max_bytes / mib:.1f} MiB, {args.count} objects offered per size, "
           f"{HEADERS} origin header fields each")
     print(f"{'object':>8} {'stored':>8} {'counted MiB':>12} {'traced MiB':>11} {'RSS MiB':>8} "
-          f"{'counted/obj':>12} {'traced/obj':>11} {'RSS/bound':>10} {'RSS <= 1.3x+64MiB':>18} {'peak RSS MiB':>13}")
+          f"{'counted/obj':>12} {'traced/obj':>11} {'RSS/bound':>10} {'RSS <= 1.3x+64MiB':>18} "
+          f"{'peak RSS MiB':>13}")
     for size in (int(s) for s in args.sizes.split(",")):
         t = child(args.max_bytes, args.count, size, trace=True)
         r = child(args.max_bytes, args.count, size, trace=False)
