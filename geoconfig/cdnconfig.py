@@ -90,6 +90,7 @@ class EdgeSettings:
     # -- the disk store (edge/disk/): "" keeps the cache in memory only; checked by _disk() --
     disk_path: str = ""  # directory of the on-disk cache; survives restarts
     disk_max_bytes: int = 1024 * 1024 * 1024  # bytes of files kept there (LRU beyond)
+    workers: int = 1  # processes serving the edge's port (edge/workers.py); 0: "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +263,12 @@ def _disk(t: dict[str, Any], p: str) -> dict[str, Any]:
         raise ConfigError(join(p, "disk_path"), "must not contain NUL")
     size = int(number_in(get(t, p, "disk_max_bytes", int, d.disk_max_bytes),
                          join(p, "disk_max_bytes"), 1024 * 1024, 2**50))
-    return {"disk_path": path, "disk_max_bytes": size}
+    workers = t.get("workers", d.workers)
+    if workers == "auto":
+        workers = 0
+    elif type(workers) is not int or not 1 <= workers <= 1024:
+        raise ConfigError(join(p, "workers"), f'must be "auto" or 1 to 1024, got {workers!r}')
+    return {"disk_path": path, "disk_max_bytes": size, "workers": workers}
 
 
 def _limits(t: dict[str, Any], p: str) -> dict[str, Any]:
