@@ -9,6 +9,8 @@ Shape (see ``examples/demo.toml`` for a complete file)::
     default_region = "us-east"
     [dns]      listen, tcp_idle_timeout, tcp_query_timeout, max_udp_payload, answer_cache_size,
                udp_fast_path, nsid, identity, version, cookies, cookie_secret, cookie_rotation
+    [dns.rrl]  enabled, responses_per_second, window, slip, ipv4_prefix, ipv6_prefix, exempt,
+               table_size
     [geoip]    database ("" = the embedded GeoLite2-City), watch_interval, map_cache_dir
     [health]   path, interval, timeout, rise, fall
     [[regions]] name, latitude, longitude, countries, continents,
@@ -20,6 +22,7 @@ Shape (see ``examples/demo.toml`` for a complete file)::
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -69,6 +72,20 @@ class RegionConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RrlSettings:
+    """``[dns.rrl]``, Response Rate Limiting (geodns/rrl.py has the rules)."""
+
+    enabled: bool = False
+    responses_per_second: float = 20.0  # per client prefix
+    window: float = 15.0  # seconds of debt a flooding prefix accumulates at most
+    slip: int = 2  # every Nth limited response goes out truncated (TC=1); 0: drop all
+    ipv4_prefix: int = 24
+    ipv6_prefix: int = 56
+    exempt: tuple[str, ...] = ()  # networks never limited ("192.0.2.0/24", "::1/128")
+    table_size: int = 100_000  # client prefixes tracked at once
+
+
+@dataclass(frozen=True, slots=True)
 class DnsSettings:
     listen: tuple[tuple[str, int], ...] = (("127.0.0.1", 5353), ("::1", 5353))
     tcp_idle_timeout: float = 10.0
@@ -82,6 +99,7 @@ class DnsSettings:
     cookies: bool = True  # DNS Cookies (RFC 7873/9018)
     cookie_secret: str = ""  # 32 hex digits; "": random at start-up (shared by --workers)
     cookie_rotation: float = 3600.0  # seconds each derived server-cookie secret is used
+    rrl: RrlSettings = RrlSettings()
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +191,7 @@ def _dns(table: Any) -> DnsSettings:
     p = "dns"
     t = check_keys(table, p, {"listen", "tcp_idle_timeout", "max_udp_payload", "answer_cache_size",
                               "udp_fast_path", "tcp_query_timeout", "nsid", "identity", "version",
-                              "cookies", "cookie_secret", "cookie_rotation"})
+                              "cookies", "cookie_secret", "cookie_rotation", "rrl"})
     d = DnsSettings()
     listen = d.listen
     if "listen" in t:
@@ -202,7 +220,35 @@ def _dns(table: Any) -> DnsSettings:
     number_in(rotation, join(p, "cookie_rotation"), 60, 86400)
     return DnsSettings(listen, idle, payload, cache, fast, query_timeout, texts["nsid"],
                        texts["identity"], texts["version"],
-                       get(t, p, "cookies", bool, d.cookies), secret, rotation)
+                       get(t, p, "cookies", bool, d.cookies), secret, rotation,
+                       _rrl(get(t, p, "rrl", dict, {})))
+
+
+def _rrl(table: dict) -> RrlSettings:
+    p = "dns.rrl"
+    t = check_keys(table, p, {"enabled", "responses_per_second", "window", "slip", "ipv4_prefix",
+                              "ipv6_prefix", "exempt", "table_size"})
+    d = RrlSettings()
+    rate = get(t, p, "responses_per_second", float, d.responses_per_second)
+    number_in(rate, join(p, "responses_per_second"), 1, 1e7)
+    window = get(t, p, "window", float, d.window)
+    number_in(window, join(p, "window"), 1, 3600)
+    slip = int(number_in(get(t, p, "slip", int, d.slip), join(p, "slip"), 0, 100))
+    v4 = int(number_in(get(t, p, "ipv4_prefix", int, d.ipv4_prefix), join(p, "ipv4_prefix"),
+                       0, 32))
+    v6 = int(number_in(get(t, p, "ipv6_prefix", int, d.ipv6_prefix), join(p, "ipv6_prefix"),
+                       0, 128))
+    exempt = []
+    for i, text in enumerate(str_list(t, p, "exempt")):
+        try:
+            exempt.append(str(ipaddress.ip_network(text, strict=False)))
+        except ValueError:
+            raise ConfigError(join(join(p, "exempt"), i),
+                              f"not a network (ADDRESS/PREFIX): {text!r}") from None
+    size = int(number_in(get(t, p, "table_size", int, d.table_size), join(p, "table_size"),
+                         16, 10_000_000))
+    return RrlSettings(get(t, p, "enabled", bool, d.enabled), rate, window, slip, v4, v6,
+                       tuple(exempt), size)
 
 
 def _geoip(table: Any) -> GeoIPSettings:
