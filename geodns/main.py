@@ -82,7 +82,7 @@ class Service:
             log.error("reload (%s) failed, keeping the running configuration: %s", reason, exc)
             return False
         topology = engine.topology
-        self.health.reconfigure(topology.edges, topology.health)
+        self.health.reconfigure(topology.edges, topology.health, topology.pool_probes())
         engine.set_health(self.health.snapshot())
         self.server.engine = engine
         log.warning("reloaded (%s): %d zones, %d regions, database %s (%s)", reason,
@@ -110,7 +110,8 @@ async def serve(config_path: Path, engine: Engine, listen: list[tuple[str, int]]
                        udp_fast_path=topology.dns.udp_fast_path,
                        query_timeout=topology.dns.tcp_query_timeout)
     service = Service(config_path, server, HealthChecker(topology.edges, topology.health,
-                                                         lambda h: service.apply_health(h)))
+                                                         lambda h: service.apply_health(h),
+                                                         topology.pool_probes()))
     try:
         addresses = await server.start()
     except OSError as exc:
