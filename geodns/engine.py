@@ -184,8 +184,8 @@ class Engine:
                 target = nxt
             if target in geo:
                 self.map_of[name] = index[self.serves[geo[target]][1].selection]
-        self.map_states = [MapState(regionmap, self.merge_key({}, serve, regionmap.orders))
-                           for serve in self.map_serves]
+        self.map_states = [MapState(regionmap, self.merge_key({}, serve, regionmap.orders),
+                                    eager=i == 0) for i, serve in enumerate(self.map_serves)]
         self.maps = self.map_states[0]
 
     # -- health -------------------------------------------------------------------------------
