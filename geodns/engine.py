@@ -176,6 +176,7 @@ class Engine:
         self.map_serves: list[Serve | None] = [ms[0] for ms in ranked] or [None]
         index = {ms[0].selection: i for i, ms in enumerate(ranked)}
         self.map_of: dict[bytes, int] = {}  # location-dependent name -> its map
+        self.weighted: dict[bytes, GeoName] = {}  # name -> the weighted geo name it leads to
         for name in self.dependent:
             target = name
             for _ in range(17):
@@ -184,6 +185,8 @@ class Engine:
                 target = nxt
             if target in geo:
                 self.map_of[name] = index[self.serves[geo[target]][1].selection]
+                if self.serves[geo[target]][1].weighted:
+                    self.weighted[name] = geo[target]
         self.map_states = [MapState(regionmap, self.merge_key({}, serve, regionmap.orders),
                                     eager=i == 0) for i, serve in enumerate(self.map_serves)]
         self.maps = self.map_states[0]
@@ -397,14 +400,18 @@ class Engine:
                                    self.map_states[group])
             order, scope, by_resolver = decision.order, decision.scope, not decision.scope
             tval = decision.val
-        key = (qname, qtype, qclass, order, tcp and qtype == 255)
+        key: tuple = (qname, qtype, qclass, order, tcp and qtype == 255)
+        drawn = None  # a weighted name's addresses, drawn for this response
+        weighted = self.weighted.get(qname) if order is not None else None
+        if weighted is not None and qtype in (1, 28, 255):
+            drawn = self.addresses(weighted, order)  # type: ignore[arg-type]
+            key += (drawn,)  # packed once per drawn set; the response is never cached
         packed_cache = self.packed
         entry = packed_cache.get(key)
-        cacheable = True
         if entry is None:
-            entry, cacheable = self._build(qname, qtype, qclass, order, tcp)
-            if cacheable:  # a weighted answer is drawn for each response
-                self._remember(packed_cache, key, entry)
+            entry = self._build(qname, qtype, qclass, order, tcp, drawn)
+            self._remember(packed_cache, key, entry)
+        cacheable = drawn is None
         if not tcp and tval >= 0 and entry.ede is None and cacheable and primary:  # C cold path
             self._remember(templates, qname + _TKEY.pack(qtype, qclass, tval),
                            _TEMPLATE.pack(entry.flags, entry.ancount, entry.nscount,
@@ -434,23 +441,22 @@ class Engine:
         return wire, by_resolver if cacheable else None  # type: ignore[return-value]
 
     def _build(self, qname: bytes, qtype: int, qclass: int, order: tuple[str, ...] | None,
-               tcp: bool) -> tuple[Packed, bool]:
-        """The packed answer, and whether it may be cached (False: a weighted draw)."""
+               tcp: bool, drawn: tuple[tuple[str, ...], ...] | None = None) -> Packed:
+        """The packed answer; ``drawn``: the addresses of the (weighted) geo name it leads to."""
         if qclass == CLASS_CH:
             chaos = chaos_answer(qname, qtype, self.identity, self.version)
-            return pack_answer(chaos, qname, qtype, qclass), True
+            return pack_answer(chaos, qname, qtype, qclass)
         fast = nxdomain_fast(self.zones, qname, qtype, qclass)
         if fast is not None:
-            return fast, True
-        drawn: list[bool] = []
+            return fast
 
         def resolve(geo: GeoName) -> tuple[tuple[str, ...], ...]:
-            if self.serves[geo][1].weighted:
-                drawn.append(True)
+            if drawn is not None:
+                return drawn
             return self.addresses(geo, order or (self.topology.default_region,))
 
         answer: Answer = build_answer(self.zones, qname, qtype, qclass, resolve, tcp)
-        return pack_answer(answer, qname, qtype, qclass, self.zones.packed), not drawn
+        return pack_answer(answer, qname, qtype, qclass, self.zones.packed)
 
     def fast_state(self) -> tuple:
         """The C cold path's state (see geodns/_coldpath.h), rebuilt when the active map or

@@ -154,6 +154,8 @@ def test_both_loops_send_the_same_bytes(tmp_path, engine: Engine) -> None:
             path = tmp_path / f"{loop}.toml"
             path.write_text(topology_text(loop))
             servers.append(ServerThread(load_engine(path), udp_loop=loop).start())
+            # the further maps merge in the background: until then scopes differ (both right)
+            assert all(st.ready.wait(30) for st in servers[-1].engine.map_states)
         c_got, py_got = (exchange(s.port, queries) for s in servers)
     finally:
         for s in servers:
