@@ -162,7 +162,7 @@ static void
 rrl_filter(Batch *b, PyObject *limiter)
 {
     RrlObject *r = (RrlObject *)limiter;
-    if (r == NULL || b->nout == 0)
+    if (r == NULL || r->slots == NULL || b->nout == 0) /* slots: NULL until __init__ ran */
         return;
     double now = rrl_now();
     int kept = 0;

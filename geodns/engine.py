@@ -17,6 +17,12 @@ Rules:
   the region map's entry holding the address (merged for the current health state) when the
   answer depends on location and ECS was used, else 0. A query's SCOPE must be 0 (FORMERR,
   RFC 7871 §7.1.2: see wire.py).
+- Steering (geodns/steering.py): each geo name's serve picks the region and the edges. There
+  is one region map per distinct selection of the serves (``map_states``; ``maps`` is the
+  first, the most names', and the only one the C cold path uses: other names get no C
+  templates); a name's scope comes from its own map. A weighted name's addresses are drawn for
+  each response before packing: its packed records are cached per drawn set, its responses
+  never (no wire cache entry, no template).
 - Caches: ``decisions`` (client key -> ranking), ``rankings`` (location -> ranking),
   ``packed`` (question + ranking -> wire answer) and ``wire_udp``/``wire_tcp`` (query bytes
   after the ID -> response bytes after the ID). The health-dependent ones are replaced by new

@@ -134,8 +134,6 @@ async def serve(config_path: Path, engine: Engine, listen: list[tuple[str, int]]
         return 2
     await service.health.start()
     settle_heap()
-    for host, port in addresses:
-        log.warning("serving DNS on %s port %d (udp+tcp), pid %d", host, port, os.getpid())
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     tasks: set[asyncio.Task[bool]] = set()
@@ -148,6 +146,8 @@ async def serve(config_path: Path, engine: Engine, listen: list[tuple[str, int]]
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
+    for host, port in addresses:  # after the handlers: a SIGHUP once this is seen reloads
+        log.warning("serving DNS on %s port %d (udp+tcp), pid %d", host, port, os.getpid())
     watcher = loop.create_task(service.watch())
     if ready is not None:
         ready.set()
