@@ -174,6 +174,9 @@ class DnsServer:
         for server in self._tcp_servers:
             await server.wait_closed()
         await asyncio.to_thread(self._join_udp)
+        if self.rrl is not None:
+            log.warning("rate limiting: %(rrl_dropped)d answers dropped, %(rrl_slipped)d sent "
+                        "truncated", self.stats())
 
     def _join_udp(self) -> None:
         for thread in self._threads:
