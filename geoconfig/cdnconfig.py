@@ -4,7 +4,9 @@ Shape::
 
     [edge]          settings every edge node shares (cache size, limits, timeouts, purge token,
                     load balancing); all keys optional, see EdgeSettings for defaults
-    [[origins]]     name, host, port, weight = 1: the origin pool the edges fetch from
+    [[origins]]     name, host, port, weight = 1: the origin pool the edges fetch from;
+                    scheme = "https" with tls_server_name, tls_ca_file, tls_cert_file,
+                    tls_key_file, tls_verify = true: TLS to that origin
     [origin]        root (directory served by `geoedge origin`, relative to the topology
                     file), rules = [{ path, cache_control, cdn_cache_control, surrogate_key }]
     [[regions]] redis = { url | cluster, prefix, timeout, max_object_bytes }
@@ -95,11 +97,17 @@ class OriginServer:
     host: str
     port: int
     weight: int = 1
+    scheme: str = "http"  # "https": TLS to the origin (edge/origintls.py)
+    tls_server_name: str | None = None  # SNI and the name verified; default: host
+    tls_ca_file: str | None = None  # trust only this CA bundle; default: the system store
+    tls_cert_file: str | None = None  # client certificate (PEM), for origins that ask
+    tls_key_file: str | None = None  # its key, when not in tls_cert_file
+    tls_verify: bool = True  # false: no verification (a warning at start)
 
     @property
     def base_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +179,7 @@ _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
 
 def parse_cdn(top: dict[str, Any], source: str) -> CdnSettings:
     edge = _edge(top.get("edge", {}))
-    origins = _origins(top.get("origins", []))
+    origins = _origins(top.get("origins", []), Path(source).parent)
     origin = _origin(top.get("origin", {}), Path(source).parent)
     return CdnSettings(edge, origins, origin)
 
@@ -272,14 +280,15 @@ def _limits(t: dict[str, Any], p: str) -> dict[str, Any]:
     return values
 
 
-def _origins(items: Any) -> tuple[OriginServer, ...]:
+def _origins(items: Any, base: Path = Path()) -> tuple[OriginServer, ...]:
     if not isinstance(items, list):
         raise ConfigError("origins", f"must be an array of tables, got {type(items).__name__}")
     out: list[OriginServer] = []
     names: set[str] = set()
     for i, item in enumerate(items):
         p = join("origins", i)
-        t = check_keys(item, p, {"name", "host", "port", "weight"}, {"name", "host", "port"})
+        t = check_keys(item, p, {"name", "host", "port", "weight", *_ORIGIN_TLS_KEYS},
+                       {"name", "host", "port"})
         name = get(t, p, "name", str)
         if not name or name in names:
             raise ConfigError(join(p, "name"), f"empty or duplicate origin name {name!r}")
@@ -289,8 +298,40 @@ def _origins(items: Any) -> tuple[OriginServer, ...]:
             raise ConfigError(join(p, "host"), f"not a host name or address: {host!r}")
         port = int(number_in(get(t, p, "port", int), join(p, "port"), 1, 65535))
         weight = int(number_in(get(t, p, "weight", int, 1), join(p, "weight"), 1, 1000))
-        out.append(OriginServer(name, host, port, weight))
+        out.append(OriginServer(name, host, port, weight, **_origin_tls(t, p, base)))
     return tuple(out)
+
+
+_ORIGIN_TLS_KEYS = ("scheme", "tls_server_name", "tls_ca_file", "tls_cert_file",
+                    "tls_key_file", "tls_verify")
+
+
+def _origin_tls(t: dict[str, Any], p: str, base: Path) -> dict[str, Any]:
+    """An origin's scheme and TLS keys; file paths are relative to the topology file."""
+    scheme = get(t, p, "scheme", str, "http")
+    if scheme not in ("http", "https"):
+        raise ConfigError(join(p, "scheme"), f'must be "http" or "https", got {scheme!r}')
+    values: dict[str, Any] = {"scheme": scheme,
+                              "tls_verify": get(t, p, "tls_verify", bool, True)}
+    name = get(t, p, "tls_server_name", str, None)
+    if name is not None and (not name or any(c.isspace() for c in name)):
+        raise ConfigError(join(p, "tls_server_name"), f"not a host name: {name!r}")
+    values["tls_server_name"] = name
+    for key in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
+        text = get(t, p, key, str, None)
+        if text is not None:
+            path = base / text
+            if not path.is_file():
+                raise ConfigError(join(p, key), f"no such file: {path}")
+            text = str(path)
+        values[key] = text
+    if values["tls_key_file"] is not None and values["tls_cert_file"] is None:
+        raise ConfigError(join(p, "tls_key_file"), "needs tls_cert_file")
+    if scheme == "http":
+        for key in _ORIGIN_TLS_KEYS[1:]:
+            if key in t:
+                raise ConfigError(join(p, key), 'only for scheme = "https"')
+    return values
 
 
 def _origin(table: Any, base: Path) -> OriginSettings:
