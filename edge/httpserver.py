@@ -65,6 +65,8 @@ class Request:
     scheme: str = "http"
     origin_view: tuple[tuple[str, str], ...] | None = None  # set by the handler: see proxy
     wire_bytes: int = 0  # request line, headers and body as received (the pipelining bound)
+    # set by the handler: relays an origin's 1xx (103 Early Hints) to this client
+    interim: Callable[[int, list[tuple[str, str]]], None] | None = None
     _lower: dict[str, str] | None = field(default=None, repr=False)
 
     def header(self, name: str, default: str | None = None) -> str | None:
@@ -179,6 +181,11 @@ class ResponseWriter:
         if self._chunked and not self._no_body:
             self._write(b"0\r\n\r\n")
         await self._proto.drain()
+
+    def interim(self, status: int, headers: list[tuple[str, str]]) -> None:
+        """A 1xx ahead of the response; never to HTTP/1.0 (RFC 9110 §15.2), never after it."""
+        if not self.started and self.request.version == "1.1" and 100 < status < 200:
+            self._write(serialize_head(status, headers))
 
     def send_raw(self, data: bytes) -> None:
         """A complete pre-serialised response."""

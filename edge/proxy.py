@@ -32,6 +32,9 @@ Rules:
 - methods: GET/HEAD cached; POST, PUT, DELETE, PATCH, OPTIONS passed; TRACE 405; any other
   501 (CONNECT is refused by the server layer).
 - GET and HEAD bodies are discarded (never forwarded, nor their framing headers).
+- 1xx: an origin's ``103 Early Hints`` on the request's own fetch (miss, validation, pass) is
+  relayed at once to an HTTP/1.1 client (``Request.interim``), minus hop-by-hop fields; it is
+  never stored nor merged into the final response; other 1xx are dropped.
 - deliver: Age, Date, Via and a Cache-Status member on every response; client conditionals
   (If-None-Match, If-Modified-Since) are answered 304 from the chosen response, then a GET's
   Range with a 206 or 416 from it (edge/ranged.py); a Range or a HEAD for a hit-for-miss URL,
@@ -62,7 +65,7 @@ from edge.policy import PolicyConfig, cache_status
 from edge.policy.cachecontrol import request_directives, response_directives
 from edge.policy.freshness import StoredMeta, current_age, stored_lifetime
 from edge.policy.headers import Headers, get_all, get_first
-from edge.policy.hopbyhop import headers_to_store
+from edge.policy.hopbyhop import headers_to_store, strip_hop_by_hop
 from edge.policy.invalidation import invalidation_targets, is_unsafe
 from edge.policy.request import Lookup, conditional_headers, on_hit, on_miss
 from edge.policy.response import Action, after_soft_purge, on_error, on_response, retention
@@ -187,6 +190,7 @@ class EdgeApp:
     # -- the full path ----------------------------------------------------------------------------
     async def handle(self, request: Request, writer: ResponseWriter) -> None:
         self.metrics.inc("requests")
+        request.interim = partial(_early_hints, writer)
         if request.target == "*":  # OPTIONS * (RFC 9110 §9.3.7): about the server itself
             writer.status = 200 if request.method == "OPTIONS" else 400
             await writer.send(writer.status, [("Allow", ALLOW), ("Date", self._date())])
@@ -384,7 +388,8 @@ class EdgeApp:
             headers += list(conditional_headers(stale.meta))
         request_time = self.clock()
         resp = await self.pool.fetch("GET", request.target, headers, None, key=key,
-                                     client_ip=request.client_ip)
+                                     client_ip=request.client_ip,
+                                     on_informational=request.interim)
         outcome: Outcome | None = None
         try:
             outcome = await self._on_origin_response(request, key, stale, validating, resp,
@@ -529,7 +534,8 @@ class EdgeApp:
         try:
             resp = await self.pool.fetch(request.method, request.target, headers,
                                          body, key=self.key_for(request),
-                                         client_ip=request.client_ip)
+                                         client_ip=request.client_ip,
+                                         on_informational=request.interim)
         except UpstreamError as exc:
             self.metrics.inc("origin_errors")
             status = 504 if isinstance(exc, UpstreamTimeout) else 502
@@ -634,6 +640,12 @@ class EdgeApp:
         return cache_status(self.cache_name, hit=hit, fwd=fwd, fwd_status=fwd_status,
                             ttl=None if ttl is None else math.floor(ttl), stored=stored,
                             collapsed=collapsed, detail=detail)
+
+
+def _early_hints(writer: ResponseWriter, status: int, headers: list[tuple[str, str]]) -> None:
+    """Relay an origin's 103 (minus hop-by-hop fields); other 1xx are dropped."""
+    if status == 103:
+        writer.interim(103, list(strip_hop_by_hop(tuple(headers))))
 
 
 __all__ = ["EdgeApp", "Outcome"]
