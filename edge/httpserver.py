@@ -228,6 +228,7 @@ class HttpProtocol(asyncio.Protocol):
         self._drain_waiter: asyncio.Future[None] | None = None
         self._paused = False
         self.scheme = "http"
+        self._writer: ResponseWriter | None = None  # the response in progress
         self._reset_message()
 
     # -- connection ---------------------------------------------------------------------------
@@ -284,6 +285,19 @@ class HttpProtocol(asyncio.Protocol):
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
+
+    def shut_down(self) -> None:
+        """Graceful stop: no further requests are read; an idle connection closes now, a
+        busy one after the response in progress (which says Connection: close unless its
+        head is already out). Requests pipelined behind it are not answered."""
+        self.closing = True
+        self.queue.clear()
+        if self.transport is None:
+            return
+        if not self.busy:
+            self.transport.close()
+        elif self._writer is not None:
+            self._writer.close = True
 
     def _arm(self, seconds: float) -> None:
         self._arm_at(self.loop.time() + seconds)
@@ -493,7 +507,7 @@ class HttpProtocol(asyncio.Protocol):
                 self._arm(self.limits.keepalive_timeout)
 
     async def _slow(self, request: Request) -> None:
-        writer = ResponseWriter(self, request)
+        writer = self._writer = ResponseWriter(self, request)
         try:
             await self.handler.handle(request, writer)
             await writer.finish()
@@ -504,6 +518,7 @@ class HttpProtocol(asyncio.Protocol):
             writer.close = True
         finally:
             self.busy = False
+            self._writer = None
         if writer.close or not writer.started:
             if self.transport is not None:
                 if not writer.started:

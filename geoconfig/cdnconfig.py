@@ -57,7 +57,7 @@ class EdgeSettings:
     fail_window: float = 10.0
     fail_timeout: float = 10.0
     retries: int = 1
-    drain_seconds: float = 5.0
+    drain_timeout: float = 5.0  # SIGTERM/SIGINT: seconds in-flight requests get to finish
     # "ignore" (most CDNs; nginx and Varnish by default) or "honour" (RFC 9111 §5.2.1) the
     # client's request no-cache / no-store / max-age / min-fresh / Pragma
     request_cache_control: str = "ignore"
@@ -169,7 +169,7 @@ class CdnSettings:
 
 _FLOATS = {"connect_timeout", "read_timeout", "client_header_timeout", "keepalive_timeout",
            "coalesce_timeout", "hit_for_miss_ttl", "origin_health_interval", "fail_window",
-           "fail_timeout", "drain_seconds"}
+           "fail_timeout"}
 _INTS = {"cache_max_bytes": (1024, 2**48), "max_object_bytes": (1, 2**40),
          "max_header_bytes": (1024, 1024 * 1024), "max_body_bytes": (0, 2**40),
          "coalesce_max_waiters": (1, 10_000_000), "max_fails": (1, 1000), "retries": (0, 10),
@@ -186,6 +186,11 @@ def parse_cdn(top: dict[str, Any], source: str) -> CdnSettings:
 
 def _edge(table: Any) -> EdgeSettings:
     p = "edge"
+    if isinstance(table, dict) and "drain_seconds" in table:
+        raise ConfigError(join(p, "drain_seconds"),
+                          "removed: SIGTERM stops accepting at once and gives requests in "
+                          "progress edge.drain_timeout seconds; to move clients away first, "
+                          "POST <admin_path>/drain and wait for GeoDNS (docs/deploy.md)")
     allowed = set(EdgeSettings.__dataclass_fields__)
     t = check_keys(table, p, allowed)
     d = EdgeSettings()
@@ -248,7 +253,7 @@ def _edge(table: Any) -> EdgeSettings:
 
 _LIMIT_FLOATS = {"client_body_timeout": (0.001, 86400.0), "client_body_min_rate": (0.0, 2**40),
                  "client_request_timeout": (0.001, 86400.0),
-                 "origin_queue_timeout": (0.001, 3600.0)}
+                 "origin_queue_timeout": (0.001, 3600.0), "drain_timeout": (0.0, 3600.0)}
 _LIMIT_INTS = {"keepalive_requests": (1, 10_000_000), "max_header_count": (1, 10_000),
                "max_url_bytes": (16, 1024 * 1024), "max_buffered_bytes": (0, 2**40),
                "max_connections": (1, 10_000_000),
