@@ -75,6 +75,9 @@ class EdgeSettings:
     heuristic_fraction: float = 0.1
     heuristic_max: float = 86400.0
     store_set_cookie: bool = False  # true: store Set-Cookie answers (never replayed to others)
+    # methods whose answers may be stored: GET and HEAD always; "POST" adds POST answers with
+    # explicit freshness and Content-Location = the target, reused for later GETs (RFC 9111 §3)
+    cacheable_methods: tuple[str, ...] = ("GET", "HEAD")
     # -- client and origin limits (README: every default and why); checked by _limits() --
     client_body_timeout: float = 60.0  # longest pause between two reads of a request body
     client_body_min_rate: float = 500.0  # bytes/s a body must average after that; 0: none
@@ -239,6 +242,12 @@ def _edge(table: Any) -> EdgeSettings:
                               f"not a cookie name: {name!r}")
     values["ignored_cookies"] = tuple(ignored)
     values["store_set_cookie"] = get(t, p, "store_set_cookie", bool, d.store_set_cookie)
+    methods = str_list(t, p, "cacheable_methods") if "cacheable_methods" in t else list(
+        d.cacheable_methods)
+    if not {"GET", "HEAD"} <= set(methods) or not set(methods) <= {"GET", "HEAD", "POST"}:
+        raise ConfigError(join(p, "cacheable_methods"),
+                          f'must list "GET" and "HEAD", and may add "POST"; got {methods!r}')
+    values["cacheable_methods"] = tuple(dict.fromkeys(methods))
     for key, high in (("default_ttl", 10 * 365 * 86400.0), ("heuristic_fraction", 1.0),
                       ("heuristic_max", 10 * 365 * 86400.0)):
         value = get(t, p, key, float, getattr(d, key))
