@@ -9,7 +9,9 @@ Rules (RFC 9112; what nginx's upstream module does):
 * The request is sent as given: method, target byte for byte, header fields in order and
   spelling, Host as the caller sent it (the origin's host:port only when there is none). The
   body gets a Content-Length (0 for POST/PUT/PATCH without one); nothing else is added.
-* The response is not rewritten: no decompression, no cookie handling, no redirects.
+* The response is not rewritten: no decompression, no cookie handling, no redirects. Its
+  status line and header fields may take ``max_header_bytes`` together (nginx's whole
+  ``proxy_buffer_size`` is 4-8 KiB); more is a ProtocolError.
 * Interim responses: ``100 Continue`` is dropped (the edge does not forward Expect);
   every other 1xx but 101 goes to ``on_informational(status, headers)`` and never becomes
   part of the final response; 101 (a switch nobody asked for) is a protocol error.

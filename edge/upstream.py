@@ -176,6 +176,14 @@ class UpstreamResponse:
                 self._on_done()
 
 
+def _authority(origin: OriginServer) -> str:
+    """Host for requests that have none (probes): the TLS name when set, port unless default."""
+    host = origin.tls_server_name or origin.host
+    host = f"[{host}]" if ":" in host else host
+    default = 443 if origin.scheme == "https" else 80
+    return host if origin.port == default else f"{host}:{origin.port}"
+
+
 def _content_length(headers: list[tuple[str, str]]) -> int | None:
     for name, value in headers:
         if name.lower() == "content-length":
@@ -199,7 +207,7 @@ class OriginPool:
                              tls=client_context(o, f"origins[{o.name}]"),
                              server_name=server_name(o) if o.scheme == "https" else None)
             for o in self.origins}
-        self._host = {o.name: o.base_url.split("://", 1)[1] for o in self.origins}
+        self._host = {o.name: _authority(o) for o in self.origins}
         cap = settings.origin_max_conns
         self._slots = {o.name: asyncio.Semaphore(cap) for o in self.origins} if cap else {}
         self.queued = {o.name: 0 for o in self.origins}  # requests waiting for a slot
