@@ -677,8 +677,9 @@ class EdgeApp:
 
 def _early_hints(writer: ResponseWriter, status: int, headers: list[tuple[str, str]]) -> None:
     """Relay an origin's 103 (minus hop-by-hop fields); other 1xx are dropped."""
-    if status == 103:
-        writer.interim(103, list(strip_hop_by_hop(tuple(headers))))
+    interim = getattr(writer, "interim", None)  # a writer of another protocol may have none
+    if status == 103 and interim is not None:
+        interim(103, list(strip_hop_by_hop(tuple(headers))))
 
 
 __all__ = ["EdgeApp", "Outcome"]
