@@ -71,6 +71,10 @@ class RunningEdge:
         if self.admin_server is not None:
             self.admin_server.close()
         self.app.admin.draining = True
+        busy = sum(1 for proto in self.connections if proto.busy)
+        if busy or drain_timeout:
+            log.warning("stopped accepting: %d requests in progress (drain timeout %g s)", busy,
+                        drain_timeout)
         for proto in list(self.connections):
             proto.shut_down()
         deadline = time.monotonic() + drain_timeout
@@ -210,9 +214,6 @@ async def _serve(topology: Topology, name: str, listen: tuple[str, int] | None,
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    busy = sum(1 for proto in running.connections if proto.busy)
-    log.warning("stopping: %d requests in progress (edge.drain_timeout %g s)", busy,
-                topology.cdn.edge.drain_timeout)
     await running.stop(topology.cdn.edge.drain_timeout)
     log.warning("stopped")
     return 0

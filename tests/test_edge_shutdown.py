@@ -94,7 +94,7 @@ async def test_in_flight_requests_finish_while_new_connections_are_refused(edge_
     reader, writer = await request(edge.port, "/slow")
     await origin.wait_count("/slow", 1)
     edge.proc.send_signal(signal.SIGTERM)
-    await edge.line("stopping: 1 requests in progress")
+    await edge.line("stopped accepting: 1 requests in progress")  # logged after the close
     with pytest.raises(OSError):
         await asyncio.open_connection("127.0.0.1", edge.port)
     gate.set()
