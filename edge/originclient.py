@@ -3,9 +3,10 @@
 Rules (RFC 9112; what nginx's upstream module does):
 
 * One request at a time per connection; idle connections are kept per origin (LIFO) for
-  ``keepalive`` seconds and reused. A connection is reused only when the response ended
-  cleanly by its own framing and both sides allow keep-alive; an idle connection that
-  receives anything (data or EOF) is closed and forgotten.
+  ``keepalive`` seconds and reused (edge/endpoint.py, which also connects, with TLS). A
+  connection is reused only when the response ended cleanly by its own framing and both
+  sides allow keep-alive; an idle connection that receives anything (data or EOF) is closed
+  and forgotten.
 * The request is sent as given: method, target byte for byte, header fields in order and
   spelling, Host as the caller sent it (the origin's host:port only when there is none). The
   body gets a Content-Length (0 for POST/PUT/PATCH without one); nothing else is added.
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 from collections import deque
 from collections.abc import Callable
 
@@ -43,11 +43,11 @@ __all__ = [
     "ClientError",
     "ClosedEarly",
     "ConnectFailed",
-    "Endpoint",
     "Exchange",
     "OriginConnection",
     "ProtocolError",
     "ReadTimeout",
+    "request_head",
 ]
 
 HIGH_WATER = 256 * 1024  # buffered body bytes above which reading from the origin pauses
@@ -339,70 +339,6 @@ class OriginConnection(asyncio.Protocol):
             self.on_idle(self)
         else:
             self.close()
-
-
-class Endpoint:
-    """Where one origin is and how to reach it: address, TLS context and SNI, idle pool."""
-
-    def __init__(self, name: str, host: str, port: int, *, connect_timeout: float,
-                 max_header_bytes: int, keepalive: float,
-                 tls: ssl.SSLContext | None = None, server_name: str | None = None) -> None:
-        self.name = name
-        self.host = host
-        self.port = port
-        self.connect_timeout = connect_timeout
-        self.max_header_bytes = max_header_bytes
-        self.keepalive = keepalive
-        self.tls = tls
-        self.server_name = server_name
-        self.idle: list[OriginConnection] = []
-        self.connects = 0  # connection attempts (tests, stats)
-
-    async def connection(self) -> tuple[OriginConnection, bool]:
-        """An idle connection (reused=True) or a new one."""
-        while self.idle:
-            conn = self.idle.pop()
-            if not conn.closed:
-                return conn, True
-        return await self.connect(), False
-
-    async def connect(self) -> OriginConnection:
-        loop = asyncio.get_running_loop()
-        self.connects += 1
-        extra: dict[str, object] = {}
-        if self.tls is not None:
-            extra = {"ssl": self.tls, "server_hostname": self.server_name or "",
-                     "ssl_handshake_timeout": self.connect_timeout}
-        try:
-            async with asyncio.timeout(self.connect_timeout):
-                _, proto = await loop.create_connection(
-                    lambda: OriginConnection(self.name, self.max_header_bytes, self._put_back),
-                    self.host, self.port, **extra)  # type: ignore[arg-type]
-        except TimeoutError:
-            raise ConnectFailed(f"connect timeout after {self.connect_timeout:g} s",
-                                timed_out=True) from None
-        except ssl.SSLCertVerificationError as exc:
-            message = (f"TLS certificate of origin {self.name} ({self.host}:{self.port}, "
-                       f"name {self.server_name or self.host!r}) rejected: "
-                       f"{exc.verify_message or exc.reason}")
-            log.error("%s", message)
-            raise ConnectFailed(message) from exc
-        except ssl.SSLError as exc:
-            message = f"TLS handshake with origin {self.name} failed: {exc.reason or exc}"
-            log.error("%s", message)
-            raise ConnectFailed(message) from exc
-        except OSError as exc:
-            raise ConnectFailed(f"{type(exc).__name__}: {exc}") from exc
-        return proto
-
-    def _put_back(self, conn: OriginConnection) -> None:
-        self.idle.append(conn)
-        conn.idle_handle = asyncio.get_running_loop().call_later(self.keepalive, conn.close)
-
-    def close(self) -> None:
-        idle, self.idle = self.idle, []
-        for conn in idle:
-            conn.close()
 
 
 def request_head(method: str, target: str, headers: list[tuple[str, str]], default_host: str,

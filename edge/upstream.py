@@ -55,11 +55,11 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Self
 
 from edge.balancer import Balancer
+from edge.endpoint import Endpoint
 from edge.originclient import (
     ClientError,
     ClosedEarly,
     ConnectFailed,
-    Endpoint,
     Exchange,
     InfoCallback,
     ReadTimeout,
