@@ -35,14 +35,20 @@ class RawOrigin:
     def __init__(self, answer: Callable[[int, bytes], bytes]) -> None:
         self.answer = answer
         self.connections = 0
+        self.one_answer_per_connection = False  # then close on the next request, unread
         self.requests: list[bytes] = []
         self.server: asyncio.Server | None = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        answered = False
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
+                if self.one_answer_per_connection and answered:
+                    self.requests.append(head)
+                    break
+                answered = True
                 for line in head.split(b"\r\n"):
                     if line.lower().startswith(b"content-length:"):
                         head += await reader.readexactly(int(line.split(b":")[1]))
@@ -95,6 +101,21 @@ async def test_keep_alive_reuses_one_connection(raw):
     origin, pool = await raw(lambda n, _: ok(b"%d" % n))
     assert [(await fetch(pool))[2] for _ in range(5)] == [b"1", b"2", b"3", b"4", b"5"]
     assert origin.connections == 1 and pool.connects == {"raw": 1}
+    await pool.stop()
+
+
+async def test_a_reused_connection_closed_before_the_answer_is_replaced_once(raw):
+    """The origin claims keep-alive but closes each connection on its second request, unread:
+    an idempotent request is resent once on a new connection (RFC 9112 §9.3.1); a POST is
+    not resent and fails."""
+    origin, pool = await raw(lambda n, _: ok(b"%d" % n))
+    origin.one_answer_per_connection = True
+    assert [(await fetch(pool))[2] for _ in range(3)] == [b"1", b"3", b"5"]
+    assert origin.connections == 3 and pool.connects == {"raw": 3}
+    assert pool.snapshot()[0]["fails"] == 0
+    with pytest.raises(UpstreamError, match="ClosedEarly"):
+        await fetch(pool, "POST")
+    assert origin.connections == 3
     await pool.stop()
 
 
