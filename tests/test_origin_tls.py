@@ -219,3 +219,13 @@ async def test_edge_through_an_https_origin_and_502_for_a_bad_one(ca, ca_file, t
         finally:
             await edge.stop()
     assert any("TLS certificate of origin o" in r.getMessage() for r in caplog.records)
+
+
+async def test_an_ip_address_origin_is_checked_against_its_ip_san(ca, ca_file, tls_origin):
+    origin = await tls_origin(server_ctx(ca, "127.0.0.1"))
+    server = OriginServer("secure", "127.0.0.1", origin.port, scheme="https",
+                          tls_ca_file=ca_file)
+    pool = OriginPool([server], settings())
+    assert await get(pool) == (200, b"secret")
+    assert origin.sni == [None]  # no SNI for an address (RFC 6066 §3)
+    await pool.stop()
