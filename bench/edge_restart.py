@@ -39,7 +39,7 @@ def topology(origin_port: int, disk: Path) -> str:
     text = (HERE / "edge" / "topology.toml.in").read_text()
     text = (text.replace("@ORIGIN_NAME@", "origin-1").replace("@ORIGIN_HOST@", "127.0.0.1")
             .replace("@ORIGIN_PORT@", str(origin_port)))
-    return text.replace("[edge]\n", f'[edge]\ndisk_path = "{disk}"\ndrain_seconds = 0.1\n', 1)
+    return text.replace("[edge]\n", f'[edge]\ndisk_path = "{disk}"\ndrain_timeout = 0.1\n', 1)
 
 
 async def wait_healthy(port: int, timeout: float = 60.0) -> float:

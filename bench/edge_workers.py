@@ -45,7 +45,7 @@ def topology(origin_port: int, redis_port: int) -> str:
     marker = 'continents = ["NA", "SA"]\n'
     text = text.replace(marker, marker + f'redis = {{ url = "redis://127.0.0.1:{redis_port}" }}\n',
                         1)
-    return text.replace("[edge]\n", "[edge]\ndrain_seconds = 0.1\n", 1)
+    return text.replace("[edge]\n", "[edge]\ndrain_timeout = 0.1\n", 1)
 
 
 async def wait_healthy(port: int, timeout: float = 60.0) -> None:

@@ -65,6 +65,8 @@ class Request:
     scheme: str = "http"
     origin_view: tuple[tuple[str, str], ...] | None = None  # set by the handler: see proxy
     wire_bytes: int = 0  # request line, headers and body as received (the pipelining bound)
+    # set by the handler: relays an origin's 1xx (103 Early Hints) to this client
+    interim: Callable[[int, list[tuple[str, str]]], None] | None = None
     _lower: dict[str, str] | None = field(default=None, repr=False)
 
     def header(self, name: str, default: str | None = None) -> str | None:
@@ -180,6 +182,11 @@ class ResponseWriter:
             self._write(b"0\r\n\r\n")
         await self._proto.drain()
 
+    def interim(self, status: int, headers: list[tuple[str, str]]) -> None:
+        """A 1xx ahead of the response; never to HTTP/1.0 (RFC 9110 §15.2), never after it."""
+        if not self.started and self.request.version == "1.1" and 100 < status < 200:
+            self._write(serialize_head(status, headers))
+
     def send_raw(self, data: bytes) -> None:
         """A complete pre-serialised response."""
         assert not self.started
@@ -221,6 +228,7 @@ class HttpProtocol(asyncio.Protocol):
         self._drain_waiter: asyncio.Future[None] | None = None
         self._paused = False
         self.scheme = "http"
+        self._writer: ResponseWriter | None = None  # the response in progress
         self._reset_message()
 
     # -- connection ---------------------------------------------------------------------------
@@ -277,6 +285,19 @@ class HttpProtocol(asyncio.Protocol):
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
+
+    def shut_down(self) -> None:
+        """Graceful stop: no further requests are read; an idle connection closes now, a
+        busy one after the response in progress (which says Connection: close unless its
+        head is already out). Requests pipelined behind it are not answered."""
+        self.closing = True
+        self.queue.clear()
+        if self.transport is None:
+            return
+        if not self.busy:
+            self.transport.close()
+        elif self._writer is not None:
+            self._writer.close = True
 
     def _arm(self, seconds: float) -> None:
         self._arm_at(self.loop.time() + seconds)
@@ -486,7 +507,7 @@ class HttpProtocol(asyncio.Protocol):
                 self._arm(self.limits.keepalive_timeout)
 
     async def _slow(self, request: Request) -> None:
-        writer = ResponseWriter(self, request)
+        writer = self._writer = ResponseWriter(self, request)
         try:
             await self.handler.handle(request, writer)
             await writer.finish()
@@ -497,6 +518,7 @@ class HttpProtocol(asyncio.Protocol):
             writer.close = True
         finally:
             self.busy = False
+            self._writer = None
         if writer.close or not writer.started:
             if self.transport is not None:
                 if not writer.started:

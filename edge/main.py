@@ -1,8 +1,11 @@
 """``geoedge edge``: run one edge node.
 
-Lifecycle: the origin pool starts (with its health probes), then the listener. SIGTERM drains:
-``/healthz`` turns 503 at once so GeoDNS moves clients away, the edge keeps serving for
-``edge.drain_seconds``, then stops accepting and closes. SIGINT stops at once.
+Lifecycle: the origin pool starts (with its health probes), then the listener. SIGTERM and
+SIGINT stop: the listeners close at once, idle connections close, the requests in progress
+finish (their responses say ``Connection: close``) for at most ``edge.drain_timeout`` seconds,
+then whatever is left is cut and the process exits; an idle edge exits at once. To move
+clients away first, drain through the admin API (``POST <admin_path>/drain``: ``/healthz``
+answers 503 while the edge keeps serving), wait until GeoDNS has moved them, then signal.
 
 Listeners: the public one (the edge's address, or ``--listen``) serves traffic and
 ``/healthz``; client connections there are capped per edge and per client address
@@ -71,13 +74,27 @@ class RunningEdge:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
-    async def stop(self) -> None:
+    async def stop(self, drain_timeout: float = 0.0) -> None:
+        """Stop accepting at once, let the requests in progress finish for at most
+        ``drain_timeout`` seconds (idle connections close now), cut the rest, stop."""
         self.server.close()
         if self.admin_server is not None:
             self.admin_server.close()
+        self.app.admin.draining = True
+        busy = sum(1 for proto in self.connections if proto.busy)
+        if busy or drain_timeout:
+            log.warning("stopped accepting: %d requests in progress (drain timeout %g s)", busy,
+                        drain_timeout)
         for proto in list(self.connections):
-            if proto.transport is not None and not proto.busy:
-                proto.transport.close()
+            proto.shut_down()
+        deadline = time.monotonic() + drain_timeout
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)  # each finishing response closes its connection
+        if self.connections:
+            log.warning("drain timeout (%g s): cutting %d connections", drain_timeout,
+                        len(self.connections))
+        for proto in list(self.connections):
+            proto.abort()
         await self.server.wait_closed()
         if self.admin_server is not None:
             await self.admin_server.wait_closed()
@@ -218,18 +235,8 @@ async def _serve(topology: Topology, name: str, listen: tuple[str, int] | None,
         log.warning("admin listener (/metrics, stats) on %s port %d", *running.admin_address)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    draining = asyncio.Event()
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGTERM, draining.set)
-
-    async def drain() -> None:
-        await draining.wait()
-        running.app.admin.draining = True
-        log.warning("draining for %.1f s", topology.cdn.edge.drain_seconds)
-        await asyncio.sleep(topology.cdn.edge.drain_seconds)
-        stop.set()
-
-    drainer = loop.create_task(drain())
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     if worker is not None:  # a worker whose supervisor is gone stops
         running.app.background.add(loop.create_task(orphaned(os.getppid(), stop)))
         if worker.channel_fd is not None:
@@ -238,8 +245,7 @@ async def _serve(topology: Topology, name: str, listen: tuple[str, int] | None,
                 worker.channel_fd, lambda k, v, soft: admin.purge(k, v, soft, notify=False))
             admin.confirmers.append(channel.confirm)
     await stop.wait()
-    drainer.cancel()
-    await running.stop()
+    await running.stop(topology.cdn.edge.drain_timeout)
     log.warning("stopped")
     return 0
 
@@ -271,7 +277,7 @@ def run_edge(config: str, name: str, listen: tuple[str, int] | None = None,
         where = listen or (edge.ipv4 or edge.ipv6 or "127.0.0.1", edge.port)
         return supervise(config, name, where, count, log_level,
                          admin_listen or topology.cdn.edge.admin_listen,
-                         grace=topology.cdn.edge.drain_seconds + 10.0)
+                         grace=topology.cdn.edge.drain_timeout + 10.0)
     if worker is not None:
         topology = for_worker(topology, worker)
     try:

@@ -30,8 +30,13 @@ Rules:
   hands it to the Outcome, and ``_deliver`` releases an Outcome's response whatever happens
   (client gone, error mid-body, cancellation).
 - methods: GET/HEAD cached; POST, PUT, DELETE, PATCH, OPTIONS passed; TRACE 405; any other
-  501 (CONNECT is refused by the server layer).
+  501 (CONNECT is refused by the server layer). With "POST" in ``edge.cacheable_methods``, a
+  passed POST's answer that ``post_store_uri`` allows (explicit freshness, Content-Location =
+  the target) is stored, after the invalidation, as the URI's response for later GETs/HEADs.
 - GET and HEAD bodies are discarded (never forwarded, nor their framing headers).
+- 1xx: an origin's ``103 Early Hints`` on the request's own fetch (miss, validation, pass) is
+  relayed at once to an HTTP/1.1 client (``Request.interim``), minus hop-by-hop fields; it is
+  never stored nor merged into the final response; other 1xx are dropped.
 - deliver: Age, Date, Via and a Cache-Status member on every response; client conditionals
   (If-None-Match, If-Modified-Since) are answered 304 from the chosen response, then a GET's
   Range with a 206 or 416 from it (edge/ranged.py); a Range or a HEAD for a hit-for-miss URL,
@@ -63,9 +68,9 @@ from edge.policy import PolicyConfig, cache_status
 from edge.policy.cachecontrol import request_directives, response_directives
 from edge.policy.freshness import StoredMeta, current_age, stored_lifetime
 from edge.policy.headers import Headers, get_all, get_first
-from edge.policy.hopbyhop import headers_to_store
+from edge.policy.hopbyhop import headers_to_store, strip_hop_by_hop
 from edge.policy.invalidation import invalidation_targets, is_unsafe
-from edge.policy.request import Lookup, conditional_headers, on_hit, on_miss
+from edge.policy.request import Lookup, conditional_headers, on_hit, on_miss, post_store_uri
 from edge.policy.response import Action, after_soft_purge, on_error, on_response, retention
 from edge.policy.vary import vary_fields, vary_key
 from edge.ranged import range_pass_wanted, ranged_response
@@ -129,7 +134,8 @@ class EdgeApp:
             store_cookie_requests=settings.cache_cookie_requests,
             ignored_cookies=frozenset(settings.ignored_cookies),
             default_ttl=settings.default_ttl, heuristic_fraction=settings.heuristic_fraction,
-            heuristic_max=settings.heuristic_max, store_set_cookie=settings.store_set_cookie)
+            heuristic_max=settings.heuristic_max, store_set_cookie=settings.store_set_cookie,
+            cacheable_methods=frozenset(settings.cacheable_methods))
         self.store = open_store(MemoryStore(settings.cache_max_bytes, settings.max_variants),
                                 settings.disk_path, settings.disk_max_bytes, self.make_entry)
         self.trusted = settings.trusted_forwarding_headers
@@ -189,6 +195,7 @@ class EdgeApp:
     # -- the full path ----------------------------------------------------------------------------
     async def handle(self, request: Request, writer: ResponseWriter) -> None:
         self.metrics.inc("requests")
+        request.interim = partial(_early_hints, writer)
         if request.target == "*":  # OPTIONS * (RFC 9110 §9.3.7): about the server itself
             writer.status = 200 if request.method == "OPTIONS" else 400
             await writer.send(writer.status, [("Allow", ALLOW), ("Date", self._date())])
@@ -386,7 +393,8 @@ class EdgeApp:
             headers += list(conditional_headers(stale.meta))
         request_time = self.clock()
         resp = await self.pool.fetch("GET", request.target, headers, None, key=key,
-                                     client_ip=request.client_ip)
+                                     client_ip=request.client_ip,
+                                     on_informational=request.interim)
         outcome: Outcome | None = None
         try:
             outcome = await self._on_origin_response(request, key, stale, validating, resp,
@@ -528,10 +536,12 @@ class EdgeApp:
         self.metrics.inc("passes")
         headers = forward_headers(request, self.via, for_cache=False, trusted=self._trusted_set)
         body = None if request.method in BODYLESS else request.body
+        request_time = self.clock()
         try:
             resp = await self.pool.fetch(request.method, request.target, headers,
                                          body, key=self.key_for(request),
-                                         client_ip=request.client_ip)
+                                         client_ip=request.client_ip,
+                                         on_informational=request.interim)
         except UpstreamError as exc:
             self.metrics.inc("origin_errors")
             status = 504 if isinstance(exc, UpstreamTimeout) else 502
@@ -548,11 +558,40 @@ class EdgeApp:
                 for uri in invalidation_targets(request.method, self.key_for(request),
                                                 resp.status, tuple(resp.headers)):
                     self.store.remove(uri)
+            if request.method == "POST" and await self._store_post(request, writer, resp,
+                                                                   fwd, request_time):
+                return
             member = self._member(fwd=fwd, fwd_status=resp.status, detail=detail)
             await stream_response(writer, resp, member, self.via, self.metrics,
                                   date=self._date())
         finally:
             resp.release()
+
+    async def _store_post(self, request: Request, writer: ResponseWriter,
+                          resp: UpstreamResponse, fwd: str, request_time: float) -> bool:
+        """Store a POST answer for later GETs of its URI when ``post_store_uri`` allows, and
+        send it; False: not storable (nothing was read, the caller streams it)."""
+        if post_store_uri(request.key, resp.status, tuple(request.headers),
+                          tuple(resp.headers), self.policy) is None:
+            return False
+        chunks, complete = await read_up_to(resp, self.settings.max_object_bytes)
+        if not complete:
+            member = self._member(fwd=fwd, fwd_status=resp.status, detail="too-large")
+            await stream_response(writer, resp, member, self.via, self.metrics, chunks,
+                                  date=self._date())
+            return True
+        body = b"".join(chunks)
+        key = self.key_for(request)
+        outcome = self._store(request, key, resp, self.origin_view(request), body,
+                              request_time, self.clock(), fwd)
+        if self.tier is not None and outcome.stored and outcome.entry is not None:
+            self.tier.fill(outcome.entry)
+        writer.status = resp.status
+        self.metrics.inc("bytes_sent", len(body))
+        head = (outcome.head or b"") + (b"Connection: close\r\n" if writer.close else b"")
+        writer.send_raw(hit_bytes(head, 0, outcome.member.encode("latin-1"), body, True))
+        await writer.finish()
+        return True
 
     # -- delivery ---------------------------------------------------------------------------------
     async def _deliver(self, request: Request, writer: ResponseWriter, outcome: Outcome) -> None:
@@ -636,6 +675,13 @@ class EdgeApp:
         return cache_status(self.cache_name, hit=hit, fwd=fwd, fwd_status=fwd_status,
                             ttl=None if ttl is None else math.floor(ttl), stored=stored,
                             collapsed=collapsed, detail=detail)
+
+
+def _early_hints(writer: ResponseWriter, status: int, headers: list[tuple[str, str]]) -> None:
+    """Relay an origin's 103 (minus hop-by-hop fields); other 1xx are dropped."""
+    interim = getattr(writer, "interim", None)  # a writer of another protocol may have none
+    if status == 103 and interim is not None:
+        interim(103, list(strip_hop_by_hop(tuple(headers))))
 
 
 __all__ = ["EdgeApp", "Outcome"]

@@ -4,15 +4,18 @@ Rules:
 
 * Policy lives in edge/balancer.py; this module only does I/O and feeds it. The clock is
   injected (``clock``, default ``time.monotonic``) and read here, never in the balancer.
-* The pool forwards, it does not rewrite: ``auto_decompress=False`` (Content-Encoding stays
-  encoded), no cookie jar (an origin's Set-Cookie must never be replayed for another client:
-  a supplied session must use ``aiohttp.DummyCookieJar``), ``allow_redirects=False``, the
-  path and query are sent byte for byte (``yarl.URL(..., encoded=True)``) and aiohttp's
-  automatic Accept, Accept-Encoding, User-Agent and Content-Type are suppressed. The client's
-  Host is forwarded; aiohttp supplies the origin's host:port only when the caller has none.
-  Repeated fields keep their order, but a repeat spelled in another case (``X-A`` then
-  ``x-a``) takes the first spelling: aiohttp's ``_prepare_headers`` would otherwise let the
-  later one replace the earlier (it de-duplicates names case-sensitively).
+* The wire is the edge's own HTTP/1.1 client (edge/originclient.py: keep-alive pool per
+  origin, TLS per edge/origintls.py). The pool forwards, it does not rewrite: no
+  decompression (Content-Encoding stays encoded), no cookie jar (an origin's Set-Cookie is
+  never replayed for another client), no redirects, the path and query are sent byte for
+  byte, and nothing is added (no Accept, Accept-Encoding, User-Agent, Content-Type). The
+  client's Host is forwarded; the origin's host:port is sent only when the caller has none.
+  Repeated fields keep their order; a repeat spelled in another case (``X-A`` then ``x-a``)
+  takes the first spelling.
+* Interim responses: ``fetch(..., on_informational=)`` gets each 1xx but 100 (103 Early
+  Hints) before the final response; they never become part of it.
+* A body longer than Content-Length: exactly Content-Length bytes are the body, the
+  connection is closed and a warning names the origin (edge/originclient.py).
 * Retries (nginx ``proxy_next_upstream error`` semantics, limited by RFC 9110 §9.2.2): a
   *connection failure* -- refused/unreachable, connect timeout, reset or closed before the
   response headers -- is retried on another origin (the tried ones excluded), at most
@@ -20,9 +23,9 @@ Rules:
   for the headers is not retried (the origin has the request and may be working on it;
   retrying multiplies the latency and the load of an overloaded origin). A 5xx response is
   returned as is but is a passive failure. Every failed attempt is a passive failure.
-  aiohttp itself resends an idempotent request once to the same origin when the connection
-  drops before the response (RFC 9112 §9.3.1: covers stale keep-alive connections); only
-  when that fails too does the error reach this module.
+  An idempotent request sent on a *reused* keep-alive connection that closes before any byte
+  of the response is resent once to the same origin on a new connection (RFC 9112 §9.3.1:
+  the origin closed an idle connection as we reused it); that is not a failed attempt.
 * Failures raise ``UpstreamError(reason, tried)``; ``UpstreamTimeout`` (a subclass) when the
   last attempt timed out, so the proxy can answer 504 instead of 502.
 * ``UpstreamResponse`` owns one balancer slot: ``Balancer.on_finish`` runs exactly once, when
@@ -38,9 +41,10 @@ Rules:
   retried nor counted as a failure of the origin, which is up but busy. Probes bypass it.
 * Active probes: one task per origin, GET ``origin_health_path`` every
   ``origin_health_interval`` seconds, 2xx = up, the whole probe bounded by
-  ``connect_timeout``; ``probe_once()`` runs one round on demand. With a supplied session,
-  ``fetch`` works without ``start()`` (no probes then); ``stop()`` closes only a session the
-  pool created itself.
+  ``connect_timeout``; ``probe_once()`` runs one round on demand. ``fetch`` works without
+  ``start()`` (no probes then); ``stop()`` closes the idle connections and the probes.
+* Timeouts: ``connect_timeout`` bounds the TCP connect and the TLS handshake;
+  ``read_timeout`` bounds every wait for data (the response head, each body chunk).
 """
 
 from __future__ import annotations
@@ -50,11 +54,18 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Self
 
-import aiohttp
-from multidict import CIMultiDict, CIMultiDictProxy
-from yarl import URL
-
 from edge.balancer import Balancer
+from edge.endpoint import Endpoint
+from edge.originclient import (
+    ClientError,
+    ClosedEarly,
+    ConnectFailed,
+    Exchange,
+    InfoCallback,
+    ReadTimeout,
+    request_head,
+)
+from edge.origintls import client_context, server_name
 from geoconfig.cdnconfig import EdgeSettings, OriginServer
 
 __all__ = [
@@ -68,24 +79,16 @@ __all__ = [
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 POOL_KEEPALIVE = 15.0  # idle origin connections close before the origin's own idle timeout
-_SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
-_CONNECT_FAILURES = (  # nothing of the response arrived: safe to retry an idempotent request
-    aiohttp.ClientOSError,  # refused, unreachable, reset (ClientConnectorError is one)
-    aiohttp.ConnectionTimeoutError,
-    aiohttp.ServerDisconnectedError,
-    aiohttp.ClientConnectionResetError,
-)
-_IO_ERRORS = (aiohttp.ClientError, TimeoutError)
+_RETRYABLE = (ConnectFailed, ClosedEarly)  # nothing of the response arrived
 
-Headers = list[tuple[str, str]] | CIMultiDict[str] | CIMultiDictProxy[str]
+Headers = list[tuple[str, str]] | tuple[tuple[str, str], ...]
 Clock = Callable[[], float]
 
 
-def _fold(headers: Headers) -> list[tuple[str, str]]:
-    """Repeated names take their first spelling, so aiohttp keeps every occurrence."""
-    items = headers.items() if isinstance(headers, CIMultiDict | CIMultiDictProxy) else headers
+def _fold(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Repeated names take their first spelling."""
     spelling: dict[str, str] = {}
-    return [(spelling.setdefault(k.lower(), k), v) for k, v in items]
+    return [(spelling.setdefault(k.lower(), k), v) for k, v in headers]
 
 
 class UpstreamError(Exception):
@@ -104,50 +107,54 @@ class OriginBusy(UpstreamError):
 
 
 def _error(exc: BaseException, tried: list[str]) -> UpstreamError:
-    kind = UpstreamTimeout if isinstance(exc, TimeoutError) else UpstreamError
+    timed_out = isinstance(exc, TimeoutError) or getattr(exc, "timed_out", False)
+    kind = UpstreamTimeout if timed_out else UpstreamError
     return kind(f"{type(exc).__name__}: {exc}".rstrip(": "), list(tried))
 
 
 class UpstreamResponse:
-    def __init__(self, resp: aiohttp.ClientResponse, origin: str, balancer: Balancer,
-                 clock: Clock, latency: float,
+    def __init__(self, exchange: Exchange, origin: str, balancer: Balancer, clock: Clock,
+                 latency: float, read_timeout: float,
                  on_done: Callable[[], None] = lambda: None) -> None:
-        self._resp = resp
+        self._ex = exchange
         self._on_done = on_done
         self._balancer = balancer
         self._clock = clock
         self._latency = latency
+        self._read_timeout = read_timeout
         self._done = False
         self.origin = origin
-        self.status = resp.status
-        self.headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers]
-        self.content_length = resp.content_length
-        self._verdict = resp.status < 500
+        self.status = exchange.status
+        self.headers = exchange.headers
+        self.content_length = _content_length(exchange.headers)
+        self._verdict = exchange.status < 500
 
     @property
     def finished(self) -> bool:
         return self._done
 
     async def read(self) -> bytes:
-        try:
-            body = await self._resp.read()
-        except _IO_ERRORS as exc:
-            raise self._failed(exc) from exc
-        self.release()
-        return body
+        return b"".join([chunk async for chunk in self.iter_chunks(1 << 30)])
 
     async def iter_chunks(self, size: int = 64 * 1024) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._resp.content.iter_chunked(size):
-                yield chunk
-        except _IO_ERRORS as exc:
-            raise self._failed(exc) from exc
+        ex = self._ex
+        while True:
+            try:
+                chunk = await ex.next_chunk(self._read_timeout)
+            except ClientError as exc:
+                raise self._failed(exc) from exc
+            if chunk is None:
+                break
+            for i in range(0, len(chunk), size):
+                yield chunk[i:i + size]
         self.release()
 
     def release(self) -> None:
         """Idempotent. An unread body closes the connection instead of returning it."""
         self._finish(self._verdict)
-        self._resp.release()
+        conn = self._ex.conn
+        if conn is not None:
+            conn.abandon(self._ex)
 
     async def __aenter__(self) -> Self:
         return self
@@ -157,7 +164,7 @@ class UpstreamResponse:
 
     def _failed(self, exc: BaseException) -> UpstreamError:
         self._finish(False)
-        self._resp.release()
+        self.release()
         return _error(exc, [self.origin])
 
     def _finish(self, ok: bool) -> None:
@@ -169,34 +176,48 @@ class UpstreamResponse:
                 self._on_done()
 
 
+def _authority(origin: OriginServer) -> str:
+    """Host for requests that have none (probes): the TLS name when set, port unless default."""
+    host = origin.tls_server_name or origin.host
+    host = f"[{host}]" if ":" in host else host
+    default = 443 if origin.scheme == "https" else 80
+    return host if origin.port == default else f"{host}:{origin.port}"
+
+
+def _content_length(headers: list[tuple[str, str]]) -> int | None:
+    for name, value in headers:
+        if name.lower() == "content-length":
+            value = value.strip()
+            return int(value) if value.isdigit() else None
+    return None
+
+
 class OriginPool:
     def __init__(self, origins: Iterable[OriginServer], settings: EdgeSettings,
-                 session: aiohttp.ClientSession | None = None,
                  clock: Clock = time.monotonic) -> None:
-        if session is not None and not isinstance(session.cookie_jar, aiohttp.DummyCookieJar):
-            raise ValueError("a shared session must use aiohttp.DummyCookieJar")
         self.origins = tuple(origins)
         self.settings = settings
         self.balancer = Balancer.from_settings(self.origins, settings)
-        self._session = session
-        self._owns_session = session is None
         self._clock = clock
         self._probes: list[asyncio.Task[None]] = []
+        self.endpoints = {
+            o.name: Endpoint(o.name, o.host, o.port, connect_timeout=settings.connect_timeout,
+                             max_header_bytes=settings.max_header_bytes,
+                             keepalive=POOL_KEEPALIVE,
+                             tls=client_context(o, f"origins[{o.name}]"),
+                             server_name=server_name(o) if o.scheme == "https" else None)
+            for o in self.origins}
+        self._host = {o.name: _authority(o) for o in self.origins}
         cap = settings.origin_max_conns
         self._slots = {o.name: asyncio.Semaphore(cap) for o in self.origins} if cap else {}
         self.queued = {o.name: 0 for o in self.origins}  # requests waiting for a slot
-        self._timeout = aiohttp.ClientTimeout(total=None, connect=None,
-                                              sock_connect=settings.connect_timeout,
-                                              sock_read=settings.read_timeout)
+
+    @property
+    def connects(self) -> dict[str, int]:
+        """Connection attempts per origin so far."""
+        return {name: ep.connects for name, ep in self.endpoints.items()}
 
     async def start(self) -> None:
-        if self._session is None:
-            limit = self.settings.max_header_bytes
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=POOL_KEEPALIVE),
-                auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
-                max_line_size=limit, max_field_size=limit,
-            )
         if not self._probes:
             self._probes = [asyncio.create_task(self._probe_loop(o), name=f"probe {o.name}")
                             for o in self.origins]
@@ -206,9 +227,8 @@ class OriginPool:
         for task in probes:
             task.cancel()
         await asyncio.gather(*probes, return_exceptions=True)
-        if self._owns_session and self._session is not None:
-            await self._session.close()
-            self._session = None
+        for endpoint in self.endpoints.values():
+            endpoint.close()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -218,7 +238,8 @@ class OriginPool:
         await self.stop()
 
     async def fetch(self, method: str, path_qs: str, headers: Headers, body: bytes | None, *,
-                    key: str, client_ip: str) -> UpstreamResponse:
+                    key: str, client_ip: str,
+                    on_informational: InfoCallback | None = None) -> UpstreamResponse:
         if not path_qs.startswith("/"):
             raise ValueError(f"path_qs must start with '/', got {path_qs!r}")
         attempts = 1 + (self.settings.retries if method in IDEMPOTENT_METHODS else 0)
@@ -231,44 +252,67 @@ class OriginPool:
                 break
             tried.append(origin.name)
             try:
-                return await self._attempt(origin, method, path_qs, headers, body)
-            except _IO_ERRORS as exc:
+                return await self._attempt(origin, method, path_qs, headers, body,
+                                           on_informational)
+            except ClientError as exc:
                 last = _error(exc, tried)
-                if not isinstance(exc, _CONNECT_FAILURES):
+                if not isinstance(exc, _RETRYABLE):
                     raise last from exc
         if last is None:
             raise UpstreamError("no origin available", tried)
         raise last
 
     async def _attempt(self, origin: OriginServer, method: str, path_qs: str, headers: Headers,
-                       body: bytes | None) -> UpstreamResponse:
-        session = self._require_session()
+                       body: bytes | None,
+                       on_informational: InfoCallback | None) -> UpstreamResponse:
         slot = self._slots.get(origin.name)
         if slot is not None:
             await self._acquire(slot, origin.name)
         release = slot.release if slot is not None else (lambda: None)
         self.balancer.on_start(origin.name)
         started = self._clock()
-        resp: aiohttp.ClientResponse | None = None
+        exchange: Exchange | None = None
         verdict: bool | None = None  # stays None when cancelled or on a caller error
         try:
-            resp = await session.request(
-                method, URL(origin.base_url + path_qs, encoded=True), headers=_fold(headers),
-                data=body, allow_redirects=False, timeout=self._timeout,
-                skip_auto_headers=_SKIP_AUTO_HEADERS, auto_decompress=False,
-            )
-        except _IO_ERRORS:
+            head = request_head(method, path_qs, _fold(headers), self._host[origin.name], body)
+            exchange = await self._exchange(origin.name, method, head, body, on_informational)
+        except ClientError:
             verdict = False
             raise
         finally:
-            if resp is None:
+            if exchange is None:
                 now = self._clock()
                 try:
                     self.balancer.on_finish(origin.name, now, now - started, verdict)
                 finally:
                     release()
-        return UpstreamResponse(resp, origin.name, self.balancer, self._clock,
-                                self._clock() - started, release)
+        return UpstreamResponse(exchange, origin.name, self.balancer, self._clock,
+                                self._clock() - started, self.settings.read_timeout, release)
+
+    async def _exchange(self, name: str, method: str, head: bytes, body: bytes | None,
+                        on_informational: InfoCallback | None,
+                        timeout: float | None = None) -> Exchange:
+        """Send one request and wait for its final head; a reused connection that closes
+        before answering an idempotent request is replaced once (RFC 9112 §9.3.1)."""
+        endpoint = self.endpoints[name]
+        timeout = self.settings.read_timeout if timeout is None else timeout
+        conn, reused = await endpoint.connection()
+        while True:
+            ex = conn.send(head, body, method == "HEAD", on_informational)
+            try:
+                async with asyncio.timeout(timeout):
+                    await asyncio.shield(ex.head)
+                return ex
+            except TimeoutError:
+                conn.close()
+                raise ReadTimeout(f"no response within {timeout:g} s") from None
+            except ClosedEarly:
+                if not reused or method not in IDEMPOTENT_METHODS:
+                    raise
+                conn, reused = await endpoint.connect(), False
+            except BaseException:
+                conn.close()
+                raise
 
     async def _acquire(self, slot: asyncio.Semaphore, name: str) -> None:
         """Wait (FIFO, bounded) for one of the origin's connection slots."""
@@ -299,24 +343,25 @@ class OriginPool:
             await asyncio.sleep(self.settings.origin_health_interval)
 
     async def _probe(self, origin: OriginServer) -> bool:
-        session = self._require_session()
-        url = URL(origin.base_url + self.settings.origin_health_path, encoded=True)
-        timeout = aiohttp.ClientTimeout(total=self.settings.connect_timeout)
+        head = request_head("GET", self.settings.origin_health_path,
+                            [("Host", self._host[origin.name]),
+                             ("User-Agent", "geoedge-healthcheck")], "", None)
+        limit = self.settings.connect_timeout
+        ex: Exchange | None = None
         try:
-            async with session.get(url, allow_redirects=False, timeout=timeout,
-                                   headers={"User-Agent": "geoedge-healthcheck"}) as resp:
-                await resp.read()
-                return 200 <= resp.status < 300
-        except _IO_ERRORS:
+            async with asyncio.timeout(limit):
+                ex = await self._exchange(origin.name, "GET", head, None, None, limit)
+                while await ex.next_chunk(limit) is not None:
+                    pass
+            return 200 <= ex.status < 300
+        except (ClientError, TimeoutError):
             return False
+        finally:
+            if ex is not None and ex.conn is not None:
+                ex.conn.abandon(ex)
 
     def snapshot(self) -> list[dict[str, Any]]:
         rows = self.balancer.snapshot(self._clock())
         for row, origin in zip(rows, self.origins, strict=True):
             row["url"] = origin.base_url
         return rows
-
-    def _require_session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise RuntimeError("OriginPool.start() has not been called")
-        return self._session

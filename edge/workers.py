@@ -16,7 +16,7 @@ Rules:
 - Supervision: a worker that exits without being asked to is logged and started again, after
   a delay that doubles while it keeps dying young (``restart_delay``); SIGTERM and SIGINT are
   passed to every worker (SIGTERM drains, SIGINT stops) and the supervisor exits when all have
-  (a worker still running ``drain_seconds`` + 10 s later is killed);
+  (a worker still running ``drain_timeout`` + 10 s later is killed);
   SIGHUP is passed on (reload). A worker whose supervisor is gone stops by itself.
 """
 

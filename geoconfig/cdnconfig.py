@@ -4,7 +4,9 @@ Shape::
 
     [edge]          settings every edge node shares (cache size, limits, timeouts, purge token,
                     load balancing); all keys optional, see EdgeSettings for defaults
-    [[origins]]     name, host, port, weight = 1: the origin pool the edges fetch from
+    [[origins]]     name, host, port, weight = 1: the origin pool the edges fetch from;
+                    scheme = "https" with tls_server_name, tls_ca_file, tls_cert_file,
+                    tls_key_file, tls_verify = true: TLS to that origin
     [origin]        root (directory served by `geoedge origin`, relative to the topology
                     file), rules = [{ path, cache_control, cdn_cache_control, surrogate_key }]
     [[regions]] redis = { url | cluster, prefix, timeout, max_object_bytes }
@@ -55,7 +57,7 @@ class EdgeSettings:
     fail_window: float = 10.0
     fail_timeout: float = 10.0
     retries: int = 1
-    drain_seconds: float = 5.0
+    drain_timeout: float = 5.0  # SIGTERM/SIGINT: seconds in-flight requests get to finish
     # "ignore" (most CDNs; nginx and Varnish by default) or "honour" (RFC 9111 §5.2.1) the
     # client's request no-cache / no-store / max-age / min-fresh / Pragma
     request_cache_control: str = "ignore"
@@ -73,6 +75,9 @@ class EdgeSettings:
     heuristic_fraction: float = 0.1
     heuristic_max: float = 86400.0
     store_set_cookie: bool = False  # true: store Set-Cookie answers (never replayed to others)
+    # methods whose answers may be stored: GET and HEAD always; "POST" adds POST answers with
+    # explicit freshness and Content-Location = the target, reused for later GETs (RFC 9111 §3)
+    cacheable_methods: tuple[str, ...] = ("GET", "HEAD")
     # -- client and origin limits (README: every default and why); checked by _limits() --
     client_body_timeout: float = 60.0  # longest pause between two reads of a request body
     client_body_min_rate: float = 500.0  # bytes/s a body must average after that; 0: none
@@ -99,11 +104,17 @@ class OriginServer:
     host: str
     port: int
     weight: int = 1
+    scheme: str = "http"  # "https": TLS to the origin (edge/origintls.py)
+    tls_server_name: str | None = None  # SNI and the name verified; default: host
+    tls_ca_file: str | None = None  # trust only this CA bundle; default: the system store
+    tls_cert_file: str | None = None  # client certificate (PEM), for origins that ask
+    tls_key_file: str | None = None  # its key, when not in tls_cert_file
+    tls_verify: bool = True  # false: no verification (a warning at start)
 
     @property
     def base_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +176,7 @@ class CdnSettings:
 
 _FLOATS = {"connect_timeout", "read_timeout", "client_header_timeout", "keepalive_timeout",
            "coalesce_timeout", "hit_for_miss_ttl", "origin_health_interval", "fail_window",
-           "fail_timeout", "drain_seconds"}
+           "fail_timeout"}
 _INTS = {"cache_max_bytes": (1024, 2**48), "max_object_bytes": (1, 2**40),
          "max_header_bytes": (1024, 1024 * 1024), "max_body_bytes": (0, 2**40),
          "coalesce_max_waiters": (1, 10_000_000), "max_fails": (1, 1000), "retries": (0, 10),
@@ -175,13 +186,18 @@ _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
 
 def parse_cdn(top: dict[str, Any], source: str) -> CdnSettings:
     edge = _edge(top.get("edge", {}))
-    origins = _origins(top.get("origins", []))
+    origins = _origins(top.get("origins", []), Path(source).parent)
     origin = _origin(top.get("origin", {}), Path(source).parent)
     return CdnSettings(edge, origins, origin)
 
 
 def _edge(table: Any) -> EdgeSettings:
     p = "edge"
+    if isinstance(table, dict) and "drain_seconds" in table:
+        raise ConfigError(join(p, "drain_seconds"),
+                          "removed: SIGTERM stops accepting at once and gives requests in "
+                          "progress edge.drain_timeout seconds; to move clients away first, "
+                          "POST <admin_path>/drain and wait for GeoDNS (docs/deploy.md)")
     allowed = set(EdgeSettings.__dataclass_fields__)
     t = check_keys(table, p, allowed)
     d = EdgeSettings()
@@ -230,6 +246,12 @@ def _edge(table: Any) -> EdgeSettings:
                               f"not a cookie name: {name!r}")
     values["ignored_cookies"] = tuple(ignored)
     values["store_set_cookie"] = get(t, p, "store_set_cookie", bool, d.store_set_cookie)
+    methods = str_list(t, p, "cacheable_methods") if "cacheable_methods" in t else list(
+        d.cacheable_methods)
+    if not {"GET", "HEAD"} <= set(methods) or not set(methods) <= {"GET", "HEAD", "POST"}:
+        raise ConfigError(join(p, "cacheable_methods"),
+                          f'must list "GET" and "HEAD", and may add "POST"; got {methods!r}')
+    values["cacheable_methods"] = tuple(dict.fromkeys(methods))
     for key, high in (("default_ttl", 10 * 365 * 86400.0), ("heuristic_fraction", 1.0),
                       ("heuristic_max", 10 * 365 * 86400.0)):
         value = get(t, p, key, float, getattr(d, key))
@@ -247,7 +269,7 @@ def _edge(table: Any) -> EdgeSettings:
 
 _LIMIT_FLOATS = {"client_body_timeout": (0.001, 86400.0), "client_body_min_rate": (0.0, 2**40),
                  "client_request_timeout": (0.001, 86400.0),
-                 "origin_queue_timeout": (0.001, 3600.0)}
+                 "origin_queue_timeout": (0.001, 3600.0), "drain_timeout": (0.0, 3600.0)}
 _LIMIT_INTS = {"keepalive_requests": (1, 10_000_000), "max_header_count": (1, 10_000),
                "max_url_bytes": (16, 1024 * 1024), "max_buffered_bytes": (0, 2**40),
                "max_connections": (1, 10_000_000),
@@ -295,14 +317,15 @@ def _limits(t: dict[str, Any], p: str) -> dict[str, Any]:
     return values
 
 
-def _origins(items: Any) -> tuple[OriginServer, ...]:
+def _origins(items: Any, base: Path = Path()) -> tuple[OriginServer, ...]:
     if not isinstance(items, list):
         raise ConfigError("origins", f"must be an array of tables, got {type(items).__name__}")
     out: list[OriginServer] = []
     names: set[str] = set()
     for i, item in enumerate(items):
         p = join("origins", i)
-        t = check_keys(item, p, {"name", "host", "port", "weight"}, {"name", "host", "port"})
+        t = check_keys(item, p, {"name", "host", "port", "weight", *_ORIGIN_TLS_KEYS},
+                       {"name", "host", "port"})
         name = get(t, p, "name", str)
         if not name or name in names:
             raise ConfigError(join(p, "name"), f"empty or duplicate origin name {name!r}")
@@ -312,8 +335,40 @@ def _origins(items: Any) -> tuple[OriginServer, ...]:
             raise ConfigError(join(p, "host"), f"not a host name or address: {host!r}")
         port = int(number_in(get(t, p, "port", int), join(p, "port"), 1, 65535))
         weight = int(number_in(get(t, p, "weight", int, 1), join(p, "weight"), 1, 1000))
-        out.append(OriginServer(name, host, port, weight))
+        out.append(OriginServer(name, host, port, weight, **_origin_tls(t, p, base)))
     return tuple(out)
+
+
+_ORIGIN_TLS_KEYS = ("scheme", "tls_server_name", "tls_ca_file", "tls_cert_file",
+                    "tls_key_file", "tls_verify")
+
+
+def _origin_tls(t: dict[str, Any], p: str, base: Path) -> dict[str, Any]:
+    """An origin's scheme and TLS keys; file paths are relative to the topology file."""
+    scheme = get(t, p, "scheme", str, "http")
+    if scheme not in ("http", "https"):
+        raise ConfigError(join(p, "scheme"), f'must be "http" or "https", got {scheme!r}')
+    values: dict[str, Any] = {"scheme": scheme,
+                              "tls_verify": get(t, p, "tls_verify", bool, True)}
+    name = get(t, p, "tls_server_name", str, None)
+    if name is not None and (not name or any(c.isspace() for c in name)):
+        raise ConfigError(join(p, "tls_server_name"), f"not a host name: {name!r}")
+    values["tls_server_name"] = name
+    for key in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
+        text = get(t, p, key, str, None)
+        if text is not None:
+            path = base / text
+            if not path.is_file():
+                raise ConfigError(join(p, key), f"no such file: {path}")
+            text = str(path)
+        values[key] = text
+    if values["tls_key_file"] is not None and values["tls_cert_file"] is None:
+        raise ConfigError(join(p, "tls_key_file"), "needs tls_cert_file")
+    if scheme == "http":
+        for key in _ORIGIN_TLS_KEYS[1:]:
+            if key in t:
+                raise ConfigError(join(p, key), 'only for scheme = "https"')
+    return values
 
 
 def _origin(table: Any, base: Path) -> OriginSettings:

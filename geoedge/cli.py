@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
         "edge", help="run an edge node (caching reverse proxy)",
         description="Run one edge of the topology: an HTTP/1.1 caching reverse proxy in front "
                     "of the [[origins]], sharing its region's Redis tier when configured. "
-                    "SIGTERM drains (edge.drain_seconds) then stops; SIGINT stops at once.")
+                    "SIGTERM or SIGINT stops accepting at once and gives requests in progress "
+                    "edge.drain_timeout seconds.")
     edge.add_argument("--config", required=True, help="topology file (TOML)")
     edge.add_argument("--name", required=True, help="the edge's name in the topology")
     edge.add_argument("--listen", type=_listen, metavar="HOST:PORT",

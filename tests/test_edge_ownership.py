@@ -201,6 +201,6 @@ async def test_a_tier_that_fails_to_start_leaves_no_origin_pool_running(monkeypa
             await edge_main.start_edge(parse_topology(data), "us-east-1",
                                        listen=("127.0.0.1", 0))
         assert len(pools) == 1
-        assert pools[0]._session is None and pools[0]._probes == []
+        assert pools[0]._probes == [] and not any(e.idle for e in pools[0].endpoints.values())
     finally:
         await origin.stop()

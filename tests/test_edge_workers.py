@@ -89,7 +89,7 @@ def config(tmp_path: Path, redis_server: RedisServer) -> Iterator:  # noqa: F811
 
     def make(origin: TestOrigin, redis: bool = True, **edge: object) -> Path:
         origins.append(origin)
-        data = topology_dict([origin], {**DEFAULT_EDGE, "drain_seconds": 0.2, **edge})
+        data = topology_dict([origin], {**DEFAULT_EDGE, "drain_timeout": 0.2, **edge})
         for region in data["regions"]:
             if redis and region["name"] == "us-east":
                 region["redis"] = {"url": redis_server.url}
@@ -189,7 +189,7 @@ async def test_sigterm_drains_every_worker_and_exits_0(config) -> None:
         await _started(edge, 2)
         edge.proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(edge.proc.wait, WAIT * 2) == 0
-        assert edge.text().count("draining") >= 2, edge.text()
+        assert edge.text().count("stopped accepting") >= 2, edge.text()
     finally:
         edge.stop()
         await origin.stop()

@@ -13,6 +13,7 @@ from edge.policy.request import (
     conditional_headers,
     on_hit,
     on_miss,
+    post_store_uri,
 )
 from geoconfig.httpdate import format_http_date
 
@@ -178,3 +179,56 @@ LM = "Sun, 06 Nov 1994 08:49:37 GMT"
 )
 def test_conditional_headers(extra, expected):
     assert conditional_headers(StoredMeta(200, extra, T0, T0)) == expected
+
+
+# -- post_store_uri: POST responses stored for later GETs (RFC 9111 §3, RFC 9110 §9.3.3) --------
+
+_POST_ON = PolicyConfig(cacheable_methods=frozenset({"GET", "HEAD", "POST"}))
+_TARGET = "http://www.example.test/form?a=1"
+
+
+@pytest.mark.parametrize(("status", "headers", "config", "expected"), [
+    (200, [("Cache-Control", "max-age=60"), ("Content-Location", "/form?a=1")], _POST_ON,
+     _TARGET),
+    (200, [("Cache-Control", "max-age=60"), ("Content-Location", _TARGET)], _POST_ON, _TARGET),
+    (200, [("Cache-Control", "max-age=60"),
+           ("Content-Location", "HTTP://WWW.EXAMPLE.TEST:80/form?a=1")], _POST_ON, _TARGET),
+    (203, [("Expires", "Thu, 01 Jan 2099 00:00:00 GMT"), ("Date", "Thu, 01 Jan 2026 00:00:00 GMT"),
+           ("Content-Location", "form?a=1")], _POST_ON, _TARGET),
+    (200, [("CDN-Cache-Control", "max-age=60"), ("Content-Location", "/form?a=1")], _POST_ON,
+     _TARGET),
+    # off by default
+    (200, [("Cache-Control", "max-age=60"), ("Content-Location", "/form?a=1")], PolicyConfig(),
+     None),
+    # no Content-Location, or another URI (even another query)
+    (200, [("Cache-Control", "max-age=60")], _POST_ON, None),
+    (200, [("Cache-Control", "max-age=60"), ("Content-Location", "")], _POST_ON, None),
+    (200, [("Cache-Control", "max-age=60"), ("Content-Location", "/form")], _POST_ON, None),
+    (200, [("Cache-Control", "max-age=60"), ("Content-Location", "/other")], _POST_ON, None),
+    (200, [("Cache-Control", "max-age=60"),
+           ("Content-Location", "http://evil.test/form?a=1")], _POST_ON, None),
+    # explicit freshness only: not heuristics, not public alone
+    (200, [("Last-Modified", "Thu, 01 Jan 2020 00:00:00 GMT"),
+           ("Content-Location", "/form?a=1")], _POST_ON, None),
+    (200, [("Cache-Control", "public"), ("Content-Location", "/form?a=1")], _POST_ON, None),
+    # not storable anyway
+    (200, [("Cache-Control", "max-age=60, no-store"), ("Content-Location", "/form?a=1")],
+     _POST_ON, None),
+    (200, [("Cache-Control", "max-age=60, private"), ("Content-Location", "/form?a=1")],
+     _POST_ON, None),
+    # Vary, and statuses other than 200/203
+    (200, [("Cache-Control", "max-age=60"), ("Vary", "Accept"),
+           ("Content-Location", "/form?a=1")], _POST_ON, None),
+    (201, [("Cache-Control", "max-age=60"), ("Content-Location", "/form?a=1")], _POST_ON, None),
+    (404, [("Cache-Control", "max-age=60"), ("Content-Location", "/form?a=1")], _POST_ON, None),
+])
+def test_post_store_uri(status, headers, config, expected):
+    assert post_store_uri(_TARGET, status, (), tuple(headers), config) == expected
+
+
+def test_post_store_uri_respects_the_request():
+    headers = (("Cache-Control", "max-age=60"), ("Content-Location", "/form?a=1"))
+    assert post_store_uri(_TARGET, 200, (("Authorization", "Bearer x"),), headers,
+                          _POST_ON) is None
+    assert post_store_uri(_TARGET, 200, (("Cache-Control", "no-store"),), headers,
+                          _POST_ON) is None

@@ -44,8 +44,9 @@ class PolicyConfig:
     default_ttl: seconds of freshness for a heuristically cacheable response (RFC 9110 §15.1
         statuses, or public) without explicit freshness; it replaces the heuristic (nginx's
         proxy_cache_valid). 0: RFC heuristics only.
-    cacheable_methods: request methods whose responses may be stored (RFC 9111 §3 "understood";
-        POST responses are never stored here -- they would need Content-Location handling).
+    cacheable_methods: request methods whose responses may be stored (RFC 9111 §3 "understood").
+        With "POST", a POST response is stored for later GETs of its URI only under the
+        conditions of ``request.post_store_uri`` (explicit freshness, Content-Location = target).
     cache_partial_content: store 206 responses. Off: this core does not combine ranges
         (RFC 9111 §3.3/§3.4), and a cache that does not MUST NOT store 206.
     store_set_cookie: False (default, nginx/Varnish-style safety): a response with Set-Cookie is

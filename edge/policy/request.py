@@ -29,6 +29,14 @@ Rules (``on_hit``; first matching step wins, each returns a ``HitDecision`` valu
   max-stale, else -- unless the request said no-cache -- the response's stale-if-error;
   staleness <= window.
 
+``post_store_uri`` (RFC 9111 §3, RFC 9110 §9.3.3: a POST response may be reused for a later
+  GET or HEAD of its URI): only when POST is in ``config.cacheable_methods`` (off by default),
+  the status is 200 or 203, the response is storable with *explicit* freshness (max-age,
+  s-maxage, Expires or a targeted field: never heuristics, never ``public`` alone), has no
+  Vary (the POST's header set is not what a GET would be matched by), and its
+  Content-Location, resolved against the target, is the target itself. Returns the URI to
+  store under (the target's normalised form), else None. The POST itself is always forwarded.
+
 ``conditional_headers`` (§4.3.1): If-None-Match with the stored ETag and If-Modified-Since with
   the stored Last-Modified (only if it is a valid HTTP-date); both when both exist (a server
   evaluates If-None-Match first, RFC 9110 §13.2.2).
@@ -38,11 +46,13 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from urllib.parse import urljoin
 
 from edge.policy.cachecontrol import Directives, request_directives
 from edge.policy.config import DEFAULT_CONFIG, PolicyConfig
-from edge.policy.freshness import StoredMeta, current_age, stored_lifetime
-from edge.policy.headers import Headers, get_first
+from edge.policy.freshness import StoredMeta, current_age, storable, stored_lifetime
+from edge.policy.headers import Headers, get_first, has
+from edge.policy.invalidation import normalise_uri
 from geoconfig.httpdate import parse_http_date
 
 __all__ = [
@@ -52,6 +62,7 @@ __all__ = [
     "conditional_headers",
     "on_hit",
     "on_miss",
+    "post_store_uri",
     "stale_forbidden",
 ]
 
@@ -177,3 +188,22 @@ def conditional_headers(stored: StoredMeta) -> Headers:
     if last_modified is not None and parse_http_date(last_modified) is not None:
         out.append(("If-Modified-Since", last_modified.strip()))
     return tuple(out)
+
+
+def post_store_uri(target_uri: str, status: int, request_headers: Headers,
+                   response_headers: Headers, config: PolicyConfig = DEFAULT_CONFIG) -> str | None:
+    """Where a POST response may be stored for later GETs (see the module rules), or None."""
+    if "POST" not in config.cacheable_methods or status not in (200, 203):
+        return None
+    decision = storable("POST", request_headers, status, response_headers, config)
+    if not decision.store or decision.reason != "explicit" or has(response_headers, "Vary"):
+        return None
+    location = get_first(response_headers, "Content-Location")
+    if location is None or not location.strip():
+        return None
+    target = normalise_uri(target_uri)
+    try:
+        resolved = normalise_uri(urljoin(target, location.strip()))
+    except ValueError:
+        return None
+    return target if resolved == target else None

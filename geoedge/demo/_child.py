@@ -3,7 +3,7 @@
 The demo's supervisor starts every process through this: on Linux it asks the kernel for
 SIGINT when the parent goes away (``PR_SET_PDEATHSIG``, kept across ``exec``), so nothing is
 left running even if the supervisor itself is killed with SIGKILL. SIGINT, not SIGTERM: every
-role stops at once on it (edges drain on SIGTERM, holding their ports for seconds). If the
+role stops at once on it (SIGTERM too, now; edges give in-flight requests a moment). If the
 parent is already gone when this runs, the command is not started. Elsewhere it simply execs
 the command.
 """

@@ -10,9 +10,11 @@ Rules:
 - Logs and Redis's working directories live in a temporary directory removed at exit.
 - Ctrl-C (SIGINT) or SIGTERM stops everything, in reverse order, and returns 0; a process
   that cannot start stops the demo with its log's last lines and returns 1.
-- While it runs, lines typed on stdin control it: ``stop TARGET`` (graceful: edges drain
-  first), ``start TARGET``, ``kill TARGET`` (SIGKILL, as a crash: the supervisor restarts
-  it), ``status``, ``help``, ``quit``. TARGET is a process name or a region (its edges).
+- While it runs, lines typed on stdin control it: ``stop TARGET`` (graceful: edges are
+  drained through their admin API and GeoDNS is given time to move clients away, then they
+  get SIGTERM; geoedge.demo.drain), ``start TARGET``, ``kill TARGET`` (SIGKILL, as a crash:
+  the supervisor restarts it), ``status``, ``help``, ``quit``. TARGET is a process name or a
+  region (its edges).
 - AAAA answers: the edges' ``ipv6`` addresses are made local and listened on when this
   host allows (``geoedge.demo.ipv6``); once up, the demo prints a line saying whether
   AAAA answers are reachable, and why not when they are not.
@@ -33,6 +35,7 @@ from pathlib import Path
 
 from geoconfig.topology import Topology, load_topology
 from geoedge.demo import ipv6 as aaaa
+from geoedge.demo.drain import drain_edges
 from geoedge.demo.services import Service, plan, select
 from geoedge.demo.supervisor import StartError, Supervisor
 
@@ -165,14 +168,16 @@ async def _command(sup: Supervisor, topology: Topology, services: list[Service],
     elif not (chosen := select(services, targets[0])):
         print(f"no process or region named {targets[0]!r}", flush=True)
     else:
-        await _control(sup, command, chosen)
+        await _control(sup, topology, command, chosen)
     return False
 
 
-async def _control(sup: Supervisor, command: str, chosen: list[Service]) -> None:
+async def _control(sup: Supervisor, topology: Topology, command: str,
+                   chosen: list[Service]) -> None:
     names = ", ".join(s.name for s in chosen)
     if command == "stop":
         print(f"stopping {names} (draining first)", flush=True)
+        await drain_edges(topology, chosen, lambda m: print(m, flush=True))
         await asyncio.gather(*(sup.stop(s, graceful=True) for s in chosen))
         print(f"stopped {names}", flush=True)
     elif command == "start":
@@ -208,9 +213,9 @@ async def _run(topology: Topology, config: Path, data_dir: Path, binary: str | N
                v6: aaaa.Ipv6Plan, v6_failure: str) -> int:
     services = plan(topology, config, binary, data_dir, ipv6=has_ipv6_loopback(),
                     edge_ipv6=None if v6_failure else v6.listen)
-    # a graceful stop lets edges drain (edge.drain_seconds) before SIGKILL
+    # a graceful stop lets edges finish in-flight requests (edge.drain_timeout) before SIGKILL
     sup = Supervisor(services, data_dir / "logs", lambda m: print(m, flush=True),
-                     grace=topology.cdn.edge.drain_seconds + 5.0)
+                     grace=topology.cdn.edge.drain_timeout + 5.0)
     loop = asyncio.get_running_loop()
     quit_event = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

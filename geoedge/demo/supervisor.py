@@ -16,8 +16,8 @@ Rules:
   reported and restarted after a backoff (``backoff`` seconds doubling to 30 s; reset once it
   has run for a minute). Each spawn has one watcher; a watcher whose process has been
   replaced meanwhile (a console ``start`` during the backoff) does nothing more.
-- ``stop`` sends SIGTERM when ``graceful`` (edges then drain: ``/healthz`` turns 503 while
-  they keep serving, so GeoDNS moves clients away first), SIGINT otherwise; a process still
+- ``stop`` sends SIGTERM when ``graceful`` (edges then finish their in-flight requests;
+  geoedge.demo.drain moves clients away before), SIGINT otherwise; a process still
   running after its grace period gets SIGKILL. Stopped processes are not restarted until
   ``start`` is called for them again. ``stop_all`` stops everything in reverse order and
   waits for every watcher.
@@ -103,7 +103,7 @@ class Supervisor:
         self.log_dir = log_dir
         self.report = report
         self.ready_timeout = ready_timeout
-        self.grace = grace  # seconds a graceful stop may take (edges drain) before SIGKILL
+        self.grace = grace  # seconds a graceful stop may take (in-flight requests) before SIGKILL
         self.backoff = backoff
         self.running = {s.name: Running(s, backoff=backoff) for s in services}
         self.stopping = False

@@ -197,7 +197,7 @@ def build_compose(topology: Topology) -> dict[str, Any]:
         service["healthcheck"] = _http_check(origin.port, origin_path)
         services[name] = service
 
-    grace = f"{math.ceil(topology.cdn.edge.drain_seconds) + 5}s"
+    grace = f"{math.ceil(topology.cdn.edge.drain_timeout) + 5}s"
     for rc, network in zip(topology.regions, regions, strict=True):
         for edge in rc.edges:
             name = _service_name(f"edge-{edge.name}", f"edge {edge.name!r}")
