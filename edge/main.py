@@ -28,7 +28,10 @@ from edge.admin import Admin
 from edge.connlimit import ConnectionLimiter
 from edge.httpserver import HttpProtocol, Limits, Request, ResponseWriter
 from edge.proxy import EdgeApp
+from edge.reload import Reloader, cert_spec
+from edge.sites import SiteRouter
 from edge.tier.region import RegionTier
+from edge.tls import CertError, Contexts, TlsAcceptor, h2_protocol
 from edge.upstream import OriginPool
 from geoconfig.cdnconfig import EdgeSettings
 from geoconfig.topology import Topology, load_topology
@@ -47,6 +50,14 @@ class RunningEdge:
     connections: set[HttpProtocol] = field(default_factory=set)
     admin_server: asyncio.base_events.Server | None = None
     limiter: ConnectionLimiter | None = None
+    router: SiteRouter | None = None
+    tls_server: asyncio.base_events.Server | None = None
+    acceptor: TlsAcceptor | None = None
+
+    @property
+    def tls_port(self) -> int | None:
+        """The HTTPS listener's port (None without one)."""
+        return None if self.tls_server is None else self.tls_server.sockets[0].getsockname()[1]
 
     @property
     def admin_address(self) -> tuple[str, int] | None:
@@ -63,18 +74,27 @@ class RunningEdge:
 
     async def stop(self) -> None:
         self.server.close()
+        if self.tls_server is not None:
+            self.tls_server.close()
         if self.admin_server is not None:
             self.admin_server.close()
         for proto in list(self.connections):
             if proto.transport is not None and not proto.busy:
                 proto.transport.close()
         await self.server.wait_closed()
+        if self.acceptor is not None:
+            for handshake in list(self.acceptor.tasks):
+                handshake.cancel()
+        if self.tls_server is not None:
+            await self.tls_server.wait_closed()
         if self.admin_server is not None:
             await self.admin_server.wait_closed()
         for task in list(self.app.background):
             task.cancel()
         if self.app.tier is not None:
             await self.app.tier.stop()
+        if self.router is not None:
+            await self.router.stop()
         await self.pool.stop()
 
 
@@ -120,7 +140,8 @@ def raise_fd_limit(settings: EdgeSettings, origins: int) -> None:
 
 async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | None = None,
                      clock: Callable[[], float] = time.time,
-                     admin_listen: tuple[str, int] | None = None) -> RunningEdge:
+                     admin_listen: tuple[str, int] | None = None,
+                     tls_listen: tuple[str, int] | None = None) -> RunningEdge:
     """Start an edge in the running loop (used by the CLI and by tests)."""
     edge = topology.find_edge(name)
     settings = topology.cdn.edge
@@ -140,6 +161,17 @@ async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | No
             await pool.stop()
             raise
         app.tier = tier
+    https = tls_listen or topology.cdn.tls.listen
+    router = SiteRouter(app, None)
+    try:
+        await router.apply(topology.cdn)
+        contexts = _contexts(topology, https)
+    except BaseException:
+        await router.stop()
+        if app.tier is not None:
+            await app.tier.stop()
+        await pool.stop()
+        raise
     limits = limits_of(settings)
     limiter = ConnectionLimiter(settings.max_connections, settings.max_connections_per_address,
                                 settings.connection_limit_exempt)
@@ -148,7 +180,16 @@ async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | No
     private = AdminListener(app.admin)
 
     def factory() -> HttpProtocol:
-        proto = HttpProtocol(app, limits, on_close=connections.discard, limiter=limiter)
+        proto = HttpProtocol(router, limits, on_close=connections.discard, limiter=limiter)
+        connections.add(proto)
+        return proto
+
+    h2 = h2_protocol()
+
+    def tls_factory(alpn: str | None) -> HttpProtocol:
+        kind = h2 if alpn == "h2" and h2 is not None else HttpProtocol
+        proto = kind(router, limits, on_close=connections.discard, limiter=limiter)
+        proto.scheme = "https"
         connections.add(proto)
         return proto
 
@@ -160,20 +201,46 @@ async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | No
     loop = asyncio.get_running_loop()
     admin_at = admin_listen or settings.admin_listen
     server: asyncio.base_events.Server | None = None
+    tls_server: asyncio.base_events.Server | None = None
+    acceptor = None if contexts is None else TlsAcceptor(
+        contexts, tls_factory, settings.client_header_timeout, settings.max_connections)
     try:
         server = await loop.create_server(factory, host, port, reuse_address=True, backlog=1024)
+        if acceptor is not None and https is not None:
+            tls_server = await loop.create_server(acceptor.protocol, https[0] or host, https[1],
+                                                  reuse_address=True, backlog=1024)
+            router.https_port = tls_server.sockets[0].getsockname()[1]
         admin_server = None if admin_at is None else await loop.create_server(
             admin_factory, admin_at[0], admin_at[1], reuse_address=True)
     except OSError:
-        if server is not None:
-            server.close()
+        for listener in (server, tls_server):
+            if listener is not None:
+                listener.close()
+        await router.stop()
         if app.tier is not None:
             await app.tier.stop()
         await pool.stop()
         raise
     bound = server.sockets[0].getsockname()
     app.background.add(loop.create_task(app.housekeeping()))
-    return RunningEdge(app, pool, server, host, bound[1], connections, admin_server, limiter)
+    return RunningEdge(app, pool, server, host, bound[1], connections, admin_server, limiter,
+                       router, tls_server, acceptor)
+
+
+def _contexts(topology: Topology, https: tuple[str, int] | None) -> Contexts | None:
+    """The HTTPS listener's TLS contexts (None without a listener); CertError when unusable."""
+    if https is None:
+        return None
+    spec = cert_spec(topology.cdn)
+    if spec is None:
+        raise CertError("edge.tls_listen needs a certificate: set edge.tls_cert and "
+                        "edge.tls_key, or a site's tls.cert and tls.key")
+    return Contexts(spec, alpn_protocols(), topology.cdn.tls.session_tickets)
+
+
+def alpn_protocols() -> tuple[str, ...]:
+    """ALPN offered: h2 only when the HTTP/2 server (edge/h2server.py) is there."""
+    return ("h2", "http/1.1") if h2_protocol() is not None else ("http/1.1",)
 
 
 async def _serve(topology: Topology, name: str, listen: tuple[str, int] | None,
@@ -181,6 +248,9 @@ async def _serve(topology: Topology, name: str, listen: tuple[str, int] | None,
     raise_fd_limit(topology.cdn.edge, len(topology.cdn.origins))
     try:
         running = await start_edge(topology, name, listen, admin_listen=admin_listen)
+    except CertError as exc:
+        print(f"geoedge: edge {name}: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:  # the reason as text: uvloop's own message embeds an address tuple
         edge = topology.find_edge(name)
         host, port = listen or (edge.ipv4 or edge.ipv6 or "127.0.0.1", edge.port)
@@ -192,7 +262,21 @@ async def _serve(topology: Topology, name: str, listen: tuple[str, int] | None,
                 running.port, len(topology.cdn.origins), topology.cdn.edge.lb)
     if running.admin_address is not None:
         log.warning("admin listener (/metrics, stats) on %s port %d", *running.admin_address)
+    if running.tls_port is not None:
+        log.warning("HTTPS on port %d (ALPN %s)", running.tls_port, ", ".join(alpn_protocols()))
     loop = asyncio.get_running_loop()
+    assert running.router is not None
+    reloader = Reloader(topology.source, topology, running.router, running.acceptor,
+                        alpn_protocols())
+    watcher = loop.create_task(reloader.watch())
+    hup: set[asyncio.Task[bool]] = set()
+
+    def on_hup() -> None:
+        task = loop.create_task(reloader.reload("SIGHUP"))
+        hup.add(task)
+        task.add_done_callback(hup.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
     stop = asyncio.Event()
     draining = asyncio.Event()
     loop.add_signal_handler(signal.SIGINT, stop.set)
@@ -208,6 +292,7 @@ async def _serve(topology: Topology, name: str, listen: tuple[str, int] | None,
     drainer = loop.create_task(drain())
     await stop.wait()
     drainer.cancel()
+    watcher.cancel()
     await running.stop()
     log.warning("stopped")
     return 0
@@ -223,8 +308,8 @@ def run_edge(config: str, name: str, listen: tuple[str, int] | None = None,
         print(f"geoedge: no edge named {name!r} in {config} (edges: {', '.join(names)})",
               file=sys.stderr)
         return 2
-    if not topology.cdn.origins:
-        print(f"geoedge: {config} has no [[origins]] for the edge to fetch from",
+    if not topology.cdn.origins and not topology.cdn.sites:
+        print(f"geoedge: {config} has no [[origins]] nor [[sites]] for the edge to fetch from",
               file=sys.stderr)
         return 2
     try:

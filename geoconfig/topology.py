@@ -148,7 +148,7 @@ def parse_topology(data: dict[str, Any], source: str = "<memory>") -> Topology:
     top = check_keys(
         data, "",
         {"default_region", "dns", "geoip", "health", "regions", "zones", "edge", "origins",
-         "origin"},
+         "origin", "sites"},
         {"default_region", "regions", "zones"},
     )
     regions = _regions(get(top, "", "regions", list))
@@ -165,7 +165,7 @@ def parse_topology(data: dict[str, Any], source: str = "<memory>") -> Topology:
         dns=_dns(top.get("dns", {})),
         geoip=_geoip(top.get("geoip", {})),
         health=_health(top.get("health", {})),
-        cdn=parse_cdn(top, source),
+        cdn=parse_cdn(top, source, names),
     )
 
 

@@ -1,0 +1,210 @@
+"""TLS termination: certificates chosen by SNI, ALPN, and the HTTPS listener's accept path.
+
+Rules:
+
+- Protocols TLS 1.2 and 1.3 only; TLS 1.2 ciphers are Mozilla's "intermediate" list (ECDHE
+  with AES-GCM or ChaCha20-Poly1305; the DHE ones are left out: no DH parameters), TLS 1.3
+  uses OpenSSL's suites. The client's cipher order is honoured (Mozilla's advice when every
+  offered cipher is strong).
+- Certificates: one pair (PEM chain, key; RSA or ECDSA) per site, chosen by the SNI name with
+  the sites' host rules (edge.policy.site); no SNI, or a name no site has: ``[edge] tls_cert``,
+  else the first site's pair. A pair that cannot be read, or whose key does not match the
+  certificate, is a ``CertError`` naming the file; on a reload the old contexts stay.
+- ALPN: ``h2`` (only when edge/h2server.py is present) and ``http/1.1``; the connection is
+  handed to ``H2Protocol`` when the client chose h2, else to ``HttpProtocol`` (scheme https).
+- Session tickets: OpenSSL's own (RFC 5077 / TLS 1.3 PSK tickets). Python cannot set ticket
+  keys, so they are rotated by building fresh contexts every ``tls_ticket_rotate`` seconds
+  (each context draws new random keys): tickets older than that fall back to a full
+  handshake, and ticket keys never leave the process or reach the disk.
+- Accept: the TCP connection is accepted plain, then ``loop.start_tls`` runs the handshake with
+  the contexts current at that moment (so a reload or a rotation applies to the next
+  connection and never touches established ones), within ``client_header_timeout``. At most
+  ``max_connections`` handshakes run at once; a garbage or stalled handshake is closed and
+  holds no client slot (the limiter admits a connection only once it speaks HTTP).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge.policy.site import SiteTable
+
+log = logging.getLogger("geoedge.edge.tls")
+
+INTERMEDIATE = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+                "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305")
+
+
+def h2_protocol() -> type | None:
+    """edge.h2server.H2Protocol when that module exists (it is optional)."""
+    try:
+        from edge.h2server import H2Protocol  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return H2Protocol
+
+
+class CertError(ValueError):
+    """A certificate/key pair that cannot be used; the message names the file."""
+
+
+def server_context(alpn: Iterable[str], tickets: bool) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(INTERMEDIATE)
+    ctx.set_alpn_protocols(list(alpn))
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_SINGLE_ECDH_USE
+    ctx.options |= ssl.OP_NO_RENEGOTIATION
+    if not tickets:
+        ctx.options |= ssl.OP_NO_TICKET
+        ctx.num_tickets = 0
+    return ctx
+
+
+def load_pair(cert: Path, key: Path, alpn: Iterable[str], tickets: bool) -> ssl.SSLContext:
+    """A server context holding one certificate chain and its key, or a CertError."""
+    for path in (cert, key):
+        try:
+            with open(path, "rb") as f:
+                f.read(1)
+        except OSError as exc:
+            raise CertError(f"cannot read {path}: {exc.strerror or exc}") from None
+    ctx = server_context(alpn, tickets)
+    try:
+        ctx.load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        text = str(exc)
+        if "KEY_VALUES_MISMATCH" in text or "key values mismatch" in text:
+            raise CertError(f"the key {key} does not match the certificate {cert}") from None
+        raise CertError(f"{cert} / {key}: not a PEM certificate chain and private key "
+                        f"({exc.reason or text})") from None
+    return ctx
+
+
+@dataclass(frozen=True, slots=True)
+class CertSpec:
+    """What to load: the default pair and, per host pattern list, a pair."""
+
+    default: tuple[Path, Path]
+    sites: tuple[tuple[tuple[str, ...], tuple[Path, Path]], ...] = ()
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        return (*self.default, *(p for _, pair in self.sites for p in pair))
+
+
+class Contexts:
+    """The SSL contexts for one configuration: ``listener`` picks the others by SNI."""
+
+    def __init__(self, spec: CertSpec, alpn: tuple[str, ...], tickets: bool) -> None:
+        self.spec = spec
+        loaded: dict[tuple[Path, Path], ssl.SSLContext] = {}
+
+        def get(pair: tuple[Path, Path]) -> ssl.SSLContext:
+            if pair not in loaded:
+                loaded[pair] = load_pair(pair[0], pair[1], alpn, tickets)
+            return loaded[pair]
+
+        self.default = get(spec.default)
+        self.table: SiteTable[ssl.SSLContext] = SiteTable.build(
+            ((hosts, get(pair)) for hosts, pair in spec.sites), default=self.default)
+        self.listener = self.default
+        self.default.sni_callback = self._sni
+
+    def _sni(self, obj: ssl.SSLObject, name: str | None, ctx: ssl.SSLContext) -> None:
+        if name:
+            chosen = self.table.select(name)
+            if chosen is not None and chosen is not ctx:
+                obj.context = chosen
+
+
+class _Pending(asyncio.Protocol):
+    """Holds what arrives between the end of the handshake and the hand-over."""
+
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+        self.eof = False
+        self.lost = False
+
+    def data_received(self, data: bytes) -> None:
+        self.data.append(data)
+
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+
+
+class TlsAcceptor:
+    """Creates the per-connection protocols of the HTTPS listener."""
+
+    def __init__(self, contexts: Contexts, make: Callable[[str | None], asyncio.Protocol],
+                 handshake_timeout: float, max_handshakes: int) -> None:
+        self.contexts = contexts
+        self.make = make  # ALPN protocol name (or None) -> the HTTP protocol to hand over to
+        self.handshake_timeout = handshake_timeout
+        self.max_handshakes = max_handshakes
+        self.handshaking = 0
+        self.failed = 0  # handshakes that failed or timed out
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def protocol(self) -> asyncio.Protocol:
+        return _Accept(self)
+
+    async def handshake(self, transport: asyncio.Transport) -> None:
+        loop = asyncio.get_running_loop()
+        pending = _Pending()
+        self.handshaking += 1
+        try:
+            tls = await loop.start_tls(transport, pending, self.contexts.listener,
+                                       server_side=True,
+                                       ssl_handshake_timeout=self.handshake_timeout)
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError, EOFError) as exc:
+            self.failed += 1
+            log.debug("TLS handshake failed: %r", exc)
+            transport.abort()
+            return
+        finally:
+            self.handshaking -= 1
+        if tls is None:  # closed meanwhile
+            transport.abort()
+            return
+        obj = tls.get_extra_info("ssl_object")
+        proto = self.make(obj.selected_alpn_protocol() if obj is not None else None)
+        tls.set_protocol(proto)
+        proto.connection_made(tls)
+        for chunk in pending.data:
+            proto.data_received(chunk)
+        if pending.eof:
+            proto.eof_received()
+        if pending.lost:
+            proto.connection_lost(None)
+
+
+class _Accept(asyncio.Protocol):
+    def __init__(self, acceptor: TlsAcceptor) -> None:
+        self.acceptor = acceptor
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        a = self.acceptor
+        if a.handshaking >= a.max_handshakes:
+            transport.abort()
+            return
+        task = asyncio.get_running_loop().create_task(
+            a.handshake(transport))  # type: ignore[arg-type]
+        a.tasks.add(task)
+        task.add_done_callback(a.tasks.discard)
+
+    def data_received(self, data: bytes) -> None:  # start_tls takes over the transport
+        pass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass
