@@ -22,7 +22,8 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from edge.admin import Admin
 from edge.connlimit import ConnectionLimiter
@@ -244,7 +245,8 @@ def alpn_protocols() -> tuple[str, ...]:
 
 
 async def _serve(topology: Topology, name: str, listen: tuple[str, int] | None,
-                 admin_listen: tuple[str, int] | None) -> int:
+                 admin_listen: tuple[str, int] | None,
+                 load: Callable[[str], Topology] = load_topology) -> int:
     raise_fd_limit(topology.cdn.edge, len(topology.cdn.origins))
     try:
         running = await start_edge(topology, name, listen, admin_listen=admin_listen)
@@ -267,7 +269,7 @@ async def _serve(topology: Topology, name: str, listen: tuple[str, int] | None,
     loop = asyncio.get_running_loop()
     assert running.router is not None
     reloader = Reloader(topology.source, topology, running.router, running.acceptor,
-                        alpn_protocols())
+                        alpn_protocols(), load)
     watcher = loop.create_task(reloader.watch())
     hup: set[asyncio.Task[bool]] = set()
 
@@ -299,10 +301,19 @@ async def _serve(topology: Topology, name: str, listen: tuple[str, int] | None,
 
 
 def run_edge(config: str, name: str, listen: tuple[str, int] | None = None,
-             log_level: str = "info", admin_listen: tuple[str, int] | None = None) -> int:
+             log_level: str = "info", admin_listen: tuple[str, int] | None = None,
+             tls_listen: tuple[str, int] | None = None, tls_cert: str | None = None,
+             tls_key: str | None = None) -> int:
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    topology = load_topology(config)
+
+    def load(path: str) -> Topology:  # the file, with the command line's TLS options on top
+        return with_tls_options(load_topology(path), tls_listen, tls_cert, tls_key)
+
+    if bool(tls_cert) != bool(tls_key):
+        print("geoedge: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    topology = load(config)
     names = [e.name for e in topology.edges]
     if name not in names:
         print(f"geoedge: no edge named {name!r} in {config} (edges: {', '.join(names)})",
@@ -315,5 +326,16 @@ def run_edge(config: str, name: str, listen: tuple[str, int] | None = None,
     try:
         import uvloop
     except ImportError:  # optional on platforms without it
-        return asyncio.run(_serve(topology, name, listen, admin_listen))
-    return uvloop.run(_serve(topology, name, listen, admin_listen))
+        return asyncio.run(_serve(topology, name, listen, admin_listen, load))
+    return uvloop.run(_serve(topology, name, listen, admin_listen, load))
+
+
+def with_tls_options(topology: Topology, listen: tuple[str, int] | None, cert: str | None,
+                     key: str | None) -> Topology:
+    """``--tls-listen``, ``--tls-cert`` and ``--tls-key`` over ``[edge] tls_*``."""
+    tls = topology.cdn.tls
+    if listen is not None:
+        tls = replace(tls, listen=listen)
+    if cert and key:
+        tls = replace(tls, cert=Path(cert), key=Path(key))
+    return replace(topology, cdn=replace(topology.cdn, tls=tls))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 import trustme
@@ -24,6 +25,13 @@ from edge.main import alpn_protocols, start_edge
 from edge.reload import Reloader
 from edge.tls import CertError, load_pair
 from geoconfig.topology import parse_topology
+from geoedge.client.fetch import (
+    Fetcher,
+    TlsConnector,
+    client_context,
+    format_report,
+    parse_url,
+)
 from tests.edgeutil import DEFAULT_EDGE, EDGE_NAME, FakeClock, TestOrigin, topology_dict
 
 CACHED = [("Cache-Control", "max-age=60")]
@@ -332,3 +340,22 @@ async def test_garbage_and_stalled_handshakes_hold_nothing(env: Env):
         while env.edge.acceptor.handshaking or limiter.total:
             await asyncio.sleep(0.01)
     assert env.edge.acceptor.failed >= 11
+
+
+async def test_geoedge_fetch_verifies_and_names_the_protocol(env: Env, tmp_path: Path):
+    await env.start()
+    target = parse_url(f"https://www.alpha.test:{env.tls_port}/who")
+    other_ca = trustme.CA()
+    other_ca.cert_pem.write_to_path(str(tmp_path / "other.pem"))
+    async with aiohttp.ClientSession(connector=TlsConnector()) as session:
+        good = Fetcher(target, "GET", [], None, session,
+                       ssl_context=client_context(str(env.ca_file)))
+        result, body = await good.once("127.0.0.1")
+        assert (result.status, body) == (200, b"alpha")
+        assert result.tls is not None and result.tls.startswith("TLSv1.")
+        assert result.tls.endswith("ALPN http/1.1")
+        assert "tls " in format_report(result)
+        bad = Fetcher(target, "GET", [], None, session,
+                      ssl_context=client_context(str(tmp_path / "other.pem")))
+        with pytest.raises(aiohttp.ClientConnectorCertificateError):
+            await bad.once("127.0.0.1")
