@@ -52,7 +52,7 @@ class RunningEdge:
     admin_server: asyncio.base_events.Server | None = None
     limiter: ConnectionLimiter | None = None
     router: SiteRouter | None = None
-    tls_server: asyncio.base_events.Server | None = None
+    tls_server: TlsAcceptor | None = None
     acceptor: TlsAcceptor | None = None
 
     @property
@@ -83,9 +83,6 @@ class RunningEdge:
             if proto.transport is not None and not proto.busy:
                 proto.transport.close()
         await self.server.wait_closed()
-        if self.acceptor is not None:
-            for handshake in list(self.acceptor.tasks):
-                handshake.cancel()
         if self.tls_server is not None:
             await self.tls_server.wait_closed()
         if self.admin_server is not None:
@@ -202,15 +199,15 @@ async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | No
     loop = asyncio.get_running_loop()
     admin_at = admin_listen or settings.admin_listen
     server: asyncio.base_events.Server | None = None
-    tls_server: asyncio.base_events.Server | None = None
+    tls_server: TlsAcceptor | None = None
     acceptor = None if contexts is None else TlsAcceptor(
         contexts, tls_factory, settings.client_header_timeout, settings.max_connections)
     try:
         server = await loop.create_server(factory, host, port, reuse_address=True, backlog=1024)
         if acceptor is not None and https is not None:
-            tls_server = await loop.create_server(acceptor.protocol, https[0] or host, https[1],
-                                                  reuse_address=True, backlog=1024)
-            router.https_port = tls_server.sockets[0].getsockname()[1]
+            await acceptor.listen(https[0] or host, https[1])
+            tls_server = acceptor
+            router.https_port = acceptor.sockets[0].getsockname()[1]
         admin_server = None if admin_at is None else await loop.create_server(
             admin_factory, admin_at[0], admin_at[1], reuse_address=True)
     except OSError:

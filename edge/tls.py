@@ -16,17 +16,20 @@ Rules:
   keys, so they are rotated by building fresh contexts every ``tls_ticket_rotate`` seconds
   (each context draws new random keys): tickets older than that fall back to a full
   handshake, and ticket keys never leave the process or reach the disk.
-- Accept: the TCP connection is accepted plain, then ``loop.start_tls`` runs the handshake with
-  the contexts current at that moment (so a reload or a rotation applies to the next
-  connection and never touches established ones), within ``client_header_timeout``. At most
-  ``max_connections`` handshakes run at once; a garbage or stalled handshake is closed and
-  holds no client slot (the limiter admits a connection only once it speaks HTTP).
+- Accept: the listener accepts sockets itself and gives each to the loop's TLS
+  (``loop.connect_accepted_socket``) with the contexts current at that moment, so a reload
+  or a rotation applies to the next connection and never touches established ones. The
+  handshake must finish within ``client_header_timeout``. At most ``max_connections``
+  handshakes run at once (more are closed at once); a garbage or stalled handshake is closed
+  and holds no client slot (the limiter admits a connection once its handshake is done).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -124,27 +127,9 @@ class Contexts:
                 obj.context = chosen
 
 
-class _Pending(asyncio.Protocol):
-    """Holds what arrives between the end of the handshake and the hand-over."""
-
-    def __init__(self) -> None:
-        self.data: list[bytes] = []
-        self.eof = False
-        self.lost = False
-
-    def data_received(self, data: bytes) -> None:
-        self.data.append(data)
-
-    def eof_received(self) -> bool | None:
-        self.eof = True
-        return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-
-
 class TlsAcceptor:
-    """Creates the per-connection protocols of the HTTPS listener."""
+    """The HTTPS listener: accepts sockets itself and hands each to the loop's TLS
+    (``connect_accepted_socket``) with the contexts current at that moment."""
 
     def __init__(self, contexts: Contexts, make: Callable[[str | None], asyncio.Protocol],
                  handshake_timeout: float, max_handshakes: int) -> None:
@@ -155,56 +140,72 @@ class TlsAcceptor:
         self.handshaking = 0
         self.failed = 0  # handshakes that failed or timed out
         self.tasks: set[asyncio.Task[None]] = set()
+        self.sockets: list[socket.socket] = []
+        self._accepting: asyncio.Task[None] | None = None
 
-    def protocol(self) -> asyncio.Protocol:
-        return _Accept(self)
+    async def listen(self, host: str, port: int, backlog: int = 1024) -> None:
+        sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host
+                                    else socket.AF_INET, backlog=backlog, reuse_port=False)
+        sock.setblocking(False)
+        self.sockets = [sock]
+        self._accepting = asyncio.get_running_loop().create_task(self._accept(sock))
 
-    async def handshake(self, transport: asyncio.Transport) -> None:
+    def close(self) -> None:
+        if self._accepting is not None:
+            self._accepting.cancel()
+        for sock in self.sockets:
+            sock.close()
+
+    async def wait_closed(self) -> None:
+        if self._accepting is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._accepting
+        for task in list(self.tasks):
+            task.cancel()
+
+    async def _accept(self, listener: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        pending = _Pending()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(listener)
+            except OSError as exc:  # EMFILE and the like: back off a little, keep serving
+                log.warning("HTTPS accept failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            if self.handshaking >= self.max_handshakes:
+                conn.close()
+                continue
+            task = loop.create_task(self._handshake(conn))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _handshake(self, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
         self.handshaking += 1
         try:
-            tls = await loop.start_tls(transport, pending, self.contexts.listener,
-                                       server_side=True,
-                                       ssl_handshake_timeout=self.handshake_timeout)
-        except (OSError, ssl.SSLError, TimeoutError, ConnectionError, EOFError) as exc:
+            await loop.connect_accepted_socket(
+                lambda: _Dispatch(self.make), conn, ssl=self.contexts.listener,
+                ssl_handshake_timeout=self.handshake_timeout)
+        except (OSError, ssl.SSLError, TimeoutError, EOFError) as exc:
             self.failed += 1
             log.debug("TLS handshake failed: %r", exc)
-            transport.abort()
-            return
+            conn.close()  # the loop closed it already (a no-op then)
         finally:
             self.handshaking -= 1
-        if tls is None:  # closed meanwhile
-            transport.abort()
-            return
-        obj = tls.get_extra_info("ssl_object")
-        proto = self.make(obj.selected_alpn_protocol() if obj is not None else None)
-        tls.set_protocol(proto)
-        proto.connection_made(tls)
-        for chunk in pending.data:
-            proto.data_received(chunk)
-        if pending.eof:
-            proto.eof_received()
-        if pending.lost:
-            proto.connection_lost(None)
 
 
-class _Accept(asyncio.Protocol):
-    def __init__(self, acceptor: TlsAcceptor) -> None:
-        self.acceptor = acceptor
+class _Dispatch(asyncio.Protocol):
+    """Called once the handshake is done: hands the connection to the HTTP protocol ALPN
+    chose, before any application data is read."""
+
+    def __init__(self, make: Callable[[str | None], asyncio.Protocol]) -> None:
+        self.make = make
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        a = self.acceptor
-        if a.handshaking >= a.max_handshakes:
-            transport.abort()
-            return
-        task = asyncio.get_running_loop().create_task(
-            a.handshake(transport))  # type: ignore[arg-type]
-        a.tasks.add(task)
-        task.add_done_callback(a.tasks.discard)
+        obj = transport.get_extra_info("ssl_object")
+        proto = self.make(obj.selected_alpn_protocol() if obj is not None else None)
+        transport.set_protocol(proto)
+        proto.connection_made(transport)
 
-    def data_received(self, data: bytes) -> None:  # start_tls takes over the transport
-        pass
-
-    def connection_lost(self, exc: Exception | None) -> None:
+    def data_received(self, data: bytes) -> None:  # not called: set_protocol came first
         pass

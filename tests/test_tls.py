@@ -18,6 +18,7 @@ import aiohttp
 import httpx
 import pytest
 import trustme
+import uvloop
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -35,7 +36,16 @@ from geoedge.client.fetch import (
 from tests.edgeutil import DEFAULT_EDGE, EDGE_NAME, FakeClock, TestOrigin, topology_dict
 
 CACHED = [("Cache-Control", "max-age=60")]
+pytestmark = pytest.mark.filterwarnings("ignore:Overriding the .event_loop_policy. fixture")
 WAIT = 10.0
+
+
+@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
+def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLoopPolicy:
+    """Each test on both loops: the CLI runs uvloop, whose TLS is its own."""
+    if request.param == "uvloop":
+        return uvloop.EventLoopPolicy()
+    return asyncio.DefaultEventLoopPolicy()
 
 
 @pytest.fixture(scope="module")
