@@ -17,6 +17,8 @@ import trustme
 from aiohttp import web
 
 WAIT = 15.0
+SOA = ('soa = { mname = "ns1", rname = "hostmaster", serial = 1, refresh = 3600, retry = 600, '
+       'expire = 604800, minimum = 60 }')
 
 
 def free_port() -> int:
@@ -46,8 +48,7 @@ continents = ["EU"]
 edges = [{{ name = "e1", ipv4 = "127.0.0.1", port = {port} }}]
 [[zones]]
 origin = "example.test"
-soa = {{ mname = "ns1", rname = "hostmaster", serial = 1, refresh = 3600, retry = 600,
-        expire = 604800, minimum = 60 }}
+{SOA}
 records = [{{ name = "@", type = "NS", value = "ns1" }},
            {{ name = "ns1", type = "A", value = "127.0.0.1" }}]
 [edge]
