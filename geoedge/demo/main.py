@@ -37,7 +37,7 @@ from geoedge.demo.certs import DemoCerts, make_certs, remove_shared_ca
 from geoedge.demo.services import Service, plan, select
 from geoedge.demo.supervisor import StartError, Supervisor
 
-HTTPS_PORT = 8443  # the edges' HTTPS listeners, on their IPv4 addresses
+HTTPS_PORT = 8443  # the edges' HTTPS listeners, on their IPv4 addresses (or [edge] tls_listen)
 CREDIT = "This product includes GeoLite2 data created by MaxMind (CC BY-SA 4.0)."
 
 CONSOLE_HELP = """\
@@ -103,6 +103,7 @@ def tour(topology: Topology, config: str) -> str:
     cfg_opt = "" if config == "examples/demo.toml" else f" --config {config}"
     fetch = f"{ge} fetch{dns_opt}{cfg_opt}"
     https_ip = next((e.ipv4 for e in topology.edges if e.ipv4), "127.0.0.1")
+    tls = https_port(topology)
     return f"""\
 Try, from another terminal:
   dig {at} {geo} A +subnet=81.2.69.0/24 +short      # GB client -> eu-west
@@ -112,13 +113,19 @@ Try, from another terminal:
         # miss, hit, then the region's other edge finds it in the region's Redis
   {fetch} {url}/index.html --client-ip 1.0.16.1      # an Asian client
   {ge} purge --config {config} {url}/index.html     # on every edge
-  {fetch} https://{geo}:{HTTPS_PORT}/index.html --client-ip 81.2.69.160
+  {fetch} https://{geo}:{tls}/index.html --client-ip 81.2.69.160
         # over HTTPS: the certificate is checked against the demo's CA
-  curl --cacert "$CA" --resolve {geo}:{HTTPS_PORT}:{https_ip} https://{geo}:{HTTPS_PORT}/
+  curl --cacert "$CA" --resolve {geo}:{tls}:{https_ip} https://{geo}:{tls}/
         # CA: the path printed as "CA certificate:" below
   {ge} explain --config {config} 81.2.69.160
 Then type `stop eu-west` below and fetch again as the GB client: GeoDNS moves it to us-east
 within a few seconds; `start eu-west` brings the region back."""
+
+
+def https_port(topology: Topology) -> int:
+    """The edges' HTTPS port: ``[edge] tls_listen``'s when set, else 8443."""
+    listen = topology.cdn.tls.listen
+    return listen[1] if listen is not None else HTTPS_PORT
 
 
 def _stdin_is_a_console() -> bool:
@@ -222,7 +229,7 @@ async def _run(topology: Topology, config: Path, data_dir: Path, binary: str | N
     services = plan(topology, config, binary, data_dir, ipv6=has_ipv6_loopback(),
                     edge_ipv6=None if v6_failure else v6.listen,
                     tls=None if certs is None else (str(certs.cert), str(certs.key)),
-                    https_port=HTTPS_PORT)
+                    https_port=https_port(topology))
     # a graceful stop lets edges drain (edge.drain_seconds) before SIGKILL
     sup = Supervisor(services, data_dir / "logs", lambda m: print(m, flush=True),
                      grace=topology.cdn.edge.drain_seconds + 5.0)
