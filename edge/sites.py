@@ -109,7 +109,7 @@ class SiteRouter:
         self.unknown_status = 421
         self.routes: list[Route] = []
         self.table: SiteTable[Route] = SiteTable()
-        self._retired: set[asyncio.Task[None]] = set()
+        self._retired: dict[asyncio.Task[None], OriginPool] = {}
 
     # -- configuration --------------------------------------------------------------------------
     async def apply(self, cdn: CdnSettings) -> None:
@@ -170,13 +170,14 @@ class SiteRouter:
             await pool.stop()
 
         task = asyncio.get_running_loop().create_task(later())
-        self._retired.add(task)
-        task.add_done_callback(self._retired.discard)
+        self._retired[task] = pool
+        task.add_done_callback(lambda t: self._retired.pop(t, None))
 
     async def stop(self) -> None:
-        for task in list(self._retired):
-            task.cancel()
         pools = {id(r.pool): r.pool for r in self.routes if r.app is not self.base}
+        for task, pool in list(self._retired.items()):  # retired, not yet stopped: now
+            task.cancel()
+            pools[id(pool)] = pool
         for route in self.routes:
             for task in list(route.app.background):
                 task.cancel()

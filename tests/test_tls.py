@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -369,3 +370,64 @@ async def test_geoedge_fetch_verifies_and_names_the_protocol(env: Env, tmp_path:
                       ssl_context=client_context(str(tmp_path / "other.pem")))
         with pytest.raises(aiohttp.ClientConnectorCertificateError):
             await bad.once("127.0.0.1")
+
+
+def resumed_twice(port: int, ca_file: Path) -> tuple[bool, bool]:
+    """Two TLS 1.2 connections, the second offering the first's session (ticket)."""
+    ctx = ssl.create_default_context(cafile=str(ca_file))
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    reused = []
+    session = None
+    for _ in range(2):
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as raw, \
+                ctx.wrap_socket(raw, server_hostname="www.alpha.test", session=session) as s:
+            reused.append(s.session_reused)
+            session = s.session
+    return reused[0], reused[1]
+
+
+async def test_session_tickets_resume_until_the_keys_rotate(env: Env):
+    await env.start()
+    port = env.tls_port
+    assert await asyncio.to_thread(resumed_twice, port, env.ca_file) == (False, True)
+    ctx = ssl.create_default_context(cafile=str(env.ca_file))
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+
+    def connect(session: ssl.SSLSession | None) -> tuple[ssl.SSLSession | None, bool]:
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as raw, \
+                ctx.wrap_socket(raw, server_hostname="www.alpha.test", session=session) as s:
+            return s.session, s.session_reused
+
+    session, _ = await asyncio.to_thread(connect, None)
+    await env.reloader.rotate_tickets()  # fresh contexts, fresh ticket keys
+    _, reused = await asyncio.to_thread(connect, session)
+    assert not reused  # the old ticket no longer decrypts: a full handshake
+
+
+async def test_site_cache_key_rules_and_purge_token(env: Env):
+    await env.start()
+    beta = env.doc["sites"][1]
+    beta["cache_key"] = {"query": "ignore", "query_params": ["utm"], "sort_query": True}
+    beta["purge_token"] = "beta-purge-token"
+    assert await env.reloader.reload("test")
+
+    def seen() -> list[str]:
+        return [s.path for s in env.origins["beta"].seen if s.path.startswith("/who?")]
+
+    async with env.client() as c:
+        def url(q: str) -> str:
+            return f"http://127.0.0.1:{env.edge.port}/who?{q}"
+
+        for q in ("a=1&b=2", "b=2&a=1&utm=x", "utm=y&a=1&b=2"):
+            r = await c.get(url(q), headers={"Host": "a.beta.test"})
+            assert (r.status_code, r.text) == (200, "beta")
+        # one entry for the three; the origin got the first request's query as sent
+        assert seen() == ["/who?a=1&b=2"]
+        denied = await c.request("PURGE", url("a=1&b=2"), headers={
+            "Host": "a.beta.test", "Authorization": "Bearer test-purge-token"})
+        assert denied.status_code in (401, 403)  # [edge]'s token is not beta's
+        ok = await c.request("PURGE", url("a=1&b=2"), headers={
+            "Host": "a.beta.test", "Authorization": "Bearer beta-purge-token"})
+        assert ok.status_code == 200
+        await c.get(url("b=2&a=1"), headers={"Host": "a.beta.test"})
+    assert seen() == ["/who?a=1&b=2", "/who?b=2&a=1"]
