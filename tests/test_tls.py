@@ -431,3 +431,17 @@ async def test_site_cache_key_rules_and_purge_token(env: Env):
         assert ok.status_code == 200
         await c.get(url("b=2&a=1"), headers={"Host": "a.beta.test"})
     assert seen() == ["/who?a=1&b=2", "/who?b=2&a=1"]
+
+
+async def test_the_connections_scheme_wins_over_an_absolute_form_target(env: Env):
+    await env.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", env.edge.port)
+    try:  # plain HTTP claiming https:// in the target
+        writer.write(b"GET https://a.beta.test/echo HTTP/1.1\r\nHost: a.beta.test\r\n"
+                     b"Connection: close\r\n\r\n")
+        async with asyncio.timeout(WAIT):
+            answer = await reader.read(-1)
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert env.origins["beta"].last("/echo").header("X-Forwarded-Proto") == "http"
