@@ -233,6 +233,12 @@ async def test_unknown_host_gets_421_and_nothing_is_forwarded(tmp_path: Path, ca
             assert plain.status_code == 421
             health = await c.get(f"http://127.0.0.1:{e.edge.port}/healthz")
             assert health.status_code == 200  # the edge's own paths, whatever the Host
+        e.doc["edge"]["unknown_host_status"] = 404
+        assert await e.reloader.reload("test")
+        async with e.client() as c:
+            plain = await c.get(f"http://127.0.0.1:{e.edge.port}/who",
+                                headers={"Host": "nobody.test"})
+            assert plain.status_code == 404
         assert all(o.seen == [] for o in e.origins.values())
     finally:
         await e.stop()
@@ -445,3 +451,43 @@ async def test_the_connections_scheme_wins_over_an_absolute_form_target(env: Env
         writer.close()
     assert answer.startswith(b"HTTP/1.1 200 ")
     assert env.origins["beta"].last("/echo").header("X-Forwarded-Proto") == "http"
+
+
+class StubH2(asyncio.Protocol):
+    """Stands in for edge.h2server.H2Protocol: same constructor shape, says who it is."""
+
+    made: list[StubH2] = []
+
+    def __init__(self, handler: Any, limits: Any, on_close: Any = None,
+                 limiter: Any = None) -> None:
+        self.handler, self.on_close, self.scheme = handler, on_close, "http"
+
+    def connection_made(self, transport: Any) -> None:
+        StubH2.made.append(self)
+        transport.write(b"stub h2 for " + self.scheme.encode())
+        transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.on_close is not None:
+            self.on_close(self)
+
+
+async def test_alpn_h2_is_offered_and_dispatched_when_the_h2_server_exists(
+        env: Env, monkeypatch: pytest.MonkeyPatch):
+    import edge.main
+
+    monkeypatch.setattr(edge.main, "h2_protocol", lambda: StubH2)
+    assert edge.main.alpn_protocols() == ("h2", "http/1.1")
+    await env.start()
+    h2 = await env.peer_cert("www.alpha.test")
+    assert h2["alpn"] == "h2"
+    ctx = ssl.create_default_context(cafile=str(env.ca_file))
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    reader, writer = await asyncio.open_connection("127.0.0.1", env.tls_port, ssl=ctx,
+                                                  server_hostname="www.alpha.test")
+    async with asyncio.timeout(WAIT):
+        assert await reader.read(-1) == b"stub h2 for https"
+    writer.close()
+    assert StubH2.made and StubH2.made[-1].handler is env.edge.router
+    out = await curl(env, "www.alpha.test", "/who", "--http1.1")  # http/1.1 still works
+    assert out.returncode == 0 and out.stdout.endswith("alpha"), out.stderr
