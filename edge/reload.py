@@ -33,10 +33,11 @@ log = logging.getLogger("geoedge.edge.reload")
 
 def cert_spec(cdn: CdnSettings) -> CertSpec | None:
     """The certificates a configuration names, or None when it names none."""
-    pairs = tuple((s.hosts, (s.tls.cert, s.tls.key)) for s in cdn.sites
-                  if s.tls.cert is not None and s.tls.key is not None)
+    pairs = tuple((s.hosts, ((s.tls.cert, s.tls.key),) + (
+                      ((s.tls.alt_cert, s.tls.alt_key),) if s.tls.alt_cert is not None else ()))
+                  for s in cdn.sites if s.tls.cert is not None and s.tls.key is not None)
     if cdn.tls.cert is not None and cdn.tls.key is not None:
-        default = (cdn.tls.cert, cdn.tls.key)
+        default = ((cdn.tls.cert, cdn.tls.key),)
     elif pairs:
         default = pairs[0][1]
     else:

@@ -72,34 +72,44 @@ def server_context(alpn: Iterable[str], tickets: bool) -> ssl.SSLContext:
 
 def load_pair(cert: Path, key: Path, alpn: Iterable[str], tickets: bool) -> ssl.SSLContext:
     """A server context holding one certificate chain and its key, or a CertError."""
-    for path in (cert, key):
-        try:
-            with open(path, "rb") as f:
-                f.read(1)
-        except OSError as exc:
-            raise CertError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return load_pairs(((cert, key),), alpn, tickets)
+
+
+def load_pairs(pairs: Iterable[tuple[Path, Path]], alpn: Iterable[str],
+               tickets: bool) -> ssl.SSLContext:
+    """A server context with these chains and keys (an RSA and an ECDSA one: OpenSSL picks
+    by what the client supports), or a CertError naming the file."""
     ctx = server_context(alpn, tickets)
-    try:
-        ctx.load_cert_chain(cert, key)
-    except ssl.SSLError as exc:
-        text = str(exc)
-        if "KEY_VALUES_MISMATCH" in text or "key values mismatch" in text:
-            raise CertError(f"the key {key} does not match the certificate {cert}") from None
-        raise CertError(f"{cert} / {key}: not a PEM certificate chain and private key "
-                        f"({exc.reason or text})") from None
+    for cert, key in pairs:
+        for path in (cert, key):
+            try:
+                with open(path, "rb") as f:
+                    f.read(1)
+            except OSError as exc:
+                raise CertError(f"cannot read {path}: {exc.strerror or exc}") from None
+        try:
+            ctx.load_cert_chain(cert, key)
+        except ssl.SSLError as exc:
+            text = str(exc)
+            if "KEY_VALUES_MISMATCH" in text or "key values mismatch" in text:
+                raise CertError(f"the key {key} does not match the certificate {cert}") from None
+            raise CertError(f"{cert} / {key}: not a PEM certificate chain and private key "
+                            f"({exc.reason or text})") from None
     return ctx
 
 
 @dataclass(frozen=True, slots=True)
 class CertSpec:
-    """What to load: the default pair and, per host pattern list, a pair."""
+    """What to load: the default pairs and, per host pattern list, its pairs (one, or an RSA
+    and an ECDSA one)."""
 
-    default: tuple[Path, Path]
-    sites: tuple[tuple[tuple[str, ...], tuple[Path, Path]], ...] = ()
+    default: tuple[tuple[Path, Path], ...]
+    sites: tuple[tuple[tuple[str, ...], tuple[tuple[Path, Path], ...]], ...] = ()
 
     @property
     def files(self) -> tuple[Path, ...]:
-        return (*self.default, *(p for _, pair in self.sites for p in pair))
+        pairs = (*self.default, *(p for _, ps in self.sites for p in ps))
+        return tuple(f for pair in pairs for f in pair)
 
 
 class Contexts:
@@ -107,12 +117,12 @@ class Contexts:
 
     def __init__(self, spec: CertSpec, alpn: tuple[str, ...], tickets: bool) -> None:
         self.spec = spec
-        loaded: dict[tuple[Path, Path], ssl.SSLContext] = {}
+        loaded: dict[tuple[tuple[Path, Path], ...], ssl.SSLContext] = {}
 
-        def get(pair: tuple[Path, Path]) -> ssl.SSLContext:
-            if pair not in loaded:
-                loaded[pair] = load_pair(pair[0], pair[1], alpn, tickets)
-            return loaded[pair]
+        def get(pairs: tuple[tuple[Path, Path], ...]) -> ssl.SSLContext:
+            if pairs not in loaded:
+                loaded[pairs] = load_pairs(pairs, alpn, tickets)
+            return loaded[pairs]
 
         self.default = get(spec.default)
         self.table: SiteTable[ssl.SSLContext] = SiteTable.build(

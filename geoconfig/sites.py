@@ -21,6 +21,8 @@ Shape::
     name = "o1"  host = "10.0.0.1"  port = 8080  weight = 1
     [sites.tls]
     cert = "certs/www.pem"  key = "certs/www.key"   # PEM chain and key (RSA or ECDSA)
+    alt_cert = ""  alt_key = ""  # optional second pair of the other key type: OpenSSL
+                                 # gives ECDSA to clients that take it, RSA to the others
     redirect_http = false        # plain-HTTP requests get 308 to https://
     hsts = ""                    # Strict-Transport-Security value on HTTPS answers ("": none)
     [sites.cache_key]
@@ -71,6 +73,8 @@ QUERY_MODES = ("all", "none", "keep", "ignore")
 class SiteTls:
     cert: Path | None = None
     key: Path | None = None
+    alt_cert: Path | None = None
+    alt_key: Path | None = None
     redirect_http: bool = False
     hsts: str = ""
 
@@ -209,12 +213,15 @@ def parse_sites(top: dict[str, Any], edge_table: Any, base: Path,
 
 def _site_tls(table: Any, p: str, base: Path) -> SiteTls:
     p = join(p, "tls")
-    t = check_keys(table, p, {"cert", "key", "redirect_http", "hsts"})
+    t = check_keys(table, p, {"cert", "key", "alt_cert", "alt_key", "redirect_http", "hsts"})
     cert, key = _pair(t, p, "cert", "key", base)
+    alt_cert, alt_key = _pair(t, p, "alt_cert", "alt_key", base)
+    if alt_cert is not None and cert is None:
+        raise ConfigError(join(p, "cert"), "alt_cert needs cert and key too")
     hsts = get(t, p, "hsts", str, "")
     if hsts and ("max-age=" not in hsts.lower() or any(c in hsts for c in "\r\n")):
         raise ConfigError(join(p, "hsts"), f'must be a header value with max-age=, got {hsts!r}')
-    return SiteTls(cert, key, get(t, p, "redirect_http", bool, False), hsts)
+    return SiteTls(cert, key, alt_cert, alt_key, get(t, p, "redirect_http", bool, False), hsts)
 
 
 def _cache_key(table: Any, p: str) -> CacheKeyRules:

@@ -491,3 +491,23 @@ async def test_alpn_h2_is_offered_and_dispatched_when_the_h2_server_exists(
     assert StubH2.made and StubH2.made[-1].handler is env.edge.router
     out = await curl(env, "www.alpha.test", "/who", "--http1.1")  # http/1.1 still works
     assert out.returncode == 0 and out.stdout.endswith("alpha"), out.stderr
+
+
+async def test_a_site_with_an_rsa_and_an_ecdsa_certificate(env: Env, ca: trustme.CA):
+    await env.start()
+    ecdsa = write_pair(ca, env.tmp, "alpha-ec", "www.alpha.test", "alpha.test",
+                       key_type=trustme.KeyType.ECDSA)
+    env.doc["sites"][0]["tls"].update({"alt_cert": ecdsa[0], "alt_key": ecdsa[1]})
+    assert await env.reloader.reload("test")
+    assert (await env.peer_cert("www.alpha.test"))["ec"]  # a client that takes ECDSA gets it
+
+    def rsa_only() -> bool:
+        ctx = ssl.create_default_context(cafile=str(env.ca_file))
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_ciphers("ECDHE-RSA-AES128-GCM-SHA256")
+        with socket.create_connection(("127.0.0.1", env.tls_port), timeout=WAIT) as raw, \
+                ctx.wrap_socket(raw, server_hostname="www.alpha.test") as s:
+            key = x509.load_der_x509_certificate(s.getpeercert(binary_form=True)).public_key()
+            return isinstance(key, ec.EllipticCurvePublicKey)
+
+    assert not await asyncio.to_thread(rsa_only)  # one that offers only RSA suites: RSA
