@@ -8,8 +8,14 @@ Listeners: the public one (the edge's address, or ``--listen``) serves traffic a
 ``/healthz``; client connections there are capped per edge and per client address
 (edge/connlimit.py). With ``edge.admin_listen`` (or ``--admin-listen``) a second listener
 serves ``/metrics`` and ``<admin_path>/stats`` (see edge/admin.py); it is not capped, so put
-it on a private address. At start the soft file-descriptor limit is raised towards the hard
-one, and a warning is logged when it is below what the caps allow.
+it on a private address. With ``edge.tls_listen`` (or ``--tls-listen``) a third one
+terminates TLS (edge/tls.py) for the same handler. The handler is the site router
+(edge/sites.py): the Host picks the site and its app. At start the soft file-descriptor limit
+is raised towards the hard one, and a warning is logged when it is below what the caps allow.
+
+Reloads (edge/reload.py): SIGHUP, or a change to the topology file or its certificates,
+applies sites, origins, knobs and certificates without dropping connections or the cache; a
+bad file is logged and the running configuration stays.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from edge.proxy import EdgeApp
 from edge.reload import Reloader, cert_spec
 from edge.sites import SiteRouter
 from edge.tier.region import RegionTier
-from edge.tls import CertError, Contexts, TlsAcceptor, h2_protocol
+from edge.tls import CertError, Contexts, TlsAcceptor, TlsListenError, h2_protocol
 from edge.upstream import OriginPool
 from geoconfig.cdnconfig import EdgeSettings
 from geoconfig.topology import Topology, load_topology
@@ -210,7 +216,7 @@ async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | No
             router.https_port = acceptor.sockets[0].getsockname()[1]
         admin_server = None if admin_at is None else await loop.create_server(
             admin_factory, admin_at[0], admin_at[1], reuse_address=True)
-    except OSError:
+    except (OSError, TlsListenError):
         for listener in (server, tls_server):
             if listener is not None:
                 listener.close()
@@ -247,7 +253,7 @@ async def _serve(topology: Topology, name: str, listen: tuple[str, int] | None,
     raise_fd_limit(topology.cdn.edge, len(topology.cdn.origins))
     try:
         running = await start_edge(topology, name, listen, admin_listen=admin_listen)
-    except CertError as exc:
+    except (CertError, TlsListenError) as exc:
         print(f"geoedge: edge {name}: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # the reason as text: uvloop's own message embeds an address tuple

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import ssl
 from collections.abc import Callable, Iterable
@@ -55,6 +56,10 @@ def h2_protocol() -> type | None:
 
 class CertError(ValueError):
     """A certificate/key pair that cannot be used; the message names the file."""
+
+
+class TlsListenError(Exception):
+    """The HTTPS listener's address cannot be bound; the message names it and why."""
 
 
 def server_context(alpn: Iterable[str], tickets: bool) -> ssl.SSLContext:
@@ -154,8 +159,13 @@ class TlsAcceptor:
         self._accepting: asyncio.Task[None] | None = None
 
     async def listen(self, host: str, port: int, backlog: int = 1024) -> None:
-        sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host
-                                    else socket.AF_INET, backlog=backlog, reuse_port=False)
+        try:
+            sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host
+                                        else socket.AF_INET, backlog=backlog)
+        except OSError as exc:
+            where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            reason = f"[Errno {exc.errno}] {os.strerror(exc.errno)}" if exc.errno else str(exc)
+            raise TlsListenError(f"cannot listen for HTTPS on {where}: {reason}") from None
         sock.setblocking(False)
         self.sockets = [sock]
         self._accepting = asyncio.get_running_loop().create_task(self._accept(sock))

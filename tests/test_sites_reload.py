@@ -175,3 +175,23 @@ async def test_sighup_and_file_changes_apply_sites_and_certificates(tmp_path: Pa
                 await proc.wait()
         await runner.cleanup()
     assert proc.returncode == 0, log.read_text()
+
+
+async def test_https_port_in_use_is_a_clear_error(tmp_path: Path):
+    ca = trustme.CA()
+    cert = ca.issue_cert("a.test")
+    cert.private_key_pem.write_to_path(str(tmp_path / "a.key"))
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "a.pem"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        tls_port = taken.getsockname()[1]
+        path = tmp_path / "topology.toml"
+        path.write_text(config(free_port(), tls_port, 1, tmp_path, ["a"]))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "geoedge.cli", "edge", "--config", str(path), "--name", "e1",
+            stderr=asyncio.subprocess.PIPE)
+        async with asyncio.timeout(WAIT):
+            _, err = await proc.communicate()
+    assert proc.returncode == 2
+    assert f"cannot listen for HTTPS on 127.0.0.1:{tls_port}: [Errno 98]" in err.decode()
