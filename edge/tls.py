@@ -154,6 +154,7 @@ class TlsAcceptor:
         self.max_handshakes = max_handshakes
         self.handshaking = 0
         self.failed = 0  # handshakes that failed or timed out
+        self.refused = 0  # connections closed at once: max_handshakes were under way
         self.tasks: set[asyncio.Task[None]] = set()
         self.sockets: list[socket.socket] = []
         self._accepting: asyncio.Task[None] | None = None
@@ -192,12 +193,26 @@ class TlsAcceptor:
                 log.warning("HTTPS accept failed: %s", exc)
                 await asyncio.sleep(0.1)
                 continue
-            if self.handshaking >= self.max_handshakes:
-                conn.close()
-                continue
-            task = loop.create_task(self._handshake(conn))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            self._start(conn)
+            for _ in range(63):  # then what else is queued, without a loop round each
+                try:
+                    conn, _ = listener.accept()
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    log.warning("HTTPS accept failed: %s", exc)
+                    break
+                conn.setblocking(False)
+                self._start(conn)
+
+    def _start(self, conn: socket.socket) -> None:
+        if len(self.tasks) >= self.max_handshakes:  # that many under way: refused at once
+            self.refused += 1
+            conn.close()
+            return
+        task = asyncio.get_running_loop().create_task(self._handshake(conn))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     async def _handshake(self, conn: socket.socket) -> None:
         loop = asyncio.get_running_loop()

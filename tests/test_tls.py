@@ -511,3 +511,24 @@ async def test_a_site_with_an_rsa_and_an_ecdsa_certificate(env: Env, ca: trustme
             return isinstance(key, ec.EllipticCurvePublicKey)
 
     assert not await asyncio.to_thread(rsa_only)  # one that offers only RSA suites: RSA
+
+
+async def test_handshakes_under_way_are_capped(env: Env):
+    await env.start(max_connections=3, client_header_timeout=5.0)
+    stalled = [await asyncio.open_connection("127.0.0.1", env.tls_port) for _ in range(3)]
+    acceptor = env.edge.acceptor
+    async with asyncio.timeout(WAIT):
+        while len(acceptor.tasks) < 3:
+            await asyncio.sleep(0.01)
+    reader, writer = await asyncio.open_connection("127.0.0.1", env.tls_port)
+    async with asyncio.timeout(WAIT):  # the fourth is closed at once, not left to time out
+        assert await reader.read(-1) == b""
+    writer.close()
+    assert acceptor.refused == 1
+    for _, w in stalled:
+        w.close()
+    async with asyncio.timeout(WAIT):  # the slots come back: served again
+        while acceptor.tasks:
+            await asyncio.sleep(0.01)
+    out = await curl(env, "www.alpha.test", "/who")
+    assert out.returncode == 0 and out.stdout.endswith("alpha"), out.stderr
