@@ -14,7 +14,7 @@ COPY geodns ./geodns
 COPY geodata ./geodata
 COPY edge ./edge
 COPY origin ./origin
-RUN pip wheel --no-cache-dir --wheel-dir /wheels . \
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[tls]" \
     && python -m zipfile -l /wheels/geoedge-*.whl | grep -q "geodns/_fastudp.*[.]so"
 
 FROM python:3.11-slim-bookworm
@@ -29,17 +29,19 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links /wheels geoedge && rm -rf /wheels
+RUN pip install --no-cache-dir --no-index --find-links /wheels "geoedge[tls]" && rm -rf /wheels
 
 COPY examples/content /srv/geoedge/content
 COPY deploy/topology.toml /etc/geoedge/topology.toml
 
 # Unprivileged. GeoDNS binds port 53 because compose sets the per-container sysctl
 # net.ipv4.ip_unprivileged_port_start=0 (no capability added, nothing changes on the host).
-RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin geoedge
+# /certs: the compose demo's certs volume (its HTTPS certificates), writable by that user.
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin geoedge \
+    && mkdir /certs && chown geoedge /certs
 USER geoedge
 WORKDIR /srv/geoedge
 
-EXPOSE 53/udp 53/tcp 8080/tcp
+EXPOSE 53/udp 53/tcp 8080/tcp 8443/tcp
 ENTRYPOINT ["geoedge"]
 CMD ["--help"]

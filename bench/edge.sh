@@ -108,7 +108,7 @@ cleanup() {
     for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
         pid=${PIDS[i]}
         # nginx: QUIT is a graceful stop of master and workers; geoedge: INT stops at once
-        # (TERM would drain for edge.drain_seconds first).
+        # (TERM gives requests in progress edge.drain_timeout first).
         kill -"${STOP_SIG[$pid]:-TERM}" "$pid" 2>/dev/null || true
     done
     for pid in "${PIDS[@]}"; do

@@ -69,7 +69,10 @@ def forward_headers(request: Request, via: str, for_cache: bool,
     out.append(("Via", ", ".join([*prior_via, via])))
     prior_xff = get_all(headers, "x-forwarded-for")
     out.append(("X-Forwarded-For", ", ".join([*prior_xff, request.client_ip])))
-    out.append(("X-Forwarded-Proto", "http"))
+    out.append(("X-Forwarded-Proto", request.scheme))
+    if "forwarded" not in trusted:  # RFC 7239: ours alone (a trusted one is kept as sent)
+        node = f'"[{request.client_ip}]"' if ":" in request.client_ip else request.client_ip
+        out.append(("Forwarded", f'for={node};proto={request.scheme}'))
     return out
 
 

@@ -38,7 +38,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from typing import Protocol
 
@@ -458,6 +458,10 @@ class HttpProtocol(asyncio.Protocol):
                               self._host if self._hosts else None, self.scheme)
         if isinstance(parsed, BadTarget):
             self._reject(parsed.status)
+        if parsed.scheme != self.scheme:  # absolute-form https:// over plain HTTP (or the
+            # reverse): the connection's scheme is the request's, as nginx's $scheme, so the
+            # key, X-Forwarded-Proto and redirects never claim TLS that was not there
+            parsed = replace(parsed, scheme=self.scheme)
         request = Request(method, parsed.path_query, p.get_http_version(), self._headers,
                           self.client_ip, p.should_keep_alive(), b"".join(self._body),
                           parsed.authority, self._flagged, parsed.key, parsed.scheme,

@@ -11,8 +11,14 @@ Listeners: the public one (the edge's address, or ``--listen``) serves traffic a
 ``/healthz``; client connections there are capped per edge and per client address
 (edge/connlimit.py). With ``edge.admin_listen`` (or ``--admin-listen``) a second listener
 serves ``/metrics`` and ``<admin_path>/stats`` (see edge/admin.py); it is not capped, so put
-it on a private address. At start the soft file-descriptor limit is raised towards the hard
-one, and a warning is logged when it is below what the caps allow.
+it on a private address. With ``edge.tls_listen`` (or ``--tls-listen``) a third one
+terminates TLS (edge/tls.py) for the same handler. The handler is the site router
+(edge/sites.py): the Host picks the site and its app. At start the soft file-descriptor limit
+is raised towards the hard one, and a warning is logged when it is below what the caps allow.
+
+Reloads (edge/reload.py): SIGHUP, or a change to the topology file or its certificates,
+applies sites, origins, knobs and certificates without dropping connections or the cache; a
+bad file is logged and the running configuration stays.
 """
 
 from __future__ import annotations
@@ -25,14 +31,18 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from edge.admin import Admin
 from edge.connlimit import ConnectionLimiter
 from edge.disk.tiered import close_store, start_store
 from edge.httpserver import HttpProtocol, Limits, Request, ResponseWriter
 from edge.proxy import EdgeApp
+from edge.reload import Reloader, cert_spec
+from edge.sites import SiteRouter
 from edge.tier.region import RegionTier
+from edge.tls import CertError, Contexts, TlsAcceptor, TlsListenError, h2_protocol
 from edge.upstream import OriginPool
 from edge.workerchannel import open_channel
 from edge.workers import (
@@ -60,6 +70,14 @@ class RunningEdge:
     connections: set[HttpProtocol] = field(default_factory=set)
     admin_server: asyncio.base_events.Server | None = None
     limiter: ConnectionLimiter | None = None
+    router: SiteRouter | None = None
+    tls_server: TlsAcceptor | None = None
+    acceptor: TlsAcceptor | None = None
+
+    @property
+    def tls_port(self) -> int | None:
+        """The HTTPS listener's port (None without one)."""
+        return None if self.tls_server is None else self.tls_server.sockets[0].getsockname()[1]
 
     @property
     def admin_address(self) -> tuple[str, int] | None:
@@ -78,6 +96,8 @@ class RunningEdge:
         """Stop accepting at once, let the requests in progress finish for at most
         ``drain_timeout`` seconds (idle connections close now), cut the rest, stop."""
         self.server.close()
+        if self.tls_server is not None:
+            self.tls_server.close()
         if self.admin_server is not None:
             self.admin_server.close()
         self.app.admin.draining = True
@@ -96,12 +116,16 @@ class RunningEdge:
         for proto in list(self.connections):
             proto.abort()
         await self.server.wait_closed()
+        if self.tls_server is not None:
+            await self.tls_server.wait_closed()
         if self.admin_server is not None:
             await self.admin_server.wait_closed()
         for task in list(self.app.background):
             task.cancel()
         if self.app.tier is not None:
             await self.app.tier.stop()
+        if self.router is not None:
+            await self.router.stop()
         await self.pool.stop()
         await asyncio.to_thread(close_store, self.app.store)
 
@@ -149,6 +173,7 @@ def raise_fd_limit(settings: EdgeSettings, origins: int) -> None:
 async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | None = None,
                      clock: Callable[[], float] = time.time,
                      admin_listen: tuple[str, int] | None = None,
+                     tls_listen: tuple[str, int] | None = None,
                      worker: WorkerRole | None = None) -> RunningEdge:
     """Start an edge in the running loop (used by the CLI and by tests). ``worker``: this
     process is one of a multi-worker edge's (edge/workers.py)."""
@@ -177,6 +202,17 @@ async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | No
             close_store(app.store)
             raise
         app.tier = tier
+    https = tls_listen or topology.cdn.tls.listen
+    router = SiteRouter(app, None)
+    try:
+        await router.apply(topology.cdn)
+        contexts = _contexts(topology, https)
+    except BaseException:
+        await router.stop()
+        if app.tier is not None:
+            await app.tier.stop()
+        await pool.stop()
+        raise
     limits = limits_of(settings)
     limiter = ConnectionLimiter(settings.max_connections, settings.max_connections_per_address,
                                 settings.connection_limit_exempt)
@@ -185,7 +221,16 @@ async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | No
     private = AdminListener(app.admin)
 
     def factory() -> HttpProtocol:
-        proto = HttpProtocol(app, limits, on_close=connections.discard, limiter=limiter)
+        proto = HttpProtocol(router, limits, on_close=connections.discard, limiter=limiter)
+        connections.add(proto)
+        return proto
+
+    h2 = h2_protocol()
+
+    def tls_factory(alpn: str | None) -> HttpProtocol:
+        kind = h2 if alpn == "h2" and h2 is not None else HttpProtocol
+        proto = kind(router, limits, on_close=connections.discard, limiter=limiter)
+        proto.scheme = "https"
         connections.add(proto)
         return proto
 
@@ -197,14 +242,23 @@ async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | No
     loop = asyncio.get_running_loop()
     admin_at = admin_listen or settings.admin_listen
     server: asyncio.base_events.Server | None = None
+    tls_server: TlsAcceptor | None = None
+    acceptor = None if contexts is None else TlsAcceptor(
+        contexts, tls_factory, settings.client_header_timeout, settings.max_connections)
     try:
         server = await loop.create_server(factory, host, port, reuse_address=True, backlog=1024,
                                           reuse_port=worker is not None)
+        if acceptor is not None and https is not None:
+            await acceptor.listen(https[0] or host, https[1], reuse_port=worker is not None)
+            tls_server = acceptor
+            router.https_port = acceptor.sockets[0].getsockname()[1]
         admin_server = None if admin_at is None else await loop.create_server(
             admin_factory, admin_at[0], admin_at[1], reuse_address=True)
-    except OSError:
-        if server is not None:
-            server.close()
+    except (OSError, TlsListenError):
+        for listener in (server, tls_server):
+            if listener is not None:
+                listener.close()
+        await router.stop()
         if app.tier is not None:
             await app.tier.stop()
         await pool.stop()
@@ -212,16 +266,37 @@ async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | No
         raise
     bound = server.sockets[0].getsockname()
     app.background.add(loop.create_task(app.housekeeping()))
-    return RunningEdge(app, pool, server, host, bound[1], connections, admin_server, limiter)
+    return RunningEdge(app, pool, server, host, bound[1], connections, admin_server, limiter,
+                       router, tls_server, acceptor)
+
+
+def _contexts(topology: Topology, https: tuple[str, int] | None) -> Contexts | None:
+    """The HTTPS listener's TLS contexts (None without a listener); CertError when unusable."""
+    if https is None:
+        return None
+    spec = cert_spec(topology.cdn)
+    if spec is None:
+        raise CertError("edge.tls_listen needs a certificate: set edge.tls_cert and "
+                        "edge.tls_key, or a site's tls.cert and tls.key")
+    return Contexts(spec, alpn_protocols(), topology.cdn.tls.session_tickets)
+
+
+def alpn_protocols() -> tuple[str, ...]:
+    """ALPN offered: h2 only when the HTTP/2 server (edge/h2server.py) is there."""
+    return ("h2", "http/1.1") if h2_protocol() is not None else ("http/1.1",)
 
 
 async def _serve(topology: Topology, name: str, listen: tuple[str, int] | None,
                  admin_listen: tuple[str, int] | None,
+                 load: Callable[[str], Topology] = load_topology,
                  worker: WorkerRole | None = None) -> int:
     raise_fd_limit(topology.cdn.edge, len(topology.cdn.origins))
     try:
         running = await start_edge(topology, name, listen, admin_listen=admin_listen,
                                    worker=worker)
+    except (CertError, TlsListenError) as exc:
+        print(f"geoedge: edge {name}: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:  # the reason as text: uvloop's own message embeds an address tuple
         edge = topology.find_edge(name)
         host, port = listen or (edge.ipv4 or edge.ipv6 or "127.0.0.1", edge.port)
@@ -233,7 +308,21 @@ async def _serve(topology: Topology, name: str, listen: tuple[str, int] | None,
                 running.port, len(topology.cdn.origins), topology.cdn.edge.lb)
     if running.admin_address is not None:
         log.warning("admin listener (/metrics, stats) on %s port %d", *running.admin_address)
+    if running.tls_port is not None:
+        log.warning("HTTPS on port %d (ALPN %s)", running.tls_port, ", ".join(alpn_protocols()))
     loop = asyncio.get_running_loop()
+    assert running.router is not None
+    reloader = Reloader(topology.source, topology, running.router, running.acceptor,
+                        alpn_protocols(), load)
+    watcher = loop.create_task(reloader.watch())
+    hup: set[asyncio.Task[bool]] = set()
+
+    def on_hup() -> None:
+        task = loop.create_task(reloader.reload("SIGHUP"))
+        hup.add(task)
+        task.add_done_callback(hup.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -245,6 +334,7 @@ async def _serve(topology: Topology, name: str, listen: tuple[str, int] | None,
                 worker.channel_fd, lambda k, v, soft: admin.purge(k, v, soft, notify=False))
             admin.confirmers.append(channel.confirm)
     await stop.wait()
+    watcher.cancel()
     await running.stop(topology.cdn.edge.drain_timeout)
     log.warning("stopped")
     return 0
@@ -252,19 +342,28 @@ async def _serve(topology: Topology, name: str, listen: tuple[str, int] | None,
 
 def run_edge(config: str, name: str, listen: tuple[str, int] | None = None,
              log_level: str = "info", admin_listen: tuple[str, int] | None = None,
-             workers: int | None = None, worker: WorkerRole | None = None) -> int:
+             tls_listen: tuple[str, int] | None = None, tls_cert: str | None = None,
+             tls_key: str | None = None, workers: int | None = None,
+             worker: WorkerRole | None = None) -> int:
     """Run an edge until stopped; ``workers`` (default: the config's) > 1 supervises that many
-    worker processes (edge/workers.py), which run this with their ``worker_index``."""
+    worker processes (edge/workers.py), which run this with their ``worker``."""
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    topology = load_topology(config)
+
+    def load(path: str) -> Topology:  # the file, with the command line's TLS options on top
+        return with_tls_options(load_topology(path), tls_listen, tls_cert, tls_key)
+
+    if bool(tls_cert) != bool(tls_key):
+        print("geoedge: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    topology = load(config)
     names = [e.name for e in topology.edges]
     if name not in names:
         print(f"geoedge: no edge named {name!r} in {config} (edges: {', '.join(names)})",
               file=sys.stderr)
         return 2
-    if not topology.cdn.origins:
-        print(f"geoedge: {config} has no [[origins]] for the edge to fetch from",
+    if not topology.cdn.origins and not topology.cdn.sites:
+        print(f"geoedge: {config} has no [[origins]] nor [[sites]] for the edge to fetch from",
               file=sys.stderr)
         return 2
     count = workers if workers is not None else (topology.cdn.edge.workers or cpu_count())
@@ -275,13 +374,26 @@ def run_edge(config: str, name: str, listen: tuple[str, int] | None = None,
             return 2
         edge = topology.find_edge(name)
         where = listen or (edge.ipv4 or edge.ipv6 or "127.0.0.1", edge.port)
+        tls_args = ([f"--tls-listen={format_host_port(*tls_listen)}"] if tls_listen else []) + (
+            ["--tls-cert", tls_cert, "--tls-key", tls_key] if tls_cert and tls_key else [])
         return supervise(config, name, where, count, log_level,
                          admin_listen or topology.cdn.edge.admin_listen,
-                         grace=topology.cdn.edge.drain_timeout + 10.0)
+                         grace=topology.cdn.edge.drain_timeout + 10.0, extra=tls_args)
     if worker is not None:
         topology = for_worker(topology, worker)
     try:
         import uvloop
     except ImportError:  # optional on platforms without it
-        return asyncio.run(_serve(topology, name, listen, admin_listen, worker))
-    return uvloop.run(_serve(topology, name, listen, admin_listen, worker))
+        return asyncio.run(_serve(topology, name, listen, admin_listen, load, worker))
+    return uvloop.run(_serve(topology, name, listen, admin_listen, load, worker))
+
+
+def with_tls_options(topology: Topology, listen: tuple[str, int] | None, cert: str | None,
+                     key: str | None) -> Topology:
+    """``--tls-listen``, ``--tls-cert`` and ``--tls-key`` over ``[edge] tls_*``."""
+    tls = topology.cdn.tls
+    if listen is not None:
+        tls = replace(tls, listen=listen)
+    if cert and key:
+        tls = replace(tls, cert=Path(cert), key=Path(key))
+    return replace(topology, cdn=replace(topology.cdn, tls=tls))

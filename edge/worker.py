@@ -29,10 +29,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, required=True)
     ap.add_argument("--channel-fd", type=int)
     ap.add_argument("--discard-disk", action="store_true")
+    ap.add_argument("--tls-listen", type=_listen)
+    ap.add_argument("--tls-cert")
+    ap.add_argument("--tls-key")
     args = ap.parse_args(argv)
     role = WorkerRole(args.worker_index, args.workers, args.channel_fd, args.discard_disk)
     return run_edge(args.config, args.name, listen=args.listen, log_level=args.log_level,
-                    admin_listen=args.admin_listen, workers=args.workers, worker=role)
+                    admin_listen=args.admin_listen, tls_listen=args.tls_listen,
+                    tls_cert=args.tls_cert, tls_key=args.tls_key, workers=args.workers,
+                    worker=role)
 
 
 if __name__ == "__main__":

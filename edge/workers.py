@@ -155,7 +155,8 @@ def _hold_port(host: str, port: int) -> tuple[socket.socket, int]:
 class _Supervisor:
     def __init__(self, config: str, name: str, listen: tuple[str, int], port: int,
                  count: int, log_level: str, admin_listen: tuple[str, int] | None,
-                 grace: float) -> None:
+                 grace: float, extra: list[str]) -> None:
+        self.extra = extra  # passed on to every worker (the TLS options)
         self.config, self.name, self.listen, self.port = config, name, listen, port
         self.grace = grace  # seconds the workers get to stop before they are killed
         self.kill_at = float("inf")
@@ -167,7 +168,7 @@ class _Supervisor:
         argv = [sys.executable, "-m", "edge.worker", "--config", self.config, "--name",
                 self.name, "--listen", f"{_fmt(self.listen[0])}:{self.port}", "--log-level",
                 self.log_level, "--worker-index", str(index), "--workers", str(self.count),
-                "--channel-fd", str(fd)]
+                "--channel-fd", str(fd), *self.extra]
         if discard:
             argv.append("--discard-disk")
         if self.admin_listen is not None:
@@ -341,13 +342,13 @@ class _Supervisor:
 
 def supervise(config: str, name: str, listen: tuple[str, int], workers: int,
               log_level: str, admin_listen: tuple[str, int] | None,
-              grace: float = 15.0) -> int:
+              grace: float = 15.0, extra: list[str] | None = None) -> int:
     """Run ``workers`` edge processes until SIGTERM/SIGINT; the exit status. Workers that
     have not stopped ``grace`` seconds after the signal are killed."""
     held, port = _hold_port(*listen)
     try:
         return _Supervisor(config, name, listen, port, workers, log_level, admin_listen,
-                           grace).run()
+                           grace, list(extra or [])).run()
     finally:
         held.close()
 

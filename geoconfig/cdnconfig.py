@@ -11,6 +11,8 @@ Shape::
                     file), rules = [{ path, cache_control, cdn_cache_control, surrogate_key }]
     [[regions]] redis = { url | cluster, prefix, timeout, max_object_bytes }
                     the region's shared cache tier (optional; parsed by ``parse_redis``)
+    [[sites]]       more websites, each with its hosts, origins, knobs, TLS (geoconfig/sites.py);
+                    [edge] tls_* keys: the HTTPS listener
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from geoconfig.sites import EDGE_TLS_KEYS, EdgeTls, Site, edge_tls, parse_sites
 from geoconfig.validate import (
     ConfigError,
     check_keys,
@@ -172,6 +175,8 @@ class CdnSettings:
     edge: EdgeSettings = field(default_factory=EdgeSettings)
     origins: tuple[OriginServer, ...] = ()
     origin: OriginSettings = field(default_factory=OriginSettings)
+    sites: tuple[Site, ...] = ()  # [[sites]]; the top-level origins are the default site
+    tls: EdgeTls = field(default_factory=EdgeTls)
 
 
 _FLOATS = {"connect_timeout", "read_timeout", "client_header_timeout", "keepalive_timeout",
@@ -184,21 +189,24 @@ _INTS = {"cache_max_bytes": (1024, 2**48), "max_object_bytes": (1, 2**40),
 _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
 
 
-def parse_cdn(top: dict[str, Any], source: str) -> CdnSettings:
+def parse_cdn(top: dict[str, Any], source: str,
+              regions: list[str] | None = None) -> CdnSettings:
     edge = _edge(top.get("edge", {}))
-    origins = _origins(top.get("origins", []), Path(source).parent)
+    origins = _origins(top.get("origins", []), "origins", Path(source).parent)
     origin = _origin(top.get("origin", {}), Path(source).parent)
-    return CdnSettings(edge, origins, origin)
+    base = Path(source).parent
+    sites = parse_sites(top, top.get("edge", {}), base, regions, _edge,
+                        lambda items, at: _origins(items, at, base))
+    return CdnSettings(edge, origins, origin, sites, edge_tls(top.get("edge", {}), base))
 
 
-def _edge(table: Any) -> EdgeSettings:
-    p = "edge"
+def _edge(table: Any, p: str = "edge") -> EdgeSettings:
     if isinstance(table, dict) and "drain_seconds" in table:
         raise ConfigError(join(p, "drain_seconds"),
                           "removed: SIGTERM stops accepting at once and gives requests in "
                           "progress edge.drain_timeout seconds; to move clients away first, "
                           "POST <admin_path>/drain and wait for GeoDNS (docs/deploy.md)")
-    allowed = set(EdgeSettings.__dataclass_fields__)
+    allowed = set(EdgeSettings.__dataclass_fields__) | EDGE_TLS_KEYS
     t = check_keys(table, p, allowed)
     d = EdgeSettings()
     values: dict[str, Any] = {}
@@ -317,13 +325,13 @@ def _limits(t: dict[str, Any], p: str) -> dict[str, Any]:
     return values
 
 
-def _origins(items: Any, base: Path = Path()) -> tuple[OriginServer, ...]:
+def _origins(items: Any, at: str = "origins", base: Path = Path()) -> tuple[OriginServer, ...]:
     if not isinstance(items, list):
-        raise ConfigError("origins", f"must be an array of tables, got {type(items).__name__}")
+        raise ConfigError(at, f"must be an array of tables, got {type(items).__name__}")
     out: list[OriginServer] = []
     names: set[str] = set()
     for i, item in enumerate(items):
-        p = join("origins", i)
+        p = join(at, i)
         t = check_keys(item, p, {"name", "host", "port", "weight", *_ORIGIN_TLS_KEYS},
                        {"name", "host", "port"})
         name = get(t, p, "name", str)

@@ -206,7 +206,7 @@ def parse_topology(data: dict[str, Any], source: str = "<memory>") -> Topology:
     top = check_keys(
         data, "",
         {"default_region", "dns", "geoip", "health", "regions", "zones", "edge", "origins",
-         "origin", "pools"},
+         "origin", "pools", "sites"},
         {"default_region", "regions", "zones"},
     )
     regions = _regions(get(top, "", "regions", list))
@@ -226,7 +226,7 @@ def parse_topology(data: dict[str, Any], source: str = "<memory>") -> Topology:
         dns=_dns(top.get("dns", {})),
         geoip=_geoip(top.get("geoip", {})),
         health=health,
-        cdn=parse_cdn(top, source),
+        cdn=parse_cdn(top, source, names),
         pools=pools,
     )
 

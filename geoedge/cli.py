@@ -94,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="address to serve on (default: the edge's ipv4 and port)")
     edge.add_argument("--admin-listen", type=_listen, metavar="HOST:PORT",
                       help="serve /metrics and stats here (overrides edge.admin_listen)")
+    edge.add_argument("--tls-listen", type=_listen, metavar="HOST:PORT",
+                      help="also serve HTTPS there (default: [edge] tls_listen)")
+    edge.add_argument("--tls-cert", metavar="PEM",
+                      help="default certificate chain (default: [edge] tls_cert)")
+    edge.add_argument("--tls-key", metavar="PEM", help="its private key")
     edge.add_argument("--log-level", default="info", choices=LOG_LEVELS, help=LOG_LEVEL_HELP)
     edge.add_argument("--workers", type=_workers, metavar="N|auto",
                       help="processes serving the port, sharing the cache through the region's "
@@ -227,7 +232,8 @@ def _cmd_edge(args: argparse.Namespace) -> int:
     from edge.main import run_edge
 
     return run_edge(args.config, args.name, listen=args.listen, log_level=args.log_level,
-                    admin_listen=args.admin_listen, workers=args.workers)
+                    admin_listen=args.admin_listen, tls_listen=args.tls_listen,
+                    tls_cert=args.tls_cert, tls_key=args.tls_key, workers=args.workers)
 
 
 def _cmd_origin(args: argparse.Namespace) -> int:
@@ -252,7 +258,7 @@ def _add_fetch(sub: argparse._SubParsersAction) -> None:
         "fetch", help="resolve a URL through GeoDNS and fetch it from the chosen edge",
         description="Fetch an http:// URL the way a client in --client-ip's network would.",
         epilog=FETCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    fetch.add_argument("url", metavar="URL", help="http://HOST[:PORT]/PATH (HOST may be an IP)")
+    fetch.add_argument("url", metavar="URL", help="http[s]://HOST[:PORT]/PATH (HOST may be an IP)")
     fetch.add_argument("--client-ip", metavar="IP[/PREFIX]",
                        help="the client to resolve for, sent as ECS (default prefix /24 for "
                             "IPv4, /56 for IPv6); without it: no ECS, like a normal client")
@@ -263,6 +269,9 @@ def _add_fetch(sub: argparse._SubParsersAction) -> None:
                        help="topology used to name the region and edge (default: "
                             "examples/demo.toml if it exists here, else the Via header)")
     fetch.add_argument("--ipv6", action="store_true", help="ask for AAAA instead of A")
+    fetch.add_argument("--cacert", metavar="PEM",
+                       help="CA certificates for https:// (default: the system's, and the "
+                            "running demo's CA)")
     fetch.add_argument("-H", "--header", action="append", metavar="'NAME: VALUE'",
                        help="extra request header; repeatable")
     fetch.add_argument("-X", "--method", default="GET",

@@ -45,11 +45,12 @@ class DemoPorts:
     edge: int
     origin: int
     redis: int
+    https: int = 0  # the edges' HTTPS listeners
 
 
 def demo_config(tmp_path: Path) -> tuple[Path, DemoPorts]:
     """examples/demo.toml on free ports (IPv4 DNS only), written into ``tmp_path``."""
-    ports = DemoPorts(free_port(), free_port(), free_port(), free_port())
+    ports = DemoPorts(free_port(), free_port(), free_port(), free_port(), free_port())
     text = DEMO.read_text()
     text = text.replace('listen = ["127.0.0.1:5353", "[::1]:5353"]',
                         f'listen = ["127.0.0.1:{ports.dns}"]')
@@ -57,6 +58,7 @@ def demo_config(tmp_path: Path) -> tuple[Path, DemoPorts]:
     text = re.sub(r"(\[\[origins\]\]\nname = \"[^\"]+\"\nhost = \"[^\"]+\"\nport = )8080",
                   rf"\g<1>{ports.origin}", text)
     text = text.replace(":6379/0", f":{ports.redis}/0")
+    text = text.replace("\n[edge]\n", f'\n[edge]\ntls_listen = ":{ports.https}"\n', 1)
     text = text.replace('root = "content"', f'root = "{ROOT / "examples" / "content"}"')
     path = tmp_path / "demo.toml"
     path.write_text(text)
@@ -65,6 +67,7 @@ def demo_config(tmp_path: Path) -> tuple[Path, DemoPorts]:
     assert {e["port"] for r in data["regions"] for e in r["edges"]} == {ports.edge}
     assert {o["port"] for o in data["origins"]} == {ports.origin}
     assert all(r["redis"]["url"].endswith(f":{ports.redis}/0") for r in data["regions"])
+    assert data["edge"]["tls_listen"] == f":{ports.https}"
     return path, ports
 
 

@@ -237,8 +237,13 @@ def test_every_edge_has_its_topology_address(container: Topology,
         net = spec["networks"][network]["ipam"]["config"][0]
         assert ipaddress.ip_address(edge.ipv4) in ipaddress.ip_network(net["subnet"])
         assert ipaddress.ip_address(edge.ipv4) not in ipaddress.ip_network(net["ip_range"])
-        assert service["command"][-4:] == ["--name", edge.name, "--listen",
+        assert service["command"][3:7] == ["--name", edge.name, "--listen",
                                            f"0.0.0.0:{edge.port}"]
+        assert service["command"][7:] == ["--tls-listen", "0.0.0.0:8443", "--tls-cert",
+                                          "/certs/edge.pem", "--tls-key", "/certs/edge.key"]
+        assert service["volumes"] == ["certs:/certs:ro"]
+        assert service["depends_on"]["certs"] == {
+            "condition": "service_completed_successfully"}
         assert f"{edge.port}/healthz" in service["healthcheck"]["test"][-1]
         assert service["depends_on"][f"redis-{edge.region}"] == {"condition": "service_healthy"}
 
@@ -322,7 +327,8 @@ def test_dockerfile_shape() -> None:
     assert "--no-install-recommends gcc libc6-dev" in runs  # the C fast path is built...
     assert 'grep -q "geodns/_fastudp.*[.]so"' in runs  # ...and checked to be in the wheel
     assert "--no-install-recommends bind9-dnsutils curl" in runs
-    assert "pip install --no-cache-dir --no-index --find-links /wheels geoedge" in runs
+    assert ('pip install --no-cache-dir --no-index --find-links /wheels "geoedge[tls]"'
+            in runs)  # trustme for the certs job
     assert ("COPY", "--from=build /wheels /wheels") in instructions
     users = [rest for word, rest in instructions if word == "USER"]
     assert users and users[-1] not in ("root", "0")

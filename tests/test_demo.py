@@ -112,12 +112,13 @@ def demo(tmp_path: Path):
         proc.close()
 
 
-def geoedge_fetch(config: Path, dns_port: int, edge_port: int, *args: str) -> str:
+def geoedge_fetch(config: Path, dns_port: int, edge_port: int, *args: str,
+                  url: str | None = None) -> str:
     """The real ``geoedge fetch`` as a GB client; its report (exit status must be 0)."""
     out = subprocess.run(
         [sys.executable, "-m", "geoedge.cli", "fetch", "--config", str(config),
          "--dns", f"127.0.0.1:{dns_port}", "--client-ip", "81.2.69.160",
-         f"http://www.example.test:{edge_port}/index.html", *args],
+         url or f"http://www.example.test:{edge_port}/index.html", *args],
         capture_output=True, text=True, timeout=30, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout
@@ -141,6 +142,11 @@ def test_region_failover_end_to_end(demo) -> None:
     assert re.search(r"cache-status +geoedge-eu-west-redis; hit; ttl=\d+, geoedge-eu-west-2; "
                      r"fwd=uri-miss", report), report
     # a purge reaches every edge (and, through them, every region's Redis)
+    ca = proc.wait_for(r"^CA certificate: (\S+)$", 10).group(1)  # HTTPS, verified
+    report = geoedge_fetch(config, ports.dns, ports.edge, "--cacert", ca,
+                           url=f"https://www.example.test:{ports.https}/index.html")
+    assert re.search(r"region +eu-west\n +edge +eu-west-1 ", report), report
+    assert re.search(r"tls +TLSv1\.[23], \S+, ALPN http/1\.1", report), report
     purged = geoedge_purge(config, ports.edge)
     assert purged.returncode == 0, purged.stdout
     assert re.search(r"eu-west-1 .* purged 1\n", purged.stdout), purged.stdout

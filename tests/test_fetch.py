@@ -479,8 +479,10 @@ def test_server_error_is_exit_1_and_head_and_purge_work(cdn: Cdn, capsys):
      "--client-ip: prefix /33 is longer than an IPv4 address"),
     (["http://www.example.test/", "--client-ip", "1.2.3.4/x"],
      "--client-ip: prefix must be a number, got 'x'"),
-    (["https://www.example.test/"],
-     "https:// URLs are not supported, only http:// (the edges speak plain HTTP)"),
+    (["ftp://www.example.test/"],
+     "ftp:// URLs are not supported, only http:// and https://"),
+    (["https://www.example.test/", "--cacert", "/nonexistent.pem"],
+     "--cacert /nonexistent.pem: cannot use it"),
     (["www.example.test/"], "URLs without http:// are not supported"),
     (["http://www.example.test/", "--dns", "nope"], "--dns: must be HOST:PORT, got 'nope'"),
     (["http://www.example.test/", "--repeat", "0"], "--repeat must be at least 1, got 0"),
@@ -679,7 +681,7 @@ def test_parse_url(url, host, port, path, header):
     assert (t.host, t.port, t.path, t.host_header) == (host, port, path, header)
 
 
-@pytest.mark.parametrize("url", ["https://x/", "ftp://x/", "x/y", "http:///path",
+@pytest.mark.parametrize("url", ["gopher://x/", "ftp://x/", "x/y", "http:///path",
                                  "http://x:99999/"])
 def test_bad_urls(url):
     with pytest.raises(FetchError) as info:

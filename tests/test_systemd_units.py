@@ -43,7 +43,7 @@ def test_unit_runs_unprivileged_and_restarts(unit: Path) -> None:
         assert service["AmbientCapabilities"] == "CAP_NET_BIND_SERVICE"
     else:
         assert "AmbientCapabilities" not in service
-    if unit.name == "geoedge-dns.service":  # geodns/main.py reloads on SIGHUP
+    if unit.name in ("geoedge-dns.service", "geoedge-edge@.service"):  # both reload on SIGHUP
         assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
 
 

@@ -24,7 +24,7 @@ start_edge() {  # $1 config, $2 edge name, $3 log, $4 cpu; sets EDGE_PID, EDGE_P
         --log-level "${TIER_BENCH_LOG_LEVEL:-warning}" >"$logf" 2>&1 &
     EDGE_PID=$!
     PIDS+=("$EDGE_PID")
-    STOP_SIG[$EDGE_PID]=INT  # INT stops at once (TERM would drain for edge.drain_seconds)
+    STOP_SIG[$EDGE_PID]=INT  # INT stops at once (TERM gives requests in progress edge.drain_timeout)
     line=$(wait_log "$EDGE_PID" "$logf" "serving edge $name on [^ ]+ port [0-9]+")
     EDGE_PORT=$(sed -E 's/.* port ([0-9]+).*/\1/' <<<"$line")
     line=$(wait_log "$EDGE_PID" "$logf" "admin listener .* port [0-9]+")

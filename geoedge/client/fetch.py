@@ -3,8 +3,12 @@ client, then fetch the URL from the edge it chose and report what happened.
 
 Rules:
 
-- URLs: ``http://`` only (the edges speak plain HTTP/1.1); anything else is a usage error.
-  A host that is an IP literal is fetched directly, without DNS.
+- URLs: ``http://`` and ``https://``; anything else is a usage error. A host that is an IP
+  literal is fetched directly, without DNS.
+- HTTPS: the edge's certificate is verified for the URL's host (sent as SNI) against
+  ``--cacert``, else the system's store plus the running demo's CA
+  (``geoedge.demo.certs.demo_ca_file``) when there is one; the report says the TLS version,
+  cipher and ALPN protocol negotiated. A certificate that does not verify is a failure.
 - DNS: the name is resolved by the stub resolver in :mod:`geoedge.client.stubdns` (its rules are
   there); its failures are reported like the others below.
 - HTTP: the answer's addresses are tried in order (a normal client takes the first); one that
@@ -26,11 +30,14 @@ import asyncio
 import dataclasses
 import ipaddress
 import os
+import ssl
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -60,6 +67,7 @@ class Target:
     port: int
     path: str  # path and query, at least "/"
     host_header: str  # host[:port] as written in the URL
+    scheme: str = "http"
 
     @property
     def literal(self) -> IPAddress | None:
@@ -75,16 +83,18 @@ def parse_url(url: str) -> Target:
         port = parts.port
     except ValueError as exc:
         raise usage_error(f"bad URL {url!r}: {exc}") from None
-    if parts.scheme.lower() != "http":
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
         what = f"{parts.scheme}:// URLs" if parts.scheme else "URLs without http://"
-        raise usage_error(f"{what} are not supported, only http:// (the edges speak plain HTTP)")
+        raise usage_error(f"{what} are not supported, only http:// and https://")
     if not parts.hostname:
         raise usage_error(f"no host in URL {url!r}")
     netloc = parts.netloc.rpartition("@")[2]
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
-    return Target(url, parts.hostname, port or 80, path, netloc)
+    return Target(url, parts.hostname, port or (443 if scheme == "https" else 80), path, netloc,
+                  scheme)
 
 
 # -- pure parts: which edge answered, and the report ----------------------------------------------
@@ -161,6 +171,7 @@ class Result:
     edge: str | None
     dns_seconds: float | None = None  # only for the fetch that followed the query
     failed: tuple[str, ...] = ()  # "ADDRESS:PORT: why" for addresses that refused
+    tls: str | None = None  # "TLSv1.3, TLS_AES_256_GCM_SHA384, ALPN http/1.1"
 
 
 def format_report(r: Result) -> str:
@@ -174,6 +185,7 @@ def format_report(r: Result) -> str:
         ("status", f"{r.status} {r.reason}".rstrip()),
         ("cache-status", r.cache_status or "-"),
         ("age", r.age or "-"),
+        *([("tls", r.tls)] if r.tls else []),
         ("bytes", str(r.size)),
         ("time", time_text),
     ]
@@ -192,23 +204,29 @@ class Fetcher:
     session: aiohttp.ClientSession
     failed: list[str] = field(default_factory=list)
     where: str = ""  # ADDRESS:PORT of the latest request
+    ssl_context: ssl.SSLContext | None = None  # for https:// URLs
 
     async def once(self, address: str) -> tuple[Result, bytes]:
         self.where = hostport(address, self.target.port)
-        url = f"http://{self.where}{self.target.path}"
+        url = f"{self.target.scheme}://{self.where}{self.target.path}"
         headers = [("Host", self.target.host_header), ("User-Agent", USER_AGENT),
                    *self.headers]
+        tls_args: dict[str, Any] = {}
+        if self.target.scheme == "https":
+            tls_args = {"ssl": self.ssl_context, "server_hostname": self.target.host}
         start = time.perf_counter()
         async with self.session.request(self.method, url, headers=CIMultiDict(headers),
-                                        allow_redirects=False) as resp:
+                                        allow_redirects=False, **tls_args) as resp:
             body = await resp.read()
+        connector = self.session.connector
+        tls = getattr(connector, "last_tls", None) if tls_args else None
         seconds = time.perf_counter() - start
         via = ", ".join(resp.headers.getall("Via", [])) or None
         cache_status = ", ".join(resp.headers.getall("Cache-Status", [])) or None
         region, edge = locate(self.topology, address, self.target.port, via, cache_status)
         result = Result(self.method, self.target.url, address, self.target.port, resp.status,
                         resp.reason or "", cache_status, resp.headers.get("Age"), len(body),
-                        seconds, region, edge)
+                        seconds, region, edge, tls=tls)
         return result, body
 
     async def first(self, addresses: Sequence[str]) -> tuple[str, Result, bytes]:
@@ -225,6 +243,38 @@ class Fetcher:
                 continue
             return address, result, body
         raise FetchError(f"no address accepted a connection: {'; '.join(self.failed)}")
+
+
+def demo_ca_file() -> Path:
+    """Where a running demo keeps its CA (geoedge.demo.certs writes it; same path)."""
+    return Path(tempfile.gettempdir()) / "geoedge-demo-ca.pem"
+
+
+class TlsConnector(aiohttp.TCPConnector):
+    """Remembers what the latest TLS handshake negotiated (aiohttp may release a response's
+    connection before its body is read, so the response cannot tell)."""
+
+    last_tls: str | None = None
+
+    async def _wrap_create_connection(self, *args: Any, **kwargs: Any) -> Any:
+        transport, proto = await super()._wrap_create_connection(*args, **kwargs)
+        obj = transport.get_extra_info("ssl_object")
+        if obj is not None:
+            self.last_tls = (f"{obj.version()}, {obj.cipher()[0]}, "
+                             f"ALPN {obj.selected_alpn_protocol() or '-'}")
+        return transport, proto
+
+
+def client_context(cacert: str | None) -> ssl.SSLContext:
+    """Verification against ``cacert``, else the system store and the demo's CA if running."""
+    try:
+        ctx = ssl.create_default_context(cafile=cacert)
+        if cacert is None and demo_ca_file().is_file():
+            ctx.load_verify_locations(cafile=str(demo_ca_file()))
+    except (OSError, ssl.SSLError) as exc:
+        raise usage_error(f"--cacert {cacert}: cannot use it: {exc}") from None
+    ctx.set_alpn_protocols(["http/1.1"])  # what this client speaks
+    return ctx
 
 
 def parse_header(text: str) -> tuple[str, str]:
@@ -251,6 +301,7 @@ class Options:
     body: bool
     timeout: float
     topology: Topology | None
+    ssl_context: ssl.SSLContext | None = None
 
 
 def options_from(args: argparse.Namespace) -> Options:
@@ -277,18 +328,20 @@ def options_from(args: argparse.Namespace) -> Options:
     if config is None and DEFAULT_CONFIG.is_file():
         config = str(DEFAULT_CONFIG)
     topology = load_topology(config) if config else None
+    ctx = client_context(getattr(args, "cacert", None)) if target.scheme == "https" else None
     return Options(target, server, subnet, "AAAA" if args.ipv6 else "A", method, headers,
-                   args.repeat, args.each, args.body, args.timeout, topology)
+                   args.repeat, args.each, args.body, args.timeout, topology, ctx)
 
 
 async def _fetch_all(opts: Options, addresses: Sequence[str],
                      dns_seconds: float | None) -> int:
     timeout = aiohttp.ClientTimeout(total=opts.timeout)
-    connector = aiohttp.TCPConnector(limit=1, use_dns_cache=False)
+    connector = TlsConnector(limit=1, use_dns_cache=False)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout,
                                      auto_decompress=False,
                                      skip_auto_headers=("User-Agent",)) as session:
-        fetcher = Fetcher(opts.target, opts.method, opts.headers, opts.topology, session)
+        fetcher = Fetcher(opts.target, opts.method, opts.headers, opts.topology, session,
+                          ssl_context=opts.ssl_context)
         code = EXIT_OK
         address = None
         rounds = opts.repeat + (len(addresses) - 1 if opts.each else 0)

@@ -35,10 +35,12 @@ from pathlib import Path
 
 from geoconfig.topology import Topology, load_topology
 from geoedge.demo import ipv6 as aaaa
+from geoedge.demo.certs import DemoCerts, make_certs, remove_shared_ca
 from geoedge.demo.drain import drain_edges
 from geoedge.demo.services import Service, plan, select
 from geoedge.demo.supervisor import StartError, Supervisor
 
+HTTPS_PORT = 8443  # the edges' HTTPS listeners, on their IPv4 addresses (or [edge] tls_listen)
 CREDIT = "This product includes GeoLite2 data created by MaxMind (CC BY-SA 4.0)."
 
 CONSOLE_HELP = """\
@@ -103,6 +105,8 @@ def tour(topology: Topology, config: str) -> str:
     dns_opt = "" if dns == ("127.0.0.1", 5353) else f" --dns {dns[0]}:{dns[1]}"
     cfg_opt = "" if config == "examples/demo.toml" else f" --config {config}"
     fetch = f"{ge} fetch{dns_opt}{cfg_opt}"
+    https_ip = next((e.ipv4 for e in topology.edges if e.ipv4), "127.0.0.1")
+    tls = https_port(topology)
     return f"""\
 Try, from another terminal:
   dig {at} {geo} A +subnet=81.2.69.0/24 +short      # GB client -> eu-west
@@ -112,9 +116,19 @@ Try, from another terminal:
         # miss, hit, then the region's other edge finds it in the region's Redis
   {fetch} {url}/index.html --client-ip 1.0.16.1      # an Asian client
   {ge} purge --config {config} {url}/index.html     # on every edge
+  {fetch} https://{geo}:{tls}/index.html --client-ip 81.2.69.160
+        # over HTTPS: the certificate is checked against the demo's CA
+  curl --cacert "$CA" --resolve {geo}:{tls}:{https_ip} https://{geo}:{tls}/
+        # CA: the path printed as "CA certificate:" below
   {ge} explain --config {config} 81.2.69.160
 Then type `stop eu-west` below and fetch again as the GB client: GeoDNS moves it to us-east
 within a few seconds; `start eu-west` brings the region back."""
+
+
+def https_port(topology: Topology) -> int:
+    """The edges' HTTPS port: ``[edge] tls_listen``'s when set, else 8443."""
+    listen = topology.cdn.tls.listen
+    return listen[1] if listen is not None else HTTPS_PORT
 
 
 def _stdin_is_a_console() -> bool:
@@ -211,8 +225,16 @@ async def _main(topology: Topology, config: Path, data_dir: Path) -> int:
 
 async def _run(topology: Topology, config: Path, data_dir: Path, binary: str | None,
                v6: aaaa.Ipv6Plan, v6_failure: str) -> int:
+    try:
+        certs: DemoCerts | None = make_certs(topology, data_dir / "tls")
+    except ImportError:  # trustme is in the demo extra
+        certs = None
+        print("geoedge demo: trustme is not installed (pip install trustme): no HTTPS",
+              flush=True)
     services = plan(topology, config, binary, data_dir, ipv6=has_ipv6_loopback(),
-                    edge_ipv6=None if v6_failure else v6.listen)
+                    edge_ipv6=None if v6_failure else v6.listen,
+                    tls=None if certs is None else (str(certs.cert), str(certs.key)),
+                    https_port=https_port(topology))
     # a graceful stop lets edges finish in-flight requests (edge.drain_timeout) before SIGKILL
     sup = Supervisor(services, data_dir / "logs", lambda m: print(m, flush=True),
                      grace=topology.cdn.edge.drain_timeout + 5.0)
@@ -240,6 +262,8 @@ async def _run(topology: Topology, config: Path, data_dir: Path, binary: str | N
               f"{CREDIT}\n\n{tour(topology, str(config))}\n\n{CONSOLE_HELP}", flush=True)
         if line := aaaa.summary(v6, v6_failure):
             print(line, flush=True)
+        if certs is not None:
+            print(f"CA certificate: {certs.ca}", flush=True)
         console = loop.create_task(_console(sup, topology, services, quit_event))
         await quit_event.wait()
         console.cancel()
@@ -249,6 +273,8 @@ async def _run(topology: Topology, config: Path, data_dir: Path, binary: str | N
         return 0
     finally:
         await sup.stop_all()
+        if certs is not None:
+            remove_shared_ca(certs)
         print("geoedge demo: stopped", flush=True)
 
 

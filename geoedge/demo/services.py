@@ -61,10 +61,12 @@ def geoedge_argv(*args: str) -> tuple[str, ...]:
 
 
 def plan(topology: Topology, config: Path, redis_binary: str | None, data_dir: Path,
-         ipv6: bool = True, edge_ipv6: dict[str, str] | None = None) -> list[Service]:
+         ipv6: bool = True, edge_ipv6: dict[str, str] | None = None,
+         tls: tuple[str, str] | None = None, https_port: int = 8443) -> list[Service]:
     """The demo's processes for ``topology`` (loaded from ``config``), in start order.
     ``edge_ipv6``: edge name -> ``[V6]:PORT`` for edges to listen on as well as their ipv4
-    (``geoedge.demo.ipv6``)."""
+    (``geoedge.demo.ipv6``). ``tls``: (cert, key) files: edges also serve HTTPS on
+    ``https_port`` of their IPv4 address."""
     cfg = str(config)
     services: list[Service] = []
     if redis_binary is not None:
@@ -91,6 +93,9 @@ def plan(topology: Topology, config: Path, redis_binary: str | None, data_dir: P
             also = (edge_ipv6 or {}).get(edge.name)
             listen_args = ("--listen", format_host_port(host, edge.port), "--listen", also) \
                 if also else ()
+            if tls is not None and edge.ipv4:
+                listen_args += ("--tls-listen", format_host_port(edge.ipv4, https_port),
+                                "--tls-cert", tls[0], "--tls-key", tls[1])
             services.append(Service(
                 edge.name, "edge", rc.name,
                 geoedge_argv("edge", "--config", cfg, "--name", edge.name, *listen_args,

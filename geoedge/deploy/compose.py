@@ -27,6 +27,8 @@ Rules:
   each origin's ``host``; ``[origin] root`` (where the image keeps the content); and zone
   records on loopback addresses (A records point at GeoDNS's backbone address, AAAA records
   are dropped). It is validated with ``parse_topology`` before anything is written.
+* HTTPS: a one-shot ``certs`` service makes a local CA and a certificate for the zones' names
+  in the ``certs`` volume; edges serve HTTPS on 8443 with it, the client has ``/certs/ca.pem``.
 * Services: ``geodns`` (53/udp and 53/tcp published on the host's 127.0.0.1), ``redis-<region>``,
   the origins by name, ``edge-<name>``, and ``client`` (sleeps; for ``docker compose exec``).
   Every service but the client has a healthcheck; edges wait for healthy origins and Redis.
@@ -56,6 +58,9 @@ from geoedge.deploy.writers import dump_toml, dump_yaml
 COMPOSE_FILE = "docker-compose.yml"
 TOPOLOGY_FILE = "deploy/topology.toml"
 IMAGE = "geoedge:local"
+HTTPS_PORT = 8443  # every edge's HTTPS listener (certificates from the certs job)
+CERTS_VOLUME = "certs"
+CERTS_DIR = "/certs"  # the Dockerfile creates it, owned by the image's user
 REDIS_IMAGE = "redis:7-alpine"
 REDIS_PORT = 6379
 DNS_PORT = 53
@@ -179,6 +184,7 @@ def build_compose(topology: Topology) -> dict[str, Any]:
     dig = f"dig +short +time=1 +tries=1 @127.0.0.1 {zone} SOA | grep -q '^[^;]'"
     geodns["healthcheck"] = {"test": ["CMD-SHELL", dig], **HEALTHCHECK}
     services["geodns"] = geodns
+    services["certs"] = _certs_service(topology)
 
     for rc, network in zip(topology.regions, regions, strict=True):
         services[f"redis-{rc.name}"] = {
@@ -202,10 +208,13 @@ def build_compose(topology: Topology) -> dict[str, Any]:
         for edge in rc.edges:
             name = _service_name(f"edge-{edge.name}", f"edge {edge.name!r}")
             service = _geoedge_service(["edge", "--config", CONTAINER_CONFIG, "--name",
-                                        edge.name, "--listen", f"0.0.0.0:{edge.port}"])
+                                        edge.name, "--listen", f"0.0.0.0:{edge.port}",
+                                        *_tls_args()])
             service["networks"] = {network: {"ipv4_address": edge.ipv4}, BACKBONE: {}}
+            service["volumes"] = [f"{CERTS_VOLUME}:{CERTS_DIR}:ro"]
             depends = [o.name for o in topology.cdn.origins] + [f"redis-{rc.name}"]
             service["depends_on"] = {d: {"condition": "service_healthy"} for d in depends}
+            service["depends_on"]["certs"] = {"condition": "service_completed_successfully"}
             service["healthcheck"] = _http_check(edge.port, topology.health.path)
             service["stop_grace_period"] = grace
             services[name] = service
@@ -216,15 +225,35 @@ def build_compose(topology: Topology) -> dict[str, Any]:
     client["init"] = True
     client["networks"] = {BACKBONE: {}, **{r: {} for r in regions}}
     client["depends_on"] = {"geodns": {"condition": "service_healthy"}}
+    client["volumes"] = [f"{CERTS_VOLUME}:{CERTS_DIR}:ro"]  # curl --cacert /certs/ca.pem
     services["client"] = client
 
-    expected = 2 + len(topology.regions) + len(topology.cdn.origins) + len(topology.edges)
+    expected = 3 + len(topology.regions) + len(topology.cdn.origins) + len(topology.edges)
     if len(services) != expected:
         raise ConfigError("origins", "an origin's name clashes with another service's name "
                                      f"({', '.join(services)})")
     networks = {BACKBONE: _network(0)}
     networks.update((r, _network(n)) for n, r in enumerate(regions, 1))
-    return {"services": services, "networks": networks}
+    return {"services": services, "networks": networks, "volumes": {CERTS_VOLUME: {}}}
+
+
+def _certs_service(topology: Topology) -> dict[str, Any]:
+    """A one-shot job: a local CA and a certificate for the zones' names (geoedge.demo.certs)
+    in the ``certs`` volume, which the edges (HTTPS on HTTPS_PORT) and the client mount."""
+    names = []
+    for zone in topology.zones:
+        origin = zone.origin.rstrip(".")
+        names += [origin, f"*.{origin}"]
+    service = _geoedge_service(["--out", CERTS_DIR, *names])
+    service["entrypoint"] = ["python", "-m", "geoedge.demo.certs"]
+    service["volumes"] = [f"{CERTS_VOLUME}:{CERTS_DIR}"]
+    service["network_mode"] = "none"
+    return service
+
+
+def _tls_args() -> list[str]:
+    return ["--tls-listen", f"0.0.0.0:{HTTPS_PORT}", "--tls-cert", f"{CERTS_DIR}/edge.pem",
+            "--tls-key", f"{CERTS_DIR}/edge.key"]
 
 
 def _network(n: int) -> dict[str, Any]:
