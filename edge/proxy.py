@@ -49,6 +49,7 @@ from functools import partial
 
 from edge.admin import Admin
 from edge.coalesce import Coalescer
+from edge.compress import Compressor
 from edge.forward import (
     conditional_304,
     forward_headers,
@@ -130,6 +131,7 @@ class EdgeApp:
             default_ttl=settings.default_ttl, heuristic_fraction=settings.heuristic_fraction,
             heuristic_max=settings.heuristic_max, store_set_cookie=settings.store_set_cookie)
         self.store = MemoryStore(settings.cache_max_bytes, settings.max_variants)
+        self.compressor = Compressor(settings.compression, self.via)
         self.trusted = settings.trusted_forwarding_headers
         self._trusted_set = frozenset(self.trusted)
         self.coalescer: Coalescer[Entry] = Coalescer(settings.coalesce_max_waiters,
@@ -173,6 +175,8 @@ class EdgeApp:
         if entry is None or now >= entry.fast_until or entry.soft_purged:
             return None
         age = entry.age(now)
+        if entry.encoded is not None:  # the compressed variant it accepts (edge/compress.py)
+            entry = self.compressor.pick(request, entry)
         member = self._hit_member + b"%d" % int(entry.lifetime - age)
         metrics = self.metrics.counts
         metrics["requests"] += 1
@@ -408,7 +412,7 @@ class EdgeApp:
         fwd_status = status if d.valid_status else None
         if d.action is Action.FRESHEN:
             assert stale is not None and d.meta is not None
-            fresh = self.make_entry(key, d.meta, stale.body, stale.surrogate_keys)
+            fresh = self.make_entry(key, d.meta, stale.body, stale.surrogate_keys, stale)
             stored = self.store.put(fresh, response_time)
             return Outcome(self._member(fwd=fwd, fwd_status=304), entry=fresh, stored=stored)
         if d.action is Action.REFETCH:
@@ -442,7 +446,8 @@ class EdgeApp:
                                           response_time)
         # this client gets the response as the origin sent it (Set-Cookie, qualified
         # private fields included); later ones get the stored copy
-        own_head = serialize_stored_head(status, resp_headers, self.via, len(body))
+        own_head = self.compressor.own_head(request, entry.encoded, status, resp_headers) or (
+            serialize_stored_head(status, resp_headers, self.via, len(body)))
         stored = entry.variant != "*" and self.store.put(entry, response_time)
         if stored:
             self.metrics.inc("stored")
@@ -479,16 +484,18 @@ class EdgeApp:
         return self.make_entry(key, meta, body, tags)
 
     def make_entry(self, key: str, meta: StoredMeta, body: bytes,
-                    tags: frozenset[str]) -> Entry:
+                    tags: frozenset[str], freshens: Entry | None = None) -> Entry:
         directives = meta.directives(self.policy)
         lifetime = stored_lifetime(meta, self.policy)
         initial_age = current_age(meta, meta.response_time)
         fresh_until = meta.response_time + lifetime - initial_age
         head = serialize_stored_head(meta.status, with_date(meta.headers, meta.response_time),
                                      self.via, len(body))
+        keep = retention(directives, fresh_until, STALE_KEEP)
+        encoded = self.compressor.variants(key, meta, body, lifetime, initial_age, keep,
+                                           freshens.encoded if freshens is not None else None)
         entry = Entry(key, meta.vary_key, get_all(meta.headers, "vary"), meta, body, head,
-                      lifetime, initial_age, retention(directives, fresh_until, STALE_KEEP),
-                      tags)
+                      lifetime, initial_age, keep, tags, encoded=encoded)
         entry.fast_until = 0.0 if directives.no_cache else fresh_until
         return entry
 
@@ -575,8 +582,8 @@ class EdgeApp:
             await stream_response(writer, outcome.response, outcome.member, self.via,
                                   self.metrics, outcome.prefix, date=self._date())
             return
-        entry = outcome.entry
-        assert entry is not None
+        assert outcome.entry is not None
+        entry = self.compressor.pick(request, outcome.entry)  # what is sent: a variant
         now = self.clock()
         age = int(entry.age(now))
         not_modified = conditional_304(request, entry.meta)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from geoconfig.compressconfig import CompressionSettings, parse_compression
 from geoconfig.validate import (
     ConfigError,
     check_keys,
@@ -87,6 +88,8 @@ class EdgeSettings:
     origin_max_conns: int = 256  # concurrent connections per origin; 0: unlimited
     origin_queue_timeout: float = 10.0  # seconds a request waits for a slot (502 after)
     admin_listen: tuple[str, int] | None = None  # where /metrics and stats are served
+    # [edge.compression]: gzip/Brotli variants made at fill time (geoconfig/compressconfig.py)
+    compression: CompressionSettings = field(default_factory=CompressionSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +236,7 @@ def _edge(table: Any) -> EdgeSettings:
             raise ConfigError(join(p, key), f"must be between 0 and {high:g}, got {value!r}")
         values[key] = value
     values.update(_limits(t, p))
+    values["compression"] = parse_compression(t.get("compression", {}), join(p, "compression"))
     if values["max_object_bytes"] > values["cache_max_bytes"]:
         raise ConfigError(join(p, "max_object_bytes"), "must not exceed edge.cache_max_bytes")
     return EdgeSettings(**values)
