@@ -167,7 +167,7 @@ class EdgeApp:
 
     # -- the fast path: fresh hits, no request directives ----------------------------------------
     def fast(self, request: Request) -> bytes | None:
-        if (request.method not in ("GET", "HEAD") or request.version != "1.1"
+        if (request.method not in ("GET", "HEAD") or request.version not in ("1.1", "2")
                 or request.flagged or self.admin.owns(request.target)):
             return None
         now = self.clock()
