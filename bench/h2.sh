@@ -10,14 +10,14 @@
 # (bench/h2/cache-nginx.conf.in), (b) one geoedge edge with an HTTPS listener whose
 # connections are edge.h2server.H2Protocol (bench/h2/h2edge.py). Both use the same ECDSA
 # P-256 certificate (made with trustme) and TLS 1.2/1.3. Both caches are warmed and checked
-# to answer hits; then `h2load -c $CLIENTS -m 100 -D $DURATION` (pinned to
-# $H2_BENCH_CLIENT_CPU, default 1) measures each (server, size), alternately, $ROUNDS times
-# after one unmeasured warm-up run each. The table shows the median round by requests/s,
+# to answer hits; then `h2load -c $CLIENTS -m 100 -n N` (pinned to $H2_BENCH_CLIENT_CPU,
+# default 1) measures each (server, size), alternately, $ROUNDS times; N is sized by one
+# unmeasured warm-up run each so that a run lasts about $DURATION seconds. The table shows the median round by requests/s,
 # the ratio to nginx, and requests per CPU-second of the server (from /proc), which is
 # steadier on a shared machine. The origin's access log must not grow while measuring.
 #
 # Environment (all optional):
-#   H2_BENCH_DURATION=10  seconds per measured h2load run
+#   H2_BENCH_DURATION=10  seconds a measured h2load run should last (its -n is sized for it)
 #   H2_BENCH_ROUNDS=3     measured runs per (server, size); the median is reported
 #   H2_BENCH_CLIENTS=10   h2load connections (-c); streams per connection: H2_BENCH_STREAMS=100
 #   H2_BENCH_SERVER_CPU=0 H2_BENCH_CLIENT_CPU=1
@@ -161,13 +161,23 @@ log "both caches answer HTTP/2 hits"
 # ---------------------------------------------------------------- measure
 RESULTS=$WORK/results.tsv
 : >"$RESULTS"
-run_h2load() {  # $1 server, $2 size, $3 seconds, $4 out file
-    taskset -c "$CLIENT_CPU" h2load -c "$CLIENTS" -m "$STREAMS" -D "$3" \
+run_h2load() {  # $1 server, $2 size, $3 requests, $4 out file
+    # -n, not -D: with -D, h2load 1.52 at times never stops some clients (they go on
+    # sending after the deadline), whatever the server
+    taskset -c "$CLIENT_CPU" h2load -c "$CLIENTS" -m "$STREAMS" -n "$3" \
         "https://localhost:${PORT[$1]}/$2.bin" >"$4" 2>&1 ||
         { cat "$4" >&2; die "h2load failed against $1"; }
 }
+rate_of() { sed -nE 's/^finished in [0-9.]+m?s, ([0-9.]+) req\/s.*/\1/p' "$1"; }
+# unmeasured warm-up runs, which also size each measured run to last about DURATION seconds
+declare -A COUNT=()
 for server in nginx geoedge; do
-    for size in "${SIZES[@]}"; do run_h2load "$server" "$size" 2 "$WORK/warm.txt"; done
+    for size in "${SIZES[@]}"; do
+        run_h2load "$server" "$size" 10000 "$WORK/warm.txt"
+        COUNT[$server-$size]=$(awk -v r="$(rate_of "$WORK/warm.txt")" -v d="$DURATION" \
+            -v c="$((CLIENTS * STREAMS))" 'BEGIN { n = int(r * d); if (n < 10 * c) n = 10 * c;
+                                                  print n }')
+    done
 done
 before=$(wc -l <"$WORK/origin-nginx.access.log")
 LOAD_BEFORE=$(uptime | sed 's/.*load average: //')
@@ -176,9 +186,9 @@ for ((round = 1; round <= ROUNDS; round++)); do
         for server in nginx geoedge; do
             out="$WORK/h2load-$server-$size-$round.txt"
             c0=$(cpu_seconds "${PID[$server]}")
-            run_h2load "$server" "$size" "$DURATION" "$out"
+            run_h2load "$server" "$size" "${COUNT[$server-$size]}" "$out"
             c1=$(cpu_seconds "${PID[$server]}")
-            rps=$(sed -nE 's/^finished in [0-9.]+s, ([0-9.]+) req\/s.*/\1/p' "$out")
+            rps=$(rate_of "$out")
             line=$(grep -E '^requests: ' "$out")
             done_=$(sed -nE 's/.* ([0-9]+) succeeded.*/\1/p' <<<"$line")
             failed=$(sed -nE 's/.* ([0-9]+) failed, ([0-9]+) errored.*/\1+\2/p' <<<"$line")
@@ -215,5 +225,5 @@ for size in ("1k", "64k"):
     verdict = "meets" if ratio >= target else "below"
     print(f"# {size}: geoedge/nginx = {ratio:.2f} ({verdict} the {target}x goal)")
 EOF
-log "h2load -c $CLIENTS -m $STREAMS -D $DURATION, rounds $ROUNDS; server CPU $SERVER_CPU, client CPU $CLIENT_CPU"
+log "h2load -c $CLIENTS -m $STREAMS, about $DURATION s per run, rounds $ROUNDS; server CPU $SERVER_CPU, client CPU $CLIENT_CPU"
 log "load average before: $LOAD_BEFORE; after: $LOAD_AFTER"
