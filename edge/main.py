@@ -26,10 +26,20 @@ from dataclasses import dataclass, field
 
 from edge.admin import Admin
 from edge.connlimit import ConnectionLimiter
+from edge.disk.tiered import close_store, start_store
 from edge.httpserver import HttpProtocol, Limits, Request, ResponseWriter
 from edge.proxy import EdgeApp
 from edge.tier.region import RegionTier
 from edge.upstream import OriginPool
+from edge.workerchannel import open_channel
+from edge.workers import (
+    WorkerRole,
+    cpu_count,
+    for_worker,
+    orphaned,
+    supervise,
+    workers_problem,
+)
 from geoconfig.cdnconfig import EdgeSettings
 from geoconfig.topology import Topology, load_topology
 from geoconfig.validate import format_host_port
@@ -76,6 +86,7 @@ class RunningEdge:
         if self.app.tier is not None:
             await self.app.tier.stop()
         await self.pool.stop()
+        await asyncio.to_thread(close_store, self.app.store)
 
 
 class AdminListener:
@@ -120,16 +131,24 @@ def raise_fd_limit(settings: EdgeSettings, origins: int) -> None:
 
 async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | None = None,
                      clock: Callable[[], float] = time.time,
-                     admin_listen: tuple[str, int] | None = None) -> RunningEdge:
-    """Start an edge in the running loop (used by the CLI and by tests)."""
+                     admin_listen: tuple[str, int] | None = None,
+                     worker: WorkerRole | None = None) -> RunningEdge:
+    """Start an edge in the running loop (used by the CLI and by tests). ``worker``: this
+    process is one of a multi-worker edge's (edge/workers.py)."""
     edge = topology.find_edge(name)
     settings = topology.cdn.edge
     pool = OriginPool(topology.cdn.origins, settings)
     await pool.start()
     app = EdgeApp(name, settings, pool, clock)
+    try:
+        start_store(app.store)
+    except OSError as exc:
+        await pool.stop()
+        raise OSError(exc.errno, f"edge.disk_path {settings.disk_path!r}: {exc.strerror}") from exc
     redis = topology.region(edge.region).redis
     if redis is not None:
-        tier = RegionTier(edge.region, redis, name, clock, app.make_entry)
+        node = name if worker is None else f"{name}/w{worker.index}"
+        tier = RegionTier(edge.region, redis, node, clock, app.make_entry)
         tier.shared.on_purge = lambda kind, value, soft: app.admin.purge(kind, value, soft,
                                                                         notify=False)
         app.admin.listeners.append(tier.purge)
@@ -138,6 +157,7 @@ async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | No
         except BaseException:  # a bad tier setting (or a cancel): nothing is left running
             await tier.stop()
             await pool.stop()
+            close_store(app.store)
             raise
         app.tier = tier
     limits = limits_of(settings)
@@ -161,7 +181,8 @@ async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | No
     admin_at = admin_listen or settings.admin_listen
     server: asyncio.base_events.Server | None = None
     try:
-        server = await loop.create_server(factory, host, port, reuse_address=True, backlog=1024)
+        server = await loop.create_server(factory, host, port, reuse_address=True, backlog=1024,
+                                          reuse_port=worker is not None)
         admin_server = None if admin_at is None else await loop.create_server(
             admin_factory, admin_at[0], admin_at[1], reuse_address=True)
     except OSError:
@@ -170,6 +191,7 @@ async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | No
         if app.tier is not None:
             await app.tier.stop()
         await pool.stop()
+        close_store(app.store)
         raise
     bound = server.sockets[0].getsockname()
     app.background.add(loop.create_task(app.housekeeping()))
@@ -177,10 +199,12 @@ async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | No
 
 
 async def _serve(topology: Topology, name: str, listen: tuple[str, int] | None,
-                 admin_listen: tuple[str, int] | None) -> int:
+                 admin_listen: tuple[str, int] | None,
+                 worker: WorkerRole | None = None) -> int:
     raise_fd_limit(topology.cdn.edge, len(topology.cdn.origins))
     try:
-        running = await start_edge(topology, name, listen, admin_listen=admin_listen)
+        running = await start_edge(topology, name, listen, admin_listen=admin_listen,
+                                   worker=worker)
     except OSError as exc:  # the reason as text: uvloop's own message embeds an address tuple
         edge = topology.find_edge(name)
         host, port = listen or (edge.ipv4 or edge.ipv6 or "127.0.0.1", edge.port)
@@ -206,6 +230,13 @@ async def _serve(topology: Topology, name: str, listen: tuple[str, int] | None,
         stop.set()
 
     drainer = loop.create_task(drain())
+    if worker is not None:  # a worker whose supervisor is gone stops
+        running.app.background.add(loop.create_task(orphaned(os.getppid(), stop)))
+        if worker.channel_fd is not None:
+            admin = running.app.admin
+            channel = await open_channel(
+                worker.channel_fd, lambda k, v, soft: admin.purge(k, v, soft, notify=False))
+            admin.confirmers.append(channel.confirm)
     await stop.wait()
     drainer.cancel()
     await running.stop()
@@ -214,7 +245,10 @@ async def _serve(topology: Topology, name: str, listen: tuple[str, int] | None,
 
 
 def run_edge(config: str, name: str, listen: tuple[str, int] | None = None,
-             log_level: str = "info", admin_listen: tuple[str, int] | None = None) -> int:
+             log_level: str = "info", admin_listen: tuple[str, int] | None = None,
+             workers: int | None = None, worker: WorkerRole | None = None) -> int:
+    """Run an edge until stopped; ``workers`` (default: the config's) > 1 supervises that many
+    worker processes (edge/workers.py), which run this with their ``worker_index``."""
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     topology = load_topology(config)
@@ -227,8 +261,21 @@ def run_edge(config: str, name: str, listen: tuple[str, int] | None = None,
         print(f"geoedge: {config} has no [[origins]] for the edge to fetch from",
               file=sys.stderr)
         return 2
+    count = workers if workers is not None else (topology.cdn.edge.workers or cpu_count())
+    if worker is None and count > 1:
+        problem = workers_problem(topology, name, count)
+        if problem is not None:
+            print(f"geoedge: {problem}", file=sys.stderr)
+            return 2
+        edge = topology.find_edge(name)
+        where = listen or (edge.ipv4 or edge.ipv6 or "127.0.0.1", edge.port)
+        return supervise(config, name, where, count, log_level,
+                         admin_listen or topology.cdn.edge.admin_listen,
+                         grace=topology.cdn.edge.drain_seconds + 10.0)
+    if worker is not None:
+        topology = for_worker(topology, worker)
     try:
         import uvloop
     except ImportError:  # optional on platforms without it
-        return asyncio.run(_serve(topology, name, listen, admin_listen))
-    return uvloop.run(_serve(topology, name, listen, admin_listen))
+        return asyncio.run(_serve(topology, name, listen, admin_listen, worker))
+    return uvloop.run(_serve(topology, name, listen, admin_listen, worker))
