@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import os
 import shutil
 
 import brotli
@@ -155,3 +156,22 @@ async def test_curl_compressed(edge_env):
         assert b"content-encoding: br" in head.lower() or b"content-encoding: gzip" in (
             head.lower())
     assert env.origin.count("/p") == 1
+
+
+async def test_incompressible_body_is_stored_as_is_and_sizes_count_variants(edge_env):
+    env = await edge_env()
+    noise = os.urandom(4096)  # random bytes: no coding makes them smaller
+    env.origin.route("/noise", headers=[("Content-Type", "text/plain"), *HTML[1:]], body=noise)
+    env.origin.route("/p", headers=HTML, body=PAGE)
+    r = await env.get("/noise", [("Accept-Encoding", "br, gzip")])
+    assert "Content-Encoding" not in r.headers and r.body == noise
+    await env.get("/p", [("Accept-Encoding", "gzip")])
+    store = env.app.store
+    noise_entry = store.get(env.key("/noise"), (), env.clock())
+    page = store.get(env.key("/p"), (), env.clock())
+    assert noise_entry.encoded is None
+    assert set(page.encoded) == {"br", "gzip", "identity"}
+    # the variants are counted (their bodies, heads and fields; the identity body once)
+    extra = sum(len(v.body) for c, v in page.encoded.items() if c != "identity")
+    assert page.size > len(PAGE) + extra
+    assert page.encoded["identity"].body is page.body
