@@ -54,6 +54,7 @@ from functools import partial
 
 from edge.admin import Admin
 from edge.coalesce import Coalescer
+from edge.compress import Compressor
 from edge.disk.tiered import open_store
 from edge.forward import (
     conditional_304,
@@ -136,6 +137,7 @@ class EdgeApp:
             default_ttl=settings.default_ttl, heuristic_fraction=settings.heuristic_fraction,
             heuristic_max=settings.heuristic_max, store_set_cookie=settings.store_set_cookie,
             cacheable_methods=frozenset(settings.cacheable_methods))
+        self.compressor = Compressor(settings.compression, self.via)  # make_entry uses it
         self.store = open_store(MemoryStore(settings.cache_max_bytes, settings.max_variants),
                                 settings.disk_path, settings.disk_max_bytes, self.make_entry)
         self.trusted = settings.trusted_forwarding_headers
@@ -173,7 +175,7 @@ class EdgeApp:
 
     # -- the fast path: fresh hits, no request directives ----------------------------------------
     def fast(self, request: Request) -> bytes | None:
-        if (request.method not in ("GET", "HEAD") or request.version != "1.1"
+        if (request.method not in ("GET", "HEAD") or request.version not in ("1.1", "2")
                 or request.flagged or self.admin.owns(request.target)):
             return None
         now = self.clock()
@@ -181,6 +183,8 @@ class EdgeApp:
         if entry is None or now >= entry.fast_until or entry.soft_purged:
             return None
         age = entry.age(now)
+        if entry.encoded is not None:  # the compressed variant it accepts (edge/compress.py)
+            entry = self.compressor.pick(request, entry)
         member = self._hit_member + b"%d" % int(entry.lifetime - age)
         metrics = self.metrics.counts
         metrics["requests"] += 1
@@ -418,7 +422,7 @@ class EdgeApp:
         fwd_status = status if d.valid_status else None
         if d.action is Action.FRESHEN:
             assert stale is not None and d.meta is not None
-            fresh = self.make_entry(key, d.meta, stale.body, stale.surrogate_keys)
+            fresh = self.make_entry(key, d.meta, stale.body, stale.surrogate_keys, stale)
             stored = self.store.put(fresh, response_time)
             return Outcome(self._member(fwd=fwd, fwd_status=304), entry=fresh, stored=stored)
         if d.action is Action.REFETCH:
@@ -452,7 +456,8 @@ class EdgeApp:
                                           response_time)
         # this client gets the response as the origin sent it (Set-Cookie, qualified
         # private fields included); later ones get the stored copy
-        own_head = serialize_stored_head(status, resp_headers, self.via, len(body))
+        own_head = self.compressor.own_head(request, entry.encoded, status, resp_headers) or (
+            serialize_stored_head(status, resp_headers, self.via, len(body)))
         stored = entry.variant != "*" and self.store.put(entry, response_time)
         if stored:
             self.metrics.inc("stored")
@@ -489,16 +494,18 @@ class EdgeApp:
         return self.make_entry(key, meta, body, tags)
 
     def make_entry(self, key: str, meta: StoredMeta, body: bytes,
-                    tags: frozenset[str]) -> Entry:
+                    tags: frozenset[str], freshens: Entry | None = None) -> Entry:
         directives = meta.directives(self.policy)
         lifetime = stored_lifetime(meta, self.policy)
         initial_age = current_age(meta, meta.response_time)
         fresh_until = meta.response_time + lifetime - initial_age
         head = serialize_stored_head(meta.status, with_date(meta.headers, meta.response_time),
                                      self.via, len(body))
+        keep = retention(directives, fresh_until, STALE_KEEP)
+        encoded = self.compressor.variants(key, meta, body, lifetime, initial_age, keep,
+                                           freshens.encoded if freshens is not None else None)
         entry = Entry(key, meta.vary_key, get_all(meta.headers, "vary"), meta, body, head,
-                      lifetime, initial_age, retention(directives, fresh_until, STALE_KEEP),
-                      tags)
+                      lifetime, initial_age, keep, tags, encoded=encoded)
         entry.fast_until = 0.0 if directives.no_cache else fresh_until
         return entry
 
@@ -616,8 +623,8 @@ class EdgeApp:
             await stream_response(writer, outcome.response, outcome.member, self.via,
                                   self.metrics, outcome.prefix, date=self._date())
             return
-        entry = outcome.entry
-        assert entry is not None
+        assert outcome.entry is not None
+        entry = self.compressor.pick(request, outcome.entry)  # what is sent: a variant
         now = self.clock()
         age = int(entry.age(now))
         not_modified = conditional_304(request, entry.meta)

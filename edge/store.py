@@ -66,12 +66,18 @@ class Entry:
     fast_until: float = 0.0  # before this, a request without directives is a plain fresh hit
     size: int = field(default=0)
     spec: tuple[str, ...] = ()  # the sorted lower-case field names ``vary`` lists
+    # the variants delivered instead of this entry, by content coding (edge/compress.py);
+    # None: delivered as stored. Counted in ``size`` (a shared identity body once).
+    encoded: dict[str, Entry] | None = None
 
     def __post_init__(self) -> None:
         self.size = (len(self.body) + len(self.head) + len(self.key) + len(self.variant)
                      + ENTRY_OVERHEAD + sum(len(n) + len(v) + FIELD_OVERHEAD
                                             for n, v in self.meta.headers))
         self.spec = vary_fields(self.vary) or ()
+        if self.encoded:
+            self.size += sum(e.size - (len(e.body) if e.body is self.body else 0)
+                             for e in self.encoded.values())
 
     @property
     def fresh_until(self) -> float:

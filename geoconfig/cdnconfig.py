@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from geoconfig.compressconfig import CompressionSettings, parse_compression
 from geoconfig.sites import EDGE_TLS_KEYS, EdgeTls, Site, edge_tls, parse_sites
 from geoconfig.validate import (
     ConfigError,
@@ -99,6 +100,8 @@ class EdgeSettings:
     disk_path: str = ""  # directory of the on-disk cache; survives restarts
     disk_max_bytes: int = 1024 * 1024 * 1024  # bytes of files kept there (LRU beyond)
     workers: int = 1  # processes serving the edge's port (edge/workers.py); 0: "auto"
+    # [edge.compression]: gzip/Brotli variants made at fill time (geoconfig/compressconfig.py)
+    compression: CompressionSettings = field(default_factory=CompressionSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +271,7 @@ def _edge(table: Any, p: str = "edge") -> EdgeSettings:
         values[key] = value
     values.update(_limits(t, p))
     values.update(_disk(t, p))
+    values["compression"] = parse_compression(t.get("compression", {}), join(p, "compression"))
     room = max(values["cache_max_bytes"], values["disk_max_bytes"] if values["disk_path"] else 0)
     if values["max_object_bytes"] > room:
         raise ConfigError(join(p, "max_object_bytes"),

@@ -532,3 +532,23 @@ async def test_handshakes_under_way_are_capped(env: Env):
             await asyncio.sleep(0.01)
     out = await curl(env, "www.alpha.test", "/who")
     assert out.returncode == 0 and out.stdout.endswith("alpha"), out.stderr
+
+
+async def test_http2_through_the_https_listener_picks_the_site_and_caches(env: Env):
+    """The real H2Protocol behind the real TLS listener (ALPN h2): each site by SNI/Host,
+    hits from the shared cache, HTTP/1.1 clients on the same port still served."""
+    await env.start()
+    async with env.client(http2=True) as c:
+        got = []
+        for host in ("www.alpha.test", "a.beta.test", "www.alpha.test"):
+            r = await c.get(f"https://127.0.0.1:{env.tls_port}/who", headers={"Host": host},
+                            extensions={"sni_hostname": host})
+            got.append((r.http_version, r.status_code, r.text,
+                        "hit" in r.headers.get("cache-status", "")))
+    assert got == [("HTTP/2", 200, "alpha", False), ("HTTP/2", 200, "beta", False),
+                   ("HTTP/2", 200, "alpha", True)]
+    assert env.origins["alpha"].count("/who") == 1
+    out = await curl(env, "www.alpha.test", "/who", "--http2")
+    assert out.returncode == 0 and out.stdout.startswith("HTTP/2 200"), out.stdout
+    out = await curl(env, "www.alpha.test", "/who", "--http1.1")
+    assert out.returncode == 0 and out.stdout.startswith("HTTP/1.1 200"), out.stdout
