@@ -51,6 +51,7 @@
 #include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #define BATCH_MAX 64
 #define DGRAM_MAX 65535 /* the largest datagram we read, as recvfrom(65535) in Python */
@@ -230,12 +231,19 @@ answer_in_python(Batch *b, int i, PyObject *answer)
 
 static int state_ok(PyObject *st);
 static PyObject *build_common(const unsigned char *d, Py_ssize_t n, PyObject *st);
+/* counters and the query log (_obs.h): obs is NULL when off */
+static void *obs_arg(PyObject *capsule);
+static int obs_log_on(void *obs);
+static int obs_answered(void *obs, int path, const unsigned char *q, Py_ssize_t qn,
+                        PyObject *resp, int with_id, const struct sockaddr_storage *ss,
+                        const struct timespec *now);
+static void obs_batch_done(void *obs, const struct timespec *start);
 
 /* Answer one batch of n datagrams. 1: woken by shutdown; 0: go on; -1: a Python error is set
    (the answers prepared before it have been sent). */
 static int
 answer_batch(int fd, Batch *b, int n, PyObject *cache_of, PyObject *answer,
-             PyObject *send_failed, PyObject *fast_of)
+             PyObject *send_failed, PyObject *fast_of, void *obs, const struct timespec *now)
 {
     int woken = n == 0, failed = 0;
     PyObject *fast = NULL; /* the engine's fast state for this batch, or NULL */
@@ -276,6 +284,11 @@ answer_batch(int fd, Batch *b, int n, PyObject *cache_of, PyObject *answer,
             }
         }
         if (value != NULL && PyBytes_CheckExact(value)) {
+            if (obs != NULL && obs_answered(obs, 0, b->in_iov[i].iov_base, len, value, 1,
+                                            &b->addr[i], now) < 0) {
+                failed = 1;
+                break;
+            }
             queue(b, i, value, 1); /* borrowed: copied, or a reference taken */
             continue;
         }
@@ -286,12 +299,23 @@ answer_batch(int fd, Batch *b, int n, PyObject *cache_of, PyObject *answer,
                 break;
             }
             if (built != Py_None) {
+                if (obs != NULL && obs_answered(obs, 1, b->in_iov[i].iov_base, len, built, 0,
+                                                &b->addr[i], now) < 0)
+                    failed = 1;
                 queue(b, i, built, 0); /* the new reference is handed over */
+                if (failed)
+                    break;
                 continue;
             }
             Py_DECREF(built);
         }
+        int queued = b->nout;
         if (answer_in_python(b, i, answer) < 0)
+            failed = 1;
+        else if (obs != NULL &&
+                 obs_answered(obs, 2, b->in_iov[i].iov_base, len,
+                              b->nout > queued ? b->keep[queued] : NULL, 0, &b->addr[i],
+                              now) < 0)
             failed = 1;
     }
     Py_XDECREF(cache);
@@ -317,12 +341,15 @@ static PyObject *
 serve(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *keywords[] = {"fd", "cache_of", "answer", "send_failed", "batch", "fast_of",
-                               NULL};
+                               "obs", NULL};
     int fd, batch = BATCH_MAX, rc = 0;
-    PyObject *cache_of, *answer, *send_failed, *fast_of = Py_None;
+    PyObject *cache_of, *answer, *send_failed, *fast_of = Py_None, *obs_capsule = Py_None;
     (void)module;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOOO|iO:serve", keywords, &fd, &cache_of,
-                                     &answer, &send_failed, &batch, &fast_of))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOOO|iOO:serve", keywords, &fd, &cache_of,
+                                     &answer, &send_failed, &batch, &fast_of, &obs_capsule))
+        return NULL;
+    void *obs = obs_arg(obs_capsule);
+    if (obs == NULL && obs_capsule != Py_None)
         return NULL;
     if (fast_of == Py_None)
         fast_of = NULL;
@@ -355,7 +382,16 @@ serve(PyObject *module, PyObject *args, PyObject *kwargs)
     }
     while (rc == 0) {
         int n = receive(fd, b, batch);
-        rc = n < 0 ? -1 : answer_batch(fd, b, n, cache_of, answer, send_failed, fast_of);
+        struct timespec start, now = {0, 0};
+        if (obs != NULL && n > 0) {
+            clock_gettime(CLOCK_MONOTONIC, &start);
+            if (obs_log_on(obs))
+                clock_gettime(CLOCK_REALTIME, &now);
+        }
+        rc = n < 0 ? -1 : answer_batch(fd, b, n, cache_of, answer, send_failed, fast_of, obs,
+                                       &now);
+        if (obs != NULL && n > 0)
+            obs_batch_done(obs, &start);
     }
     PyMem_Free(b->bufs);
     PyMem_Free(b);
@@ -484,6 +520,7 @@ scan_common(PyObject *module, PyObject *arg)
 }
 
 #include "_coldpath.h"
+#include "_obs.h"
 
 static PyMethodDef methods[] = {
     {"serve", (PyCFunction)(void (*)(void))serve, METH_VARARGS | METH_KEYWORDS,
@@ -497,6 +534,7 @@ static PyMethodDef methods[] = {
     {"scan_common", scan_common, METH_O,
      "scan_common(data)\n--\n\n"
      "geodns.wire.parse_common's fields as a flat tuple, or None (see the module's source)."},
+    OBS_METHODS
     {NULL, NULL, 0, NULL},
 };
 
