@@ -402,8 +402,10 @@ json_qname(char *p, const unsigned char *d, Py_ssize_t n)
         unsigned int len = d[pos++];
         for (unsigned int i = 0; i < len; i++) {
             unsigned char c = d[pos++];
-            if (c == '.' || c == '\\')
-                p += sprintf(p, "\\\\%c", c);
+            if (c == '.')
+                p += sprintf(p, "\\\\.");
+            else if (c == '\\')
+                p += sprintf(p, "\\\\\\\\");
             else if (c == '"')
                 p += sprintf(p, "\\\\\\\"");
             else if (c < 0x21 || c > 0x7E)
