@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from geoconfig.topology import Topology, load_topology
@@ -180,7 +180,7 @@ def _run_one(config_path: Path, engine: Engine, listen: list[tuple[str, int]],
 
 
 def run_dns(config: str, listen: list[tuple[str, int]] | None, workers: int = 1,
-            log_level: str = "info") -> int:
+            log_level: str = "info", metrics_listen: tuple[str, int] | None = None) -> int:
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config_path = Path(config)
@@ -190,6 +190,10 @@ def run_dns(config: str, listen: list[tuple[str, int]] | None, workers: int = 1,
         print(f"geoedge: geoip database error: {exc}", file=sys.stderr)
         return 2
     addrs = listen or list(engine.topology.dns.listen)
+    if metrics_listen is not None:  # --metrics-listen (fixed at start-up, like --listen)
+        dns = engine.topology.dns
+        engine.topology = replace(engine.topology, dns=replace(
+            dns, obs=replace(dns.obs, metrics_listen=metrics_listen)))
     log.info("topology %s: %d zones, %d regions; database %s (%s)", config_path,
              len(engine.topology.zones), len(engine.topology.regions), engine.reader.path,
              engine.reader.database_type)

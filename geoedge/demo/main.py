@@ -235,6 +235,8 @@ async def _run(topology: Topology, config: Path, data_dir: Path, binary: str | N
               f"{CREDIT}\n\n{tour(topology, str(config))}\n\n{CONSOLE_HELP}", flush=True)
         if line := aaaa.summary(v6, v6_failure):
             print(line, flush=True)
+        dns_metrics = next((s.metrics for s in services if s.role == "dns"), "")
+        print(f"GeoDNS metrics: {dns_metrics}", flush=True)
         console = loop.create_task(_console(sup, topology, services, quit_event))
         await quit_event.wait()
         console.cancel()
