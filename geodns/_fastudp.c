@@ -19,6 +19,11 @@
      `answer(data, client_ip, False)`, exactly like the pure-Python loop; it returns the
      response bytes or None (no answer). An exception from it (or from `cache_of`) is raised
      out of serve() after the answers already prepared in that batch have been sent.
+   - With `obs` (a capsule of _obs.h's obs_new(), or None), every datagram answered or left
+     unanswered is counted (and maybe logged) before its answer is queued: its qtype and ECS
+     option read from the query, its rcode and first A/AAAA address from the answer, and the
+     batch's time from receipt to sendmmsg() -- the only reading of packets this loop does
+     besides the cache look-up. Answers an RRL filter drops at send time are still counted.
    - Send: sendmmsg() of the batch's answers, with the GIL released, each to its datagram's
      source address. A datagram that cannot be sent is skipped and reported through
      `send_failed(client_ip, errno)`; the rest of the batch is still sent.

@@ -350,3 +350,30 @@ def test_unwritable_querylog_is_a_clear_error(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=30, check=False)
     assert out.returncode == 2
     assert "dns.querylog.path" in out.stderr and "missing/q.log" in out.stderr, out.stderr
+
+
+@needs_c
+def test_sigusr1_reopens_the_log_for_rotation(tmp_path: Path) -> None:
+    path = tmp_path / "queries.jsonl"
+    text = demo_text(free_port()).replace(
+        "\n[geoip]\n", f'\n[dns.querylog]\npath = "{path}"\nflush_interval = 0.05\n\n[geoip]\n', 1)
+    config = tmp_path / "topology.toml"
+    config.write_text(text)
+    proc = DnsProcess(config)
+    try:
+        query(proc.port, "www.example.test")
+
+        def logged(p: Path, n: int) -> bool:
+            return p.exists() and len(p.read_text().splitlines()) == n
+
+        assert wait_for(lambda: logged(path, 1), 10)[0]
+        rotated = tmp_path / "queries.jsonl.1"
+        path.rename(rotated)
+        proc.proc.send_signal(signal.SIGUSR1)
+        assert wait_for(path.exists, 10)[0], "the log was not reopened"
+        query(proc.port, "nope.example.test")
+        assert wait_for(lambda: logged(path, 1), 10)[0]
+        assert json.loads(path.read_text())["qname"] == "nope.example.test."
+        assert logged(rotated, 1)
+    finally:
+        assert proc.stop() == 0
