@@ -421,55 +421,128 @@ json_qname(char *p, const unsigned char *d, Py_ssize_t n)
     return p;
 }
 
+static char *
+put_s(char *p, const char *s)
+{
+    size_t n = strlen(s);
+    memcpy(p, s, n);
+    return p + n;
+}
+
+static char *
+put_u(char *p, unsigned long long v, int width) /* width: zero-pad to at least this */
+{
+    char tmp[24];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v || n < width);
+    while (n)
+        *p++ = tmp[--n];
+    return p;
+}
+
+/* An address as inet_ntop writes it (IPv4 by hand: it is the usual case and inet_ntop's
+   locale-free formatting is still slower); family 4 or 6. */
+static char *
+put_ip(char *p, int family, const unsigned char *a)
+{
+    if (family == 4) {
+        for (int i = 0; i < 4; i++) {
+            if (i)
+                *p++ = '.';
+            p = put_u(p, a[i], 1);
+        }
+        return p;
+    }
+    char text[INET6_ADDRSTRLEN];
+    if (inet_ntop(AF_INET6, a, text, sizeof text) == NULL)
+        text[0] = 0;
+    return put_s(p, text);
+}
+
 /* One JSON line: time, client, port, proto, id, qname, qtype, rcode, ecs, size, answer. */
 static int
 log_json(ObsLog *lg, const struct sockaddr_storage *ss, int proto, const struct timespec *t,
          const unsigned char *q, Py_ssize_t qn, const unsigned char *r, Py_ssize_t rn)
 {
-    char ip[INET6_ADDRSTRLEN], ans[INET6_ADDRSTRLEN] = "", ecs[INET6_ADDRSTRLEN + 8] = "";
     unsigned int port, qtype = 0;
+    int client_family;
+    const unsigned char *client;
     if (ss->ss_family == AF_INET6) {
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, ip, sizeof ip);
+        client = (const unsigned char *)&((const struct sockaddr_in6 *)ss)->sin6_addr;
         port = ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+        client_family = 6;
     } else {
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, ip, sizeof ip);
+        client = (const unsigned char *)&((const struct sockaddr_in *)ss)->sin_addr;
         port = ntohs(((const struct sockaddr_in *)ss)->sin_port);
+        client_family = 4;
     }
     Scan s;
-    if (scan(q, qn, &s)) {
+    int scanned = scan(q, qn, &s);
+    if (scanned) {
         qtype = s.qtype;
-        if (s.family) {
-            unsigned char a[16] = {0};
-            memcpy(a, q + s.addr_at, (size_t)s.addr_len);
-            inet_ntop(s.family == 1 ? AF_INET : AF_INET6, a, ecs, INET6_ADDRSTRLEN);
-            sprintf(ecs + strlen(ecs), "/%ld", s.source);
-        }
     } else {
         int has_ecs;
         query_info(q, qn, &qtype, &has_ecs);
     }
-    unsigned char family, addr[16];
+    unsigned char family = 0, addr[16];
     int rcode = r != NULL ? answer_info(r, rn, &family, addr) : -1;
-    if (r != NULL && family)
-        inet_ntop(family == 4 ? AF_INET : AF_INET6, addr, ans, sizeof ans);
     if (log_reserve(lg, 1600) < 0)
         return -1;
-    char *p = lg->buf + lg->len, tname[16];
+    char *p = lg->buf + lg->len;
+    p = put_s(p, "{\"time\":");
+    p = put_u(p, (unsigned long long)t->tv_sec, 1);
+    *p++ = '.';
+    p = put_u(p, (unsigned long long)(t->tv_nsec / 1000), 6);
+    p = put_s(p, ",\"client\":\"");
+    p = put_ip(p, client_family, client);
+    p = put_s(p, "\",\"port\":");
+    p = put_u(p, port, 1);
+    p = put_s(p, proto ? ",\"proto\":\"tcp\",\"id\":" : ",\"proto\":\"udp\",\"id\":");
+    p = put_u(p, qn >= 2 ? u16(q) : 0, 1);
+    p = put_s(p, ",\"qname\":\"");
+    p = json_qname(p, q, qn);
+    p = put_s(p, "\",\"qtype\":\"");
     const char *name = qtype_name(qtype);
     if (name == NULL) {
-        snprintf(tname, sizeof tname, "TYPE%u", qtype);
-        name = tname;
+        p = put_s(p, "TYPE");
+        p = put_u(p, qtype, 1);
+    } else {
+        p = put_s(p, name);
     }
-    p += sprintf(p, "{\"time\":%lld.%06ld,\"client\":\"%s\",\"port\":%u,\"proto\":\"%s\","
-                    "\"id\":%u,\"qname\":\"", (long long)t->tv_sec, t->tv_nsec / 1000, ip,
-                 port, proto ? "tcp" : "udp", qn >= 2 ? u16(q) : 0);
-    p = json_qname(p, q, qn);
-    p += sprintf(p, "\",\"qtype\":\"%s\",\"rcode\":%s%s%s,\"ecs\":%s%s%s,\"size\":%ld,"
-                    "\"answer\":%s%s%s}\n",
-                 name, rcode < 0 ? "" : "\"", rcode < 0 ? "null" : rcode_names[rcode],
-                 rcode < 0 ? "" : "\"", ecs[0] ? "\"" : "", ecs[0] ? ecs : "null",
-                 ecs[0] ? "\"" : "", r != NULL ? (long)(rn + 2) : 0L, ans[0] ? "\"" : "",
-                 ans[0] ? ans : "null", ans[0] ? "\"" : "");
+    p = put_s(p, "\",\"rcode\":");
+    if (rcode < 0) {
+        p = put_s(p, "null");
+    } else {
+        *p++ = '"';
+        p = put_s(p, rcode_names[rcode]);
+        *p++ = '"';
+    }
+    p = put_s(p, ",\"ecs\":");
+    if (scanned && s.family) {
+        unsigned char a[16] = {0};
+        memcpy(a, q + s.addr_at, (size_t)s.addr_len);
+        *p++ = '"';
+        p = put_ip(p, s.family == 1 ? 4 : 6, a);
+        *p++ = '/';
+        p = put_u(p, (unsigned long long)s.source, 1);
+        *p++ = '"';
+    } else {
+        p = put_s(p, "null");
+    }
+    p = put_s(p, ",\"size\":");
+    p = put_u(p, r != NULL ? (unsigned long long)(rn + 2) : 0, 1);
+    p = put_s(p, ",\"answer\":");
+    if (r != NULL && family) {
+        *p++ = '"';
+        p = put_ip(p, family, addr);
+        *p++ = '"';
+    } else {
+        p = put_s(p, "null");
+    }
+    p = put_s(p, "}\n");
     lg->len = p - lg->buf;
     return 0;
 }

@@ -377,3 +377,21 @@ def test_sigusr1_reopens_the_log_for_rotation(tmp_path: Path) -> None:
         assert logged(rotated, 1)
     finally:
         assert proc.stop() == 0
+
+
+@needs_c
+def test_json_qname_is_the_presentation_form() -> None:
+    """Odd bytes in a name: escaped as dnspython (and BIND) write them, inside valid JSON."""
+    import dns.message
+    import dns.name
+
+    from geodns import _fastudp
+
+    chunks: list[bytes] = []
+    obs = _fastudp.obs_new(log=(0, 1, 4096, lambda data, n: chunks.append(data), b"", b""))
+    name = dns.name.Name([b"a.b", b"c\\d", b'e"f', b"\x01g\x7f", b"test", b""])
+    wire = dns.message.make_query(name, "TXT").to_wire()
+    _fastudp.obs_note(obs, wire, None, 0, 0.0, "2001:db8::1", 5353)
+    record = json.loads(_fastudp.obs_take(obs)[0])
+    assert record["qname"] == name.to_text()
+    assert (record["qtype"], record["client"], record["port"]) == ("TXT", "2001:db8::1", 5353)
