@@ -241,14 +241,15 @@ static void *obs_arg(PyObject *capsule);
 static int obs_log_on(void *obs);
 static int obs_answered(void *obs, int path, const unsigned char *q, Py_ssize_t qn,
                         PyObject *resp, int with_id, const struct sockaddr_storage *ss,
-                        const struct timespec *now);
+                        const struct sockaddr_storage *local, const struct timespec *now);
 static void obs_batch_done(void *obs, const struct timespec *start);
 
 /* Answer one batch of n datagrams. 1: woken by shutdown; 0: go on; -1: a Python error is set
    (the answers prepared before it have been sent). */
 static int
 answer_batch(int fd, Batch *b, int n, PyObject *cache_of, PyObject *answer,
-             PyObject *send_failed, PyObject *fast_of, void *obs, const struct timespec *now)
+             PyObject *send_failed, PyObject *fast_of, void *obs,
+             const struct sockaddr_storage *local, const struct timespec *now)
 {
     int woken = n == 0, failed = 0;
     PyObject *fast = NULL; /* the engine's fast state for this batch, or NULL */
@@ -290,7 +291,7 @@ answer_batch(int fd, Batch *b, int n, PyObject *cache_of, PyObject *answer,
         }
         if (value != NULL && PyBytes_CheckExact(value)) {
             if (obs != NULL && obs_answered(obs, 0, b->in_iov[i].iov_base, len, value, 1,
-                                            &b->addr[i], now) < 0) {
+                                            &b->addr[i], local, now) < 0) {
                 failed = 1;
                 break;
             }
@@ -305,7 +306,7 @@ answer_batch(int fd, Batch *b, int n, PyObject *cache_of, PyObject *answer,
             }
             if (built != Py_None) {
                 if (obs != NULL && obs_answered(obs, 1, b->in_iov[i].iov_base, len, built, 0,
-                                                &b->addr[i], now) < 0)
+                                                &b->addr[i], local, now) < 0)
                     failed = 1;
                 queue(b, i, built, 0); /* the new reference is handed over */
                 if (failed)
@@ -320,7 +321,7 @@ answer_batch(int fd, Batch *b, int n, PyObject *cache_of, PyObject *answer,
         else if (obs != NULL &&
                  obs_answered(obs, 2, b->in_iov[i].iov_base, len,
                               b->nout > queued ? b->keep[queued] : NULL, 0, &b->addr[i],
-                              now) < 0)
+                              local, now) < 0)
             failed = 1;
     }
     Py_XDECREF(cache);
@@ -356,6 +357,11 @@ serve(PyObject *module, PyObject *args, PyObject *kwargs)
     void *obs = obs_arg(obs_capsule);
     if (obs == NULL && obs_capsule != Py_None)
         return NULL;
+    struct sockaddr_storage local; /* the socket's own address, for the query log */
+    socklen_t local_len = sizeof local;
+    memset(&local, 0, sizeof local);
+    if (obs != NULL && getsockname(fd, (struct sockaddr *)&local, &local_len) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
     if (fast_of == Py_None)
         fast_of = NULL;
     else if (!PyCallable_Check(fast_of))
@@ -394,7 +400,7 @@ serve(PyObject *module, PyObject *args, PyObject *kwargs)
                 clock_gettime(CLOCK_REALTIME, &now);
         }
         rc = n < 0 ? -1 : answer_batch(fd, b, n, cache_of, answer, send_failed, fast_of, obs,
-                                       &now);
+                                       &local, &now);
         if (obs != NULL && n > 0)
             obs_batch_done(obs, &start);
     }

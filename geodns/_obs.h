@@ -280,11 +280,11 @@ varint_len(unsigned long long v)
 
 /* One dnstap data frame: 4-byte length, Dnstap{identity, version, message, type MESSAGE}. */
 static int
-log_dnstap(ObsLog *lg, const struct sockaddr_storage *ss, int proto, const struct timespec *t,
-           const unsigned char *q, Py_ssize_t qn, const unsigned char *id,
-           const unsigned char *r, Py_ssize_t rn)
+log_dnstap(ObsLog *lg, const struct sockaddr_storage *ss, const struct sockaddr_storage *local,
+           int proto, const struct timespec *t, const unsigned char *q, Py_ssize_t qn,
+           const unsigned char *id, const unsigned char *r, Py_ssize_t rn)
 {
-    unsigned char msg[96], *m = msg;
+    unsigned char msg[128], *m = msg;
     const void *ip;
     Py_ssize_t iplen;
     unsigned int port;
@@ -305,6 +305,17 @@ log_dnstap(ObsLog *lg, const struct sockaddr_storage *ss, int proto, const struc
     m = pb_varint(m, (3 << 3) | 0);
     m = pb_varint(m, proto == 1 ? 2 : 1); /* TCP / UDP */
     m = pb_bytes(m, 4, ip, iplen);
+    if (local != NULL && local->ss_family == ss->ss_family) { /* the server's address */
+        if (local->ss_family == AF_INET6) {
+            m = pb_bytes(m, 5, &((const struct sockaddr_in6 *)local)->sin6_addr, 16);
+            m = pb_varint(m, (7 << 3) | 0);
+            m = pb_varint(m, ntohs(((const struct sockaddr_in6 *)local)->sin6_port));
+        } else {
+            m = pb_bytes(m, 5, &((const struct sockaddr_in *)local)->sin_addr, 4);
+            m = pb_varint(m, (7 << 3) | 0);
+            m = pb_varint(m, ntohs(((const struct sockaddr_in *)local)->sin_port));
+        }
+    }
     m = pb_varint(m, (6 << 3) | 0);
     m = pb_varint(m, port);
     m = pb_varint(m, (8 << 3) | 0);
@@ -443,8 +454,8 @@ put_u(char *p, unsigned long long v, int width) /* width: zero-pad to at least t
     return p;
 }
 
-/* An address as inet_ntop writes it (IPv4 by hand: it is the usual case and inet_ntop's
-   locale-free formatting is still slower); family 4 or 6. */
+/* An address in text (family 4 or 6), written here: glibc's inet_ntop formats IPv6 groups
+   with sprintf, which made the JSON log several times dearer than dnstap. */
 static char *
 put_ip(char *p, int family, const unsigned char *a)
 {
@@ -456,18 +467,52 @@ put_ip(char *p, int family, const unsigned char *a)
         }
         return p;
     }
-    char text[INET6_ADDRSTRLEN];
-    if (inet_ntop(AF_INET6, a, text, sizeof text) == NULL)
-        text[0] = 0;
-    return put_s(p, text);
+    /* RFC 5952, as Python's ipaddress writes it: lower-case hex without leading zeros, the
+       longest run (the first of equals) of two or more zero groups as "::" */
+    static const char hex[] = "0123456789abcdef";
+    unsigned int g[8];
+    int best = -1, best_len = 0;
+    for (int i = 0; i < 8; i++)
+        g[i] = ((unsigned int)a[2 * i] << 8) | a[2 * i + 1];
+    for (int i = 0; i < 8;) {
+        int j = i;
+        while (j < 8 && g[j] == 0)
+            j++;
+        if (j - i > best_len && j - i >= 2) {
+            best = i;
+            best_len = j - i;
+        }
+        i = j > i ? j : i + 1;
+    }
+    for (int i = 0; i < 8; i++) {
+        if (i == best) {
+            *p++ = ':';
+            *p++ = ':';
+            i += best_len - 1;
+            continue;
+        }
+        if (i && i != best + best_len)
+            *p++ = ':';
+        int started = 0;
+        for (int shift = 12; shift >= 0; shift -= 4) {
+            unsigned int d = (g[i] >> shift) & 0xF;
+            if (d || started || shift == 0) {
+                *p++ = hex[d];
+                started = 1;
+            }
+        }
+    }
+    return p;
 }
 
 /* One JSON line: time, client, port, proto, id, qname, qtype, rcode, ecs, size, answer. */
 static int
 log_json(ObsLog *lg, const struct sockaddr_storage *ss, int proto, const struct timespec *t,
-         const unsigned char *q, Py_ssize_t qn, const unsigned char *r, Py_ssize_t rn)
+         const unsigned char *q, Py_ssize_t qn, const unsigned char *r, Py_ssize_t rn,
+         unsigned int qtype, int has_ecs, int rcode, unsigned char family,
+         const unsigned char *addr)
 {
-    unsigned int port, qtype = 0;
+    unsigned int port;
     int client_family;
     const unsigned char *client;
     if (ss->ss_family == AF_INET6) {
@@ -480,15 +525,7 @@ log_json(ObsLog *lg, const struct sockaddr_storage *ss, int proto, const struct 
         client_family = 4;
     }
     Scan s;
-    int scanned = scan(q, qn, &s);
-    if (scanned) {
-        qtype = s.qtype;
-    } else {
-        int has_ecs;
-        query_info(q, qn, &qtype, &has_ecs);
-    }
-    unsigned char family = 0, addr[16];
-    int rcode = r != NULL ? answer_info(r, rn, &family, addr) : -1;
+    int scanned = has_ecs && scan(q, qn, &s); /* for the ECS address and source prefix */
     if (log_reserve(lg, 1600) < 0)
         return -1;
     char *p = lg->buf + lg->len;
@@ -551,15 +588,16 @@ log_json(ObsLog *lg, const struct sockaddr_storage *ss, int proto, const struct 
    (NULL: no answer); `id` the response's ID bytes (NULL: r is the full response less 2). */
 static int
 obs_query(Obs *o, int proto, const unsigned char *q, Py_ssize_t qn, const unsigned char *r,
-          Py_ssize_t rn, const struct sockaddr_storage *ss, const struct timespec *now)
+          Py_ssize_t rn, const struct sockaddr_storage *ss, const struct sockaddr_storage *local,
+          const struct timespec *now)
 {
     unsigned int qtype;
-    int ecs;
+    int ecs, rcode = -1;
+    unsigned char family = 0, addr[16];
     query_info(q, qn, &qtype, &ecs);
     o->ecs[proto][ecs]++;
     if (r != NULL) {
-        unsigned char family, addr[16];
-        int rcode = answer_info(r, rn, &family, addr);
+        rcode = answer_info(r, rn, &family, addr);
         obs_count(o, proto, qtype, rcode, family, addr);
     } else {
         o->unanswered[proto]++;
@@ -569,8 +607,8 @@ obs_query(Obs *o, int proto, const unsigned char *q, Py_ssize_t qn, const unsign
         return 0;
     lg->records++;
     if (lg->format == 1)
-        return log_dnstap(lg, ss, proto, now, q, qn, qn >= 2 ? q : NULL, r, rn);
-    return log_json(lg, ss, proto, now, q, qn, r, rn);
+        return log_dnstap(lg, ss, local, proto, now, q, qn, qn >= 2 ? q : NULL, r, rn);
+    return log_json(lg, ss, proto, now, q, qn, r, rn, qtype, ecs, rcode, family, addr);
 }
 
 /* -- the C loop's hooks (declared in _fastudp.c) ------------------------------------------ */
@@ -591,7 +629,8 @@ obs_log_on(void *obs)
    is the answer after the ID). 0, or -1 with a Python error set (the query log's callback). */
 static int
 obs_answered(void *obs, int path, const unsigned char *q, Py_ssize_t qn, PyObject *resp,
-             int with_id, const struct sockaddr_storage *ss, const struct timespec *now)
+             int with_id, const struct sockaddr_storage *ss, const struct sockaddr_storage *local,
+             const struct timespec *now)
 {
     Obs *o = obs;
     const unsigned char *r = NULL;
@@ -606,7 +645,7 @@ obs_answered(void *obs, int path, const unsigned char *q, Py_ssize_t qn, PyObjec
             rn -= 2;
         }
     }
-    return obs_query(o, 0, q, qn, r, rn, ss, now);
+    return obs_query(o, 0, q, qn, r, rn, ss, local, now);
 }
 
 static void
@@ -679,19 +718,39 @@ obs_new(PyObject *module, PyObject *args, PyObject *kwargs)
     return capsule;
 }
 
-/* obs_note(obs, query, response, proto, seconds, client_ip, port): one query of a Python
-   path (proto 0 udp, 1 tcp); response None when not answered. */
+/* `text` (an IPv4 or IPv6 address; anything else: 0.0.0.0) and port as a socket address */
+static void
+sockaddr_of(const char *text, int port, struct sockaddr_storage *ss)
+{
+    memset(ss, 0, sizeof *ss);
+    if (text[0] == 0) /* none: AF_UNSPEC */
+        return;
+    struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET6, text, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)port);
+        return;
+    }
+    s4->sin_family = AF_INET;
+    s4->sin_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET, text, &s4->sin_addr) != 1)
+        s4->sin_addr.s_addr = 0;
+}
+
+/* obs_note(obs, query, response, proto, seconds, client_ip, port, server_ip="", server_port=0):
+   one query of a Python path (proto 0 udp, 1 tcp); response None when not answered. */
 static PyObject *
 obs_note(PyObject *module, PyObject *args)
 {
     PyObject *capsule, *resp;
     Py_buffer q;
-    int proto, port;
+    int proto, port, server_port = 0;
     double seconds;
-    const char *ip;
+    const char *ip, *server_ip = "";
     (void)module;
-    if (!PyArg_ParseTuple(args, "Oy*Oidsi:obs_note", &capsule, &q, &resp, &proto, &seconds, &ip,
-                          &port))
+    if (!PyArg_ParseTuple(args, "Oy*Oidsi|si:obs_note", &capsule, &q, &resp, &proto, &seconds,
+                          &ip, &port, &server_ip, &server_port))
         return NULL;
     Obs *o = obs_of(capsule);
     PyObject *result = NULL;
@@ -701,19 +760,9 @@ obs_note(PyObject *module, PyObject *args)
         PyErr_SetString(PyExc_TypeError, "obs_note: response must be bytes or None, proto 0/1");
         goto done;
     }
-    struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof ss);
-    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-    if (inet_pton(AF_INET, ip, &s4->sin_addr) == 1) {
-        s4->sin_family = AF_INET;
-        s4->sin_port = htons((uint16_t)port);
-    } else if (inet_pton(AF_INET6, ip, &s6->sin6_addr) == 1) {
-        s6->sin6_family = AF_INET6;
-        s6->sin6_port = htons((uint16_t)port);
-    } else {
-        s4->sin_family = AF_INET; /* unknown peer: 0.0.0.0 */
-    }
+    struct sockaddr_storage ss, local;
+    sockaddr_of(ip, port, &ss);
+    sockaddr_of(server_ip, server_port, &local);
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     const unsigned char *r = NULL;
@@ -723,7 +772,7 @@ obs_note(PyObject *module, PyObject *args)
         rn = PyBytes_GET_SIZE(resp) - 2;
     }
     obs_latency(o, proto, seconds, 1);
-    if (obs_query(o, proto, q.buf, q.len, r, rn, &ss, &now) < 0)
+    if (obs_query(o, proto, q.buf, q.len, r, rn, &ss, &local, &now) < 0)
         goto done;
     result = Py_None;
     Py_INCREF(result);

@@ -139,7 +139,9 @@ class QueryLog:
                     self._close()
                     self.open()
                     continue
-                if f is None:
+                if f is None:  # the file could not be reopened: lost, and counted
+                    if item is not None:
+                        self.dropped += item[1]
                     continue
                 if item is not None:
                     self._write(f, *item)

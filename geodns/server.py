@@ -172,17 +172,20 @@ class DnsServer:
             log.exception("failed to answer a %d-byte query from %s", len(data), client)
             return None
 
-    def _answer_noted(self, data: bytes, client: str, port: int, tcp: bool) -> bytes | None:
-        """``_answer``, counted (and logged) through the C counters: the Python paths."""
+    def _answer_noted(self, data: bytes, client: str, port: int, tcp: bool,
+                      local: tuple = ("", 0)) -> bytes | None:
+        """``_answer``, counted (and logged) through the C counters: the Python paths.
+        ``local``: the server's own address, for the query log."""
         started = time.perf_counter()
         response = self._answer(data, client, tcp)
         assert self._note is not None
         self._note(self.obs, data, response, int(tcp), time.perf_counter() - started, client,
-                   port)
+                   port, local[0], local[1])
         return response
 
     def _udp_loop(self, sock: socket.socket) -> None:
         recv, send, answer = sock.recvfrom, sock.sendto, self._answer
+        local = sock.getsockname()[:2]
         stopping = self._stopping.is_set
         while not stopping():
             try:
@@ -197,7 +200,7 @@ class DnsServer:
             if self._note is None:
                 response = answer(data, addr[0], False)
             else:
-                response = self._answer_noted(data, addr[0], addr[1], False)
+                response = self._answer_noted(data, addr[0], addr[1], False, local)
             if response is not None:
                 try:
                     send(response, addr)
@@ -243,6 +246,7 @@ class DnsServer:
         self._tcp_clients.add(task)
         peer = writer.get_extra_info("peername")
         client, port = (peer[0], peer[1]) if peer else ("0.0.0.0", 0)
+        local = (writer.get_extra_info("sockname") or ("", 0))[:2]
         try:
             while True:
                 async with asyncio.timeout(self.idle_timeout):
@@ -253,7 +257,7 @@ class DnsServer:
                 if self._note is None:
                     response = self._answer(data, client, True)
                 else:
-                    response = self._answer_noted(data, client, port, True)
+                    response = self._answer_noted(data, client, port, True, local)
                 if response is None:
                     continue
                 writer.write(_LEN.pack(len(response)) + response)

@@ -169,6 +169,7 @@ def test_dnstap_log_read_by_dnstap_read(tmp_path: Path, loop: str) -> None:
         r.stop()
     lines = dnstap_read(path).splitlines()
     assert len(lines) == 7, lines
+    assert all(f"<- 127.0.0.1:{r.dns.port} " in ln for ln in lines), lines  # the server's side
     assert sum(" AR " in ln and " UDP " in ln and ln.endswith(" www.example.test/IN/A")
                for ln in lines) == 3
     assert sum(ln.endswith(" www.example.test/IN/AAAA") for ln in lines) == 1
@@ -395,3 +396,27 @@ def test_json_qname_is_the_presentation_form() -> None:
     record = json.loads(_fastudp.obs_take(obs)[0])
     assert record["qname"] == name.to_text()
     assert (record["qtype"], record["client"], record["port"]) == ("TXT", "2001:db8::1", 5353)
+
+
+@needs_c
+def test_json_addresses_are_written_as_python_writes_them() -> None:
+    """The JSON log's own IPv4/IPv6 formatter against ipaddress (RFC 5952), random addresses
+    with runs of zero groups, as client addresses."""
+    import ipaddress
+
+    from geodns import _fastudp
+
+    chunks: list[bytes] = []
+    obs = _fastudp.obs_new(log=(0, 1, 4096, lambda data, n: chunks.append(data), b"", b""))
+    rng = random.Random(5)
+    wanted = []
+    for _ in range(2000):
+        groups = [rng.choice((0, 0, 0, 1, 0xFFFF, rng.randrange(65536))) for _ in range(8)]
+        v6 = ipaddress.IPv6Address(b"".join(g.to_bytes(2, "big") for g in groups))
+        v4 = ipaddress.IPv4Address(rng.randbytes(4))
+        for addr in (v6, v4):
+            _fastudp.obs_note(obs, b"\x00" * 12, None, 0, 0.0, str(addr), 1)
+            wanted.append(str(addr))
+    chunks.append(_fastudp.obs_take(obs)[0])
+    got = [json.loads(line)["client"] for line in b"".join(chunks).decode().splitlines()]
+    assert got == wanted
