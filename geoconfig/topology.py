@@ -87,6 +87,11 @@ class DnsSettings:
     cookie_rotation: float = 3600.0  # seconds each derived server-cookie secret is used
     obs: ObsSettings = field(default_factory=ObsSettings)  # metrics_listen, [dns.querylog]
 
+    @property
+    def metrics_listen(self) -> tuple[str, int] | None:
+        """``[dns] metrics_listen`` as (host, port), None when off."""
+        return self.obs.metrics_listen
+
 
 @dataclass(frozen=True, slots=True)
 class GeoIPSettings:

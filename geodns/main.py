@@ -94,6 +94,7 @@ class Service:
         self.server.engine = engine
         if self.obs is not None:
             self.obs.reloaded(True)
+            self.obs.health_changed(self.health.snapshot())  # edges kept, dropped or new
         log.warning("reloaded (%s): %d zones, %d regions, database %s (%s)", reason,
                     len(topology.zones), len(topology.regions), engine.reader.path,
                     engine.reader.database_type)

@@ -105,6 +105,7 @@ class QueryLog:
             self._thread.join()
             self._thread = None
         self._close()
+        self.obs = None  # the capsule holds on_chunk (self): break the cycle
 
     def _close(self) -> None:
         f, self._file = self._file, None
