@@ -142,8 +142,6 @@ async def serve(config_path: Path, engine: Engine, listen: list[tuple[str, int]]
         print(f"geoedge: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     await service.health.start()
-    for host, port in addresses:
-        log.warning("serving DNS on %s port %d (udp+tcp), pid %d", host, port, os.getpid())
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     tasks: set[asyncio.Task[bool]] = set()
@@ -157,6 +155,10 @@ async def serve(config_path: Path, engine: Engine, listen: list[tuple[str, int]]
     loop.add_signal_handler(signal.SIGUSR1, obs.reopen_log)  # query log rotation
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
+    # only now "serving": a SIGHUP sent on seeing this line must find its handler (the UDP
+    # threads already answer, so a client can see the server up before this thread gets here)
+    for host, port in addresses:
+        log.warning("serving DNS on %s port %d (udp+tcp), pid %d", host, port, os.getpid())
     watcher = loop.create_task(service.watch())
     if ready is not None:
         ready.set()
