@@ -128,3 +128,25 @@ def test_prometheus_scrapes_the_demo(prometheus) -> None:
         for target in panel["targets"]:
             out = api(base, "query", query=target["expr"])
             assert out["status"] == "success", (panel["title"], target["expr"], out)
+
+
+def test_the_demo_plan_serves_every_components_metrics(tmp_path: Path) -> None:
+    """Pure: GeoDNS gets --metrics-listen (dns.metrics_listen, else 127.0.0.1:9153), every edge
+    an admin listener on its own address (the port of edge.admin_listen, else 9180)."""
+    from geoedge.demo.services import plan
+
+    demo = ROOT / "examples" / "demo.toml"
+    services = plan(load_topology(demo), demo, None, tmp_path)
+    dns = next(s for s in services if s.role == "dns")
+    assert dns.argv[dns.argv.index("--metrics-listen") + 1] == "127.0.0.1:9153"
+    assert dns.metrics == "http://127.0.0.1:9153/metrics"
+    edges = [s for s in services if s.role == "edge"]
+    assert len(edges) == 6
+    for s in edges:
+        host = s.address.rsplit(":", 1)[0]
+        assert s.argv[s.argv.index("--admin-listen") + 1] == f"{host}:9180"
+        assert s.metrics == f"http://{host}:9180/metrics"
+    config, ports = demo_config(tmp_path)
+    services = plan(load_topology(config), config, None, tmp_path)
+    assert {s.metrics.rsplit(":", 1)[1] for s in services if s.metrics} == {
+        f"{ports.metrics}/metrics", f"{ports.admin}/metrics"}
