@@ -19,7 +19,9 @@
 #   DNS_BENCH_CLIENTS=1       dnsperf client sockets (dnsperf -c)
 #   DNS_BENCH_TIMEOUT=2       seconds before dnsperf counts a query as lost (dnsperf -t)
 #   DNS_BENCH_LATENCY=1       per-query latencies (dnsperf -v) for percentiles; 0: avg only
-#   DNS_BENCH_SERVERS="gdnsd geoedge"   which servers to run, in order
+#   DNS_BENCH_SERVERS="gdnsd geoedge"   which servers to run, in order; also geoedge:metrics
+#                             ([dns] metrics_listen on), geoedge:dnstap and geoedge:json (metrics
+#                             and a complete [dns.querylog] in that format); bench/dns_querylog.sh
 #   DNS_BENCH_SERVER_CPU=0 DNS_BENCH_CLIENT_CPU=1
 #   DNS_BENCH_KEEP=0          1: keep the temp dir (configs, logs, raw dnsperf output)
 #   DNS_BENCH_QUERY_FILE=     use this query file (dnsperf -B format) instead of generating one
@@ -167,8 +169,8 @@ start_gdnsd() {  # $1 port; sets SERVER_PID
     PIDS+=("$SERVER_PID")
 }
 
-start_geoedge() {  # $1 port; sets SERVER_PID
-    local port=$1 cfg=$WORK/geoedge.toml
+start_geoedge() {  # $1 port, $2 variant (metrics, dnstap, json; else none), $3 name
+    local port=$1 variant=${2:-} name=${3:-geoedge} cfg=$WORK/${3:-geoedge}.toml
     [[ -x $VENV/bin/geoedge ]] || die "$VENV/bin/geoedge not found"
     # A copy of the demo topology, listening on the bench port only (--listen overrides it
     # anyway). The edges it health-checks (127.0.x.y:8080) are not running during the bench.
@@ -183,8 +185,19 @@ start_geoedge() {  # $1 port; sets SERVER_PID
     if ! grep -q '^interval = 3600.0' "$cfg" || ! grep -q '^fall = 100' "$cfg"; then
         die "could not rewrite [health] in the copy of examples/demo.toml"
     fi
+    case $variant in  # the observability variants: metrics, plus a complete query log
+    metrics | dnstap | json)
+        awk -v v="$variant" -v path="$WORK/querylog.$variant" '
+            /^\[dns\]$/ { print; print "metrics_listen = \"127.0.0.1:0\""; next }
+            /^\[geoip\]$/ && v != "metrics" {
+                print "[dns.querylog]"; print "path = \"" path "\""
+                print "format = \"" v "\""; print "" }
+            { print }' "$cfg" >"$cfg.new" && mv "$cfg.new" "$cfg"
+        grep -q '^metrics_listen' "$cfg" || die "could not add metrics_listen to $cfg"
+        ;;
+    esac
     taskset -c "$SERVER_CPU" "$VENV/bin/geoedge" dns --config "$cfg" \
-        --listen "127.0.0.1:$port" --workers 1 >"$WORK/geoedge.log" 2>&1 &
+        --listen "127.0.0.1:$port" --workers 1 >"$WORK/$name.log" 2>&1 &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
 }
@@ -331,21 +344,48 @@ print(json.dumps(res))
 EOF
 }
 
+count_log() {  # $1 format, $2 file: "N records, M MB" (dnstap: Frame Streams data frames)
+    "$PY" - "$1" "$2" <<'EOF'
+import os, struct, sys
+fmt, path = sys.argv[1], sys.argv[2]
+n = 0
+with open(path, "rb") as f:
+    if fmt == "json":
+        n = sum(1 for _ in f)
+    else:
+        data = f.read()
+        off = 0
+        while off + 4 <= len(data):
+            (length,) = struct.unpack_from(">I", data, off)
+            if length == 0:  # a control frame: escape, length, body
+                (length,) = struct.unpack_from(">I", data, off + 4)
+                off += 8 + length
+                continue
+            n += 1
+            off += 4 + length
+print(f"{n:,} records logged, {os.path.getsize(path) / 1e6:.1f} MB")
+EOF
+}
+
 SUMMARIES=()
+QUERYLOG_LINES=()
 for server in $SERVERS; do
     case $server in
     gdnsd) ;;
-    geoedge)
+    geoedge | geoedge:metrics | geoedge:dnstap | geoedge:json)
         if [[ ! -f $ROOT/geodns/main.py ]]; then
             log "skipping geoedge: $ROOT/geodns/main.py does not exist yet"
             continue
         fi
         ;;
-    *) die "unknown server '$server' in DNS_BENCH_SERVERS (gdnsd, geoedge)" ;;
+    *) die "unknown server '$server' in DNS_BENCH_SERVERS (gdnsd, geoedge, geoedge:metrics," \
+        "geoedge:dnstap, geoedge:json)" ;;
     esac
     port=$(free_port)
     log "starting $server on 127.0.0.1:$port (CPU $SERVER_CPU)"
-    "start_$server" "$port"
+    variant=${server#*:}
+    [[ $variant == "$server" ]] && variant=""
+    "start_${server%%:*}" "$port" "$variant" "$server"
     pid=$SERVER_PID
     wait_ready "$server" "$port" "$pid"
     log "$server is answering; sanity check (ECS subnet -> region):"
@@ -364,6 +404,9 @@ for server in $SERVERS; do
     cpu1=$(cpu_seconds "$pid")
     kill -0 "$pid" 2>/dev/null || die "$server died during the run (see $WORK/$server.log)"
     stop_pid "$pid"
+    if [[ $variant == dnstap || $variant == json ]]; then  # the log is complete once stopped
+        QUERYLOG_LINES+=("$server: $(count_log "$variant" "$WORK/querylog.$variant")")
+    fi
     SUMMARIES+=("$(summarize "$server" "$WORK/$server.dnsperf.txt" \
         "$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { print b - a }')" \
         "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')")")
@@ -371,6 +414,7 @@ done
 ((${#SUMMARIES[@]})) || die "no server was measured"
 
 # ---------------------------------------------------------------- report
+for line in "${QUERYLOG_LINES[@]}"; do log "query log of $line"; done
 VERSIONS="dnsperf $({ dnsperf -h 2>&1 || true; } | sed -n 's/^Version //p'),"
 VERSIONS+=" gdnsd $({ "$GDNSD" 2>&1 || true; } | sed -n 's/^gdnsd version //p' | head -n1),"
 VERSIONS+=" $("$PY" -V),"
@@ -443,6 +487,12 @@ if {"gdnsd", "geoedge"} <= rows.keys():
               "to other load; equals the qps ratio when both servers use their whole core)")
 else:
     print("ratio geoedge/gdnsd: n/a (only " + ", ".join(rows) + " measured)")
+for name, r in rows.items():  # the observability variants against plain geoedge, same run
+    if name.startswith("geoedge:") and "geoedge" in rows:
+        base = rows["geoedge"]
+        per = (f", answers per CPU-second {r['per_cpu'] / base['per_cpu']:.3f}"
+               if r["per_cpu"] and base["per_cpu"] else "")
+        print(f"ratio {name}/geoedge qps: {r['qps'] / base['qps']:.3f}{per}")
 for r in rows.values():
     if r["server"] == "geoedge" and r["sent"] > in_file:
         print("note: dnsperf reached the end of the query file with geoedge and started over, "

@@ -8,7 +8,8 @@ Shape (see ``examples/demo.toml`` for a complete file)::
 
     default_region = "us-east"
     [dns]      listen, tcp_idle_timeout, tcp_query_timeout, max_udp_payload, answer_cache_size,
-               udp_fast_path, nsid, identity, version, cookies, cookie_secret, cookie_rotation
+               udp_fast_path, nsid, identity, version, cookies, cookie_secret, cookie_rotation,
+               metrics_listen, [dns.querylog] (geoconfig/dnsobs.py)
     [dns.rrl]  enabled, responses_per_second, window, slip, ipv4_prefix, ipv6_prefix, exempt,
                table_size
     [geoip]    database ("" = the embedded GeoLite2-City), watch_interval, map_cache_dir
@@ -27,11 +28,13 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from geoconfig.cdnconfig import CdnSettings, RedisConfig, parse_cdn, parse_redis
+from geoconfig.dnsobs import KEYS as OBS_KEYS
+from geoconfig.dnsobs import ObsSettings, parse_obs
 from geoconfig.validate import (
     ConfigError,
     check_keys,
@@ -104,6 +107,12 @@ class DnsSettings:
     cookie_secret: str = ""  # 32 hex digits; "": random at start-up (shared by --workers)
     cookie_rotation: float = 3600.0  # seconds each derived server-cookie secret is used
     rrl: RrlSettings = RrlSettings()
+    obs: ObsSettings = field(default_factory=ObsSettings)  # metrics_listen, [dns.querylog]
+
+    @property
+    def metrics_listen(self) -> tuple[str, int] | None:
+        """``[dns] metrics_listen`` as (host, port), None when off."""
+        return self.obs.metrics_listen
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +244,7 @@ def _dns(table: Any) -> DnsSettings:
     p = "dns"
     t = check_keys(table, p, {"listen", "tcp_idle_timeout", "max_udp_payload", "answer_cache_size",
                               "udp_fast_path", "tcp_query_timeout", "nsid", "identity", "version",
-                              "cookies", "cookie_secret", "cookie_rotation", "rrl"})
+                              "cookies", "cookie_secret", "cookie_rotation", "rrl"} | OBS_KEYS)
     d = DnsSettings()
     listen = d.listen
     if "listen" in t:
@@ -262,10 +271,11 @@ def _dns(table: Any) -> DnsSettings:
         raise ConfigError(join(p, "cookie_secret"), "must be 32 hex digits (16 bytes)")
     rotation = get(t, p, "cookie_rotation", float, d.cookie_rotation)
     number_in(rotation, join(p, "cookie_rotation"), 60, 86400)
-    return DnsSettings(listen, idle, payload, cache, fast, query_timeout, texts["nsid"],
-                       texts["identity"], texts["version"],
-                       get(t, p, "cookies", bool, d.cookies), secret, rotation,
-                       _rrl(get(t, p, "rrl", dict, {})))
+    settings = DnsSettings(listen, idle, payload, cache, fast, query_timeout, texts["nsid"],
+                           texts["identity"], texts["version"],
+                           get(t, p, "cookies", bool, d.cookies), secret, rotation,
+                           _rrl(get(t, p, "rrl", dict, {})))
+    return replace(settings, obs=parse_obs(t, p))
 
 
 def _rrl(table: dict) -> RrlSettings:

@@ -21,6 +21,11 @@
      out of serve() after the answers already prepared in that batch have been sent.
    - With `rrl` (an Rrl, _rrl.h), the batch's answers are rate limited just before they are
      sent: some dropped, some replaced by their truncated form (geodns/rrl.py's rules).
+   - With `obs` (a capsule of _obs.h's obs_new(), or None), every datagram answered or left
+     unanswered is counted (and maybe logged) before its answer is queued: its qtype and ECS
+     option read from the query, its rcode and first A/AAAA address from the answer, and the
+     batch's time from receipt to sendmmsg() -- the only reading of packets this loop does
+     besides the cache look-up. Answers an RRL filter drops at send time are still counted.
    - Send: sendmmsg() of the batch's answers, with the GIL released, each to its datagram's
      source address. A datagram that cannot be sent is skipped and reported through
      `send_failed(client_ip, errno)`; the rest of the batch is still sent.
@@ -53,6 +58,7 @@
 #include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #define BATCH_MAX 64
 #define DGRAM_MAX 65535 /* the largest datagram we read, as recvfrom(65535) in Python */
@@ -236,12 +242,20 @@ answer_in_python(Batch *b, int i, PyObject *answer)
 
 static int state_ok(PyObject *st);
 static PyObject *build_common(const unsigned char *d, Py_ssize_t n, PyObject *st);
+/* counters and the query log (_obs.h): obs is NULL when off */
+static void *obs_arg(PyObject *capsule);
+static int obs_log_on(void *obs);
+static int obs_answered(void *obs, int path, const unsigned char *q, Py_ssize_t qn,
+                        PyObject *resp, int with_id, const struct sockaddr_storage *ss,
+                        const struct sockaddr_storage *local, const struct timespec *now);
+static void obs_batch_done(void *obs, const struct timespec *start);
 
 /* Answer one batch of n datagrams. 1: woken by shutdown; 0: go on; -1: a Python error is set
    (the answers prepared before it have been sent). */
 static int
 answer_batch(int fd, Batch *b, int n, PyObject *cache_of, PyObject *answer,
-             PyObject *send_failed, PyObject *fast_of)
+             PyObject *send_failed, PyObject *fast_of, void *obs,
+             const struct sockaddr_storage *local, const struct timespec *now)
 {
     int woken = n == 0, failed = 0;
     PyObject *fast = NULL; /* the engine's fast state for this batch, or NULL */
@@ -282,6 +296,11 @@ answer_batch(int fd, Batch *b, int n, PyObject *cache_of, PyObject *answer,
             }
         }
         if (value != NULL && PyBytes_CheckExact(value)) {
+            if (obs != NULL && obs_answered(obs, 0, b->in_iov[i].iov_base, len, value, 1,
+                                            &b->addr[i], local, now) < 0) {
+                failed = 1;
+                break;
+            }
             queue(b, i, value, 1); /* borrowed: copied, or a reference taken */
             continue;
         }
@@ -292,12 +311,23 @@ answer_batch(int fd, Batch *b, int n, PyObject *cache_of, PyObject *answer,
                 break;
             }
             if (built != Py_None) {
+                if (obs != NULL && obs_answered(obs, 1, b->in_iov[i].iov_base, len, built, 0,
+                                                &b->addr[i], local, now) < 0)
+                    failed = 1;
                 queue(b, i, built, 0); /* the new reference is handed over */
+                if (failed)
+                    break;
                 continue;
             }
             Py_DECREF(built);
         }
+        int queued = b->nout;
         if (answer_in_python(b, i, answer) < 0)
+            failed = 1;
+        else if (obs != NULL &&
+                 obs_answered(obs, 2, b->in_iov[i].iov_base, len,
+                              b->nout > queued ? b->keep[queued] : NULL, 0, &b->addr[i],
+                              local, now) < 0)
             failed = 1;
     }
     Py_XDECREF(cache);
@@ -323,15 +353,25 @@ static PyObject *
 serve(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *keywords[] = {"fd", "cache_of", "answer", "send_failed", "batch", "fast_of",
-                               "rrl", NULL};
+                               "rrl", "obs", NULL};
     int fd, batch = BATCH_MAX, rc = 0;
     PyObject *cache_of, *answer, *send_failed, *fast_of = Py_None, *rrl = Py_None;
+    PyObject *obs_capsule = Py_None;
     (void)module;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOOO|iOO:serve", keywords, &fd, &cache_of,
-                                     &answer, &send_failed, &batch, &fast_of, &rrl))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOOO|iOOO:serve", keywords, &fd, &cache_of,
+                                     &answer, &send_failed, &batch, &fast_of, &rrl,
+                                     &obs_capsule))
         return NULL;
     if (rrl != Py_None && !PyObject_TypeCheck(rrl, &RrlType))
         return PyErr_Format(PyExc_TypeError, "rrl must be an Rrl or None");
+    void *obs = obs_arg(obs_capsule);
+    if (obs == NULL && obs_capsule != Py_None)
+        return NULL;
+    struct sockaddr_storage local; /* the socket's own address, for the query log */
+    socklen_t local_len = sizeof local;
+    memset(&local, 0, sizeof local);
+    if (obs != NULL && getsockname(fd, (struct sockaddr *)&local, &local_len) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
     if (fast_of == Py_None)
         fast_of = NULL;
     else if (!PyCallable_Check(fast_of))
@@ -364,7 +404,16 @@ serve(PyObject *module, PyObject *args, PyObject *kwargs)
     b->rrl = rrl == Py_None ? NULL : rrl; /* the caller's reference outlives serve() */
     while (rc == 0) {
         int n = receive(fd, b, batch);
-        rc = n < 0 ? -1 : answer_batch(fd, b, n, cache_of, answer, send_failed, fast_of);
+        struct timespec start, now = {0, 0};
+        if (obs != NULL && n > 0) {
+            clock_gettime(CLOCK_MONOTONIC, &start);
+            if (obs_log_on(obs))
+                clock_gettime(CLOCK_REALTIME, &now);
+        }
+        rc = n < 0 ? -1 : answer_batch(fd, b, n, cache_of, answer, send_failed, fast_of, obs,
+                                       &local, &now);
+        if (obs != NULL && n > 0)
+            obs_batch_done(obs, &start);
     }
     PyMem_Free(b->bufs);
     PyMem_Free(b);
@@ -493,10 +542,11 @@ scan_common(PyObject *module, PyObject *arg)
 }
 
 #include "_coldpath.h"
+#include "_obs.h"
 
 static PyMethodDef methods[] = {
     {"serve", (PyCFunction)(void (*)(void))serve, METH_VARARGS | METH_KEYWORDS,
-     "serve(fd, cache_of, answer, send_failed, batch=64, fast_of=None, rrl=None)\n--\n\n"
+     "serve(fd, cache_of, answer, send_failed, batch=64, fast_of=None, rrl=None, obs=None)\n--\n\n"
      "Serve one blocking UDP socket until it is shut down (see the module's source for the "
      "rules)."},
     {"answer_common", answer_common, METH_VARARGS,
@@ -506,6 +556,7 @@ static PyMethodDef methods[] = {
     {"scan_common", scan_common, METH_O,
      "scan_common(data)\n--\n\n"
      "geodns.wire.parse_common's fields as a flat tuple, or None (see the module's source)."},
+    OBS_METHODS
     {NULL, NULL, 0, NULL},
 };
 

@@ -149,6 +149,8 @@ class Engine:
         self.selections: dict[tuple[str, ...], tuple[str, bool]] = {}
         self.packed: dict[tuple, Packed] = {}
         self.fingerprint: tuple = ()  # the loaded files' identity, for the reload watcher
+        # wire-cache hits, misses, region-map hits, misses (geodns/metrics.py); kept on reload
+        self.counts = [0, 0, 0, 0]
         self.wire_udp: dict[bytes, bytes | dict[str, bytes]] = {}
         self.wire_tcp: dict[bytes, bytes | dict[str, bytes]] = {}
         # the usual query's fields straight from C (same as query_fields(parse_query(data)))
@@ -254,7 +256,9 @@ class Engine:
             active = (maps or self.maps).active
             val, scope = active.lookup(ecs.family, ecs.padded())
             if val != SLOW:
+                self.counts[2] += 1
                 return Decision(active.orders[val], scope, None, val)
+            self.counts[3] += 1
             ecs_key = (ecs.family, ecs.source, ecs.address)
             hit = decisions.get(ecs_key, False)
             if hit is False:
@@ -306,12 +310,16 @@ class Engine:
             hit = (self.wire_tcp_old if tcp else self.wire_udp_old).get(key)
             if hit is not None:  # asked again: into the current generation
                 self._store(cache, key, hit, tcp)
+        counts = self.counts
         if hit is not None:
             if hit.__class__ is bytes:
+                counts[0] += 1
                 return data[:2] + hit
             by_client = hit.get(client_ip)
             if by_client is not None:
+                counts[0] += 1
                 return data[:2] + by_client
+        counts[1] += 1
         response, per_client = self.respond_uncached(data, client_ip, tcp, idle_timeout)
         if response is not None and len(data) <= MAX_CACHED_QUERY and per_client is not None:
             if per_client:

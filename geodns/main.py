@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from geoconfig.topology import Topology, load_topology
@@ -23,6 +23,7 @@ from geoconfig.validate import ConfigError, format_host_port
 from geodata import GeoDatabaseError, GeoReader, embedded_database_path
 from geodns.engine import Engine
 from geodns.health import HealthChecker
+from geodns.obsrun import Observability
 from geodns.server import DnsServer
 
 log = logging.getLogger("geoedge.dns")
@@ -80,23 +81,32 @@ class Service:
     config_path: Path
     server: DnsServer
     health: HealthChecker
+    obs: Observability | None = None  # metrics and query log (geodns/obsrun.py)
 
     def watched(self) -> list[Path]:
         return [self.config_path, Path(self.server.engine.reader.path)]
 
     def apply_health(self, health: dict[str, bool]) -> None:
         self.server.engine.set_health(health)
+        if self.obs is not None:
+            self.obs.health_changed(health)
 
     async def reload(self, reason: str) -> bool:
         try:
             engine = await asyncio.to_thread(load_engine, self.config_path)
         except (ConfigError, GeoDatabaseError, OSError) as exc:
             log.error("reload (%s) failed, keeping the running configuration: %s", reason, exc)
+            if self.obs is not None:
+                self.obs.reloaded(False)
             return False
         topology = engine.topology
         self.health.reconfigure(topology.edges, topology.health, topology.pool_probes())
         engine.set_health(self.health.snapshot())
+        engine.counts = self.server.engine.counts  # the metrics' counters go on
         self.server.engine = engine
+        if self.obs is not None:
+            self.obs.reloaded(True)
+            self.obs.health_changed(self.health.snapshot())  # edges kept, dropped or new
         log.warning("reloaded (%s): %d zones, %d regions, database %s (%s)", reason,
                     len(topology.zones), len(topology.regions), engine.reader.path,
                     engine.reader.database_type)
@@ -119,18 +129,31 @@ def _where(listen: list[tuple[str, int]]) -> str:
 async def serve(config_path: Path, engine: Engine, listen: list[tuple[str, int]],
                 reuse_port: bool, ready: asyncio.Event | None = None) -> int:
     topology = engine.topology
+    try:
+        obs = Observability.create(topology.dns.obs, topology.dns.identity)
+    except ConfigError as exc:
+        print(f"geoedge: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"geoedge: dns.querylog.path: cannot open {topology.dns.obs.querylog.path}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return 2
     server = DnsServer(engine, listen, topology.dns.tcp_idle_timeout, reuse_port,
                        udp_fast_path=topology.dns.udp_fast_path,
-                       query_timeout=topology.dns.tcp_query_timeout)
+                       query_timeout=topology.dns.tcp_query_timeout, obs=obs.obs)
     service = Service(config_path, server, HealthChecker(topology.edges, topology.health,
                                                          lambda h: service.apply_health(h),
-                                                         topology.pool_probes()))
+                                                         topology.pool_probes()), obs)
+    where = _where(listen)
     try:
         addresses = await server.start()
+        obs.serve_metrics(server)
     except OSError as exc:
         await server.stop()
-        print(f"geoedge: cannot listen on {_where(listen)}: {exc.strerror or exc}",
-              file=sys.stderr)
+        obs.stop()
+        if server.addresses and topology.dns.obs.metrics_listen is not None:
+            where = "dns.metrics_listen " + format_host_port(*topology.dns.obs.metrics_listen)
+        print(f"geoedge: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     await service.health.start()
     settle_heap()
@@ -144,9 +167,12 @@ async def serve(config_path: Path, engine: Engine, listen: list[tuple[str, int]]
         task.add_done_callback(tasks.discard)
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
+    loop.add_signal_handler(signal.SIGUSR1, obs.reopen_log)  # query log rotation
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    for host, port in addresses:  # after the handlers: a SIGHUP once this is seen reloads
+    # only now "serving": a SIGHUP sent on seeing this line must find its handler (the UDP
+    # threads already answer, so a client can see the server up before this thread gets here)
+    for host, port in addresses:
         log.warning("serving DNS on %s port %d (udp+tcp), pid %d", host, port, os.getpid())
     watcher = loop.create_task(service.watch())
     if ready is not None:
@@ -157,6 +183,7 @@ async def serve(config_path: Path, engine: Engine, listen: list[tuple[str, int]]
         watcher.cancel()
         await service.health.stop()
         await server.stop()
+        obs.stop()
         log.warning("stopped")
     return 0
 
@@ -171,7 +198,7 @@ def _run_one(config_path: Path, engine: Engine, listen: list[tuple[str, int]],
 
 
 def run_dns(config: str, listen: list[tuple[str, int]] | None, workers: int = 1,
-            log_level: str = "info") -> int:
+            log_level: str = "info", metrics_listen: tuple[str, int] | None = None) -> int:
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config_path = Path(config)
@@ -181,6 +208,10 @@ def run_dns(config: str, listen: list[tuple[str, int]] | None, workers: int = 1,
         print(f"geoedge: geoip database error: {exc}", file=sys.stderr)
         return 2
     addrs = listen or list(engine.topology.dns.listen)
+    if metrics_listen is not None:  # --metrics-listen (fixed at start-up, like --listen)
+        dns = engine.topology.dns
+        engine.topology = replace(engine.topology, dns=replace(
+            dns, obs=replace(dns.obs, metrics_listen=metrics_listen)))
     log.info("topology %s: %d zones, %d regions; database %s (%s)", config_path,
              len(engine.topology.zones), len(engine.topology.regions), engine.reader.path,
              engine.reader.database_type)
@@ -191,6 +222,11 @@ def run_dns(config: str, listen: list[tuple[str, int]] | None, workers: int = 1,
         return 2
     if workers == 1:
         return _run_one(config_path, engine, addrs, reuse_port=False)
+    obs = engine.topology.dns.obs
+    if obs.metrics_listen is not None or obs.querylog.path:
+        print("geoedge: dns.metrics_listen and dns.querylog need --workers 1 (each worker "
+              "would count and log alone)", file=sys.stderr)
+        return 2
     if any(port == 0 for _, port in addrs):
         print("geoedge: --workers > 1 needs fixed ports (port 0 cannot be shared)",
               file=sys.stderr)

@@ -58,6 +58,15 @@ def fast_udp_serve() -> Callable[..., None] | None:
     return _fastudp.serve
 
 
+def obs_note() -> Callable[..., None] | None:
+    """The C counters' ``obs_note`` (geodns/_obs.h), or None when the extension is not built."""
+    try:
+        from geodns import _fastudp
+    except ImportError:
+        return None
+    return _fastudp.obs_note
+
+
 def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
@@ -97,8 +106,11 @@ def bind_pair(host: str, port: int, reuse_port: bool) -> tuple[socket.socket, so
 class DnsServer:
     def __init__(self, engine: Engine, listen: list[tuple[str, int]], idle_timeout: float = 10.0,
                  reuse_port: bool = False, max_tcp_clients: int = 1000,
-                 udp_fast_path: bool = True, query_timeout: float | None = None) -> None:
+                 udp_fast_path: bool = True, query_timeout: float | None = None,
+                 obs: object = None) -> None:
         self.engine = engine
+        self.obs = obs  # geodns/_obs.h counters and query log (geodns/obsrun.py), or None
+        self._note = obs_note() if obs is not None else None
         self.listen = listen
         self.idle_timeout = idle_timeout
         self.query_timeout = idle_timeout if query_timeout is None else query_timeout
@@ -191,8 +203,20 @@ class DnsServer:
             log.exception("failed to answer a %d-byte query from %s", len(data), client)
             return None
 
+    def _answer_noted(self, data: bytes, client: str, port: int, tcp: bool,
+                      local: tuple = ("", 0)) -> bytes | None:
+        """``_answer``, counted (and logged) through the C counters: the Python paths.
+        ``local``: the server's own address, for the query log."""
+        started = time.perf_counter()
+        response = self._answer(data, client, tcp)
+        assert self._note is not None
+        self._note(self.obs, data, response, int(tcp), time.perf_counter() - started, client,
+                   port, local[0], local[1])
+        return response
+
     def _udp_loop(self, sock: socket.socket) -> None:
         recv, send, answer = sock.recvfrom, sock.sendto, self._answer
+        local = sock.getsockname()[:2]
         stopping, rrl, now = self._stopping.is_set, self.rrl, time.monotonic
         while not stopping():
             try:
@@ -204,7 +228,10 @@ class DnsServer:
                 continue
             if addr is None:  # woken by stop()
                 continue
-            response = answer(data, addr[0], False)
+            if self._note is None:
+                response = answer(data, addr[0], False)
+            else:
+                response = self._answer_noted(data, addr[0], addr[1], False, local)
             if response is not None and rrl is not None:
                 verdict = rrl.check(addr[0], now())
                 if verdict == DROP:
@@ -228,7 +255,7 @@ class DnsServer:
         while not stopping():
             try:
                 serve(sock.fileno(), self._udp_cache, self._answer, self._udp_send_failed,
-                      fast_of=self._fast_state, rrl=self.c_rrl)
+                      fast_of=self._fast_state, rrl=self.c_rrl, obs=self.obs)
             except OSError as exc:
                 if stopping():
                     return
@@ -255,7 +282,8 @@ class DnsServer:
             return
         self._tcp_clients.add(task)
         peer = writer.get_extra_info("peername")
-        client = peer[0] if peer else "0.0.0.0"
+        client, port = (peer[0], peer[1]) if peer else ("0.0.0.0", 0)
+        local = (writer.get_extra_info("sockname") or ("", 0))[:2]
         try:
             while True:
                 async with asyncio.timeout(self.idle_timeout):
@@ -263,7 +291,10 @@ class DnsServer:
                 async with asyncio.timeout(self.query_timeout):
                     (length,) = _LEN.unpack(first + await reader.readexactly(1))
                     data = await reader.readexactly(length)
-                response = self._answer(data, client, True)
+                if self._note is None:
+                    response = self._answer(data, client, True)
+                else:
+                    response = self._answer_noted(data, client, port, True, local)
                 if response is None:
                     continue
                 writer.write(_LEN.pack(len(response)) + response)

@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="address to serve on (UDP and TCP); repeatable; overrides dns.listen")
     dns.add_argument("--workers", type=int, default=1,
                      help="processes sharing the sockets with SO_REUSEPORT (default 1)")
+    dns.add_argument("--metrics-listen", type=_listen, metavar="HOST:PORT",
+                     help="serve Prometheus metrics at http://HOST:PORT/metrics; overrides "
+                          "dns.metrics_listen")
     dns.add_argument("--log-level", default="info", choices=LOG_LEVELS, help=LOG_LEVEL_HELP)
 
     explain = sub.add_parser(
@@ -219,7 +222,8 @@ def _configured(args: argparse.Namespace) -> str:
 def _cmd_dns(args: argparse.Namespace) -> int:
     from geodns.main import run_dns
 
-    return run_dns(args.config, listen=args.listen, workers=args.workers, log_level=args.log_level)
+    return run_dns(args.config, listen=args.listen, workers=args.workers, log_level=args.log_level,
+                   metrics_listen=args.metrics_listen)
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:

@@ -46,12 +46,16 @@ class DemoPorts:
     origin: int
     redis: int
     https: int = 0  # the edges' HTTPS listeners
+    metrics: int = 0  # GeoDNS's /metrics on 127.0.0.1
+    admin: int = 0  # every edge's admin listener (/metrics) on its own address
 
 
 def demo_config(tmp_path: Path) -> tuple[Path, DemoPorts]:
     """examples/demo.toml on free ports (IPv4 DNS only), written into ``tmp_path``."""
-    ports = DemoPorts(free_port(), free_port(), free_port(), free_port(), free_port())
+    ports = DemoPorts(*(free_port() for _ in range(7)))
     text = DEMO.read_text()
+    text = text.replace("\n[dns]\n", f'\n[dns]\nmetrics_listen = "127.0.0.1:{ports.metrics}"\n', 1)
+    text = text.replace("\n[edge]\n", f'\n[edge]\nadmin_listen = "127.0.0.1:{ports.admin}"\n', 1)
     text = text.replace('listen = ["127.0.0.1:5353", "[::1]:5353"]',
                         f'listen = ["127.0.0.1:{ports.dns}"]')
     text = re.sub(r'(ipv6 = "[^"]+", port = )8080', rf"\g<1>{ports.edge}", text)
@@ -64,6 +68,8 @@ def demo_config(tmp_path: Path) -> tuple[Path, DemoPorts]:
     path.write_text(text)
     data = tomllib.loads(text)  # the rewrite really moved every port
     assert data["dns"]["listen"] == [f"127.0.0.1:{ports.dns}"]
+    assert data["dns"]["metrics_listen"] == f"127.0.0.1:{ports.metrics}"
+    assert data["edge"]["admin_listen"] == f"127.0.0.1:{ports.admin}"
     assert {e["port"] for r in data["regions"] for e in r["edges"]} == {ports.edge}
     assert {o["port"] for o in data["origins"]} == {ports.origin}
     assert all(r["redis"]["url"].endswith(f":{ports.redis}/0") for r in data["regions"])

@@ -59,12 +59,13 @@ class ServerThread:
     udp_loop: str = "c"  # "c" or "python"
     check_loop: bool = True
     addresses: list[tuple[str, int]] = field(default_factory=list)
+    obs: object = None  # geodns/_obs.h counters (geodns.obsrun.Observability.obs)
 
     def start(self) -> ServerThread:
         self.loop = asyncio.new_event_loop()
         self.server = DnsServer(self.engine, self.listen, self.idle_timeout,
                                 udp_fast_path=self.udp_loop == "c",
-                                query_timeout=self.query_timeout)
+                                query_timeout=self.query_timeout, obs=self.obs)
         started = threading.Event()
 
         def run() -> None:

@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from geoconfig.topology import Topology, load_topology
 from geoconfig.validate import ConfigError
 from geodns.main import load_engine
 from geoedge.cli import main as cli_main
-from geoedge.deploy import compose, writers
+from geoedge.deploy import compose, monitoring, writers
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "examples" / "demo.toml"
@@ -53,7 +54,7 @@ def copy_demo(tmp_path: Path) -> Path:
 
 def test_committed_files_are_the_generated_ones() -> None:
     files = compose.generate(DEMO, "examples/demo.toml")
-    assert set(files) == {compose.COMPOSE_FILE, compose.TOPOLOGY_FILE}
+    assert set(files) == {compose.COMPOSE_FILE, compose.TOPOLOGY_FILE, monitoring.PROMETHEUS_FILE}
     for name, text in files.items():
         committed = (REPO / name).read_bytes().decode("utf-8")
         assert committed == text, f"{name} is stale: run `python -m geoedge.deploy.compose`"
@@ -83,7 +84,7 @@ def test_check_command_reports_stale_files(tmp_path: Path,
     assert compose.main(["--config", str(config), "--out-dir", str(tmp_path), "--check"]) == 1
     err = capsys.readouterr().err
     assert "-  edge-eu-west-2:" in err and "+  edge-eu-west-9:" in err
-    assert "2 file(s) out of date" in err
+    assert "3 file(s) out of date" in err  # compose, topology, prometheus.yml
 
 
 def test_adding_an_edge_changes_the_generated_compose(tmp_path: Path) -> None:
@@ -139,7 +140,8 @@ def test_container_topology_keeps_everything_but_addresses(container: Topology) 
     assert [(e.name, e.region, e.port) for e in container.edges] == [
         (e.name, e.region, e.port) for e in demo.edges]
     assert container.health == demo.health
-    assert container.cdn.edge == demo.cdn.edge
+    assert container.cdn.edge == replace(demo.cdn.edge, admin_listen=("0.0.0.0", 9180))
+    assert container.dns.obs.metrics_listen == ("0.0.0.0", 9153)  # every component scraped
     assert container.cdn.origin.rules == demo.cdn.origin.rules
     assert [(o.name, o.port, o.weight) for o in container.cdn.origins] == [
         (o.name, o.port, o.weight) for o in demo.cdn.origins]
@@ -332,3 +334,27 @@ def test_dockerfile_shape() -> None:
     assert ("COPY", "--from=build /wheels /wheels") in instructions
     users = [rest for word, rest in instructions if word == "USER"]
     assert users and users[-1] not in ("root", "0")
+
+
+def test_prometheus_scrapes_every_component(container: Topology, spec: dict[str, Any]) -> None:
+    """The generated scrape configuration names GeoDNS and every edge's admin listener, as
+    compose services on the backbone; promtool (Debian package prometheus) accepts it."""
+    config = yaml.safe_load((REPO / monitoring.PROMETHEUS_FILE).read_text())
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+    assert jobs["geodns"]["static_configs"] == [{"targets": ["geodns:9153"]}]
+    edges = jobs["edges"]["static_configs"]
+    assert [(c["targets"], c["labels"]) for c in edges] == [
+        ([f"edge-{e.name}:9180"], {"region": e.region, "edge_name": e.name})
+        for e in container.edges]
+    for target in ["geodns", *(f"edge-{e.name}" for e in container.edges)]:
+        assert "backbone" in spec["services"][target]["networks"]
+    assert spec["services"]["prometheus"]["networks"] == {"backbone": {}}
+    mount = spec["services"]["prometheus"]["volumes"][0]
+    assert mount.startswith(f"./{monitoring.PROMETHEUS_FILE}:")
+    for volume in spec["services"]["grafana"]["volumes"]:
+        assert (REPO / volume.split(":")[0]).is_dir()
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is not installed (apt-get install prometheus)"
+    out = subprocess.run([promtool, "check", "config", str(REPO / monitoring.PROMETHEUS_FILE)],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -214,6 +214,14 @@ def test_flood_from_one_address_is_limited_and_counted(tmp_path, loop: str) -> N
         msg = dns.message.from_wire(sample)
         assert not msg.answer and len(msg.question) == 1
         assert sample[2:] == truncated(b"\0\0" + _normal_answer(srv.port)[2:])[2:]
+        # the real server's counters, as GeoDNS's Prometheus metrics export them
+        from geodns.metrics import DnsMetrics
+
+        exported = {m.name: m.value for f in DnsMetrics(srv.server, 0.0).collect()
+                    for m in f.samples if m.name.startswith("geoedge_dns_rrl_")}
+        now = srv.server.stats()
+        assert exported == {"geoedge_dns_rrl_dropped_total": now["rrl_dropped"],
+                            "geoedge_dns_rrl_slipped_total": now["rrl_slipped"]}
         # TCP is never limited: the client the truncated answer sends there gets its answer
         query = dns.message.make_query("www.example.test", "A", use_edns=False)
         assert dns.query.tcp(query, "127.0.0.1", port=srv.port, timeout=3).answer

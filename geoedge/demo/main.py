@@ -264,6 +264,8 @@ async def _run(topology: Topology, config: Path, data_dir: Path, binary: str | N
             print(line, flush=True)
         if certs is not None:
             print(f"CA certificate: {certs.ca}", flush=True)
+        dns_metrics = next((s.metrics for s in services if s.role == "dns"), "")
+        print(f"GeoDNS metrics: {dns_metrics}", flush=True)
         console = loop.create_task(_console(sup, topology, services, quit_event))
         await quit_event.wait()
         console.cancel()

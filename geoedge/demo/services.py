@@ -11,6 +11,9 @@ Rules:
 - Every service gets an ``--config`` pointing at the same file, so what runs is exactly what
   the topology says; only GeoDNS's IPv6 listeners are dropped where the host has no IPv6
   loopback (``ipv6`` argument), so the demo still starts on such machines.
+- Metrics: GeoDNS serves them on ``dns.metrics_listen`` (``--metrics-listen``; default
+  127.0.0.1:9153), every edge on an admin listener at its own address and the port of
+  ``edge.admin_listen`` (default 9180); ``Service.metrics`` is the URL.
 - Pure: no processes, no sockets; the redis binary and data directory are arguments.
 """
 
@@ -41,6 +44,7 @@ class Service:
     argv: tuple[str, ...]
     address: str    # for people: "127.0.1.1:8080"
     probe: Probe
+    metrics: str = ""  # the Prometheus endpoint's URL (GeoDNS, edges' admin listeners)
 
 
 def redis_address(url: str, key: str) -> tuple[str, int]:
@@ -53,6 +57,11 @@ def redis_address(url: str, key: str) -> tuple[str, int]:
     if not parts.hostname:
         raise ConfigError(key, f"no host in {url!r}")
     return parts.hostname, port
+
+
+DEMO_METRICS = ("127.0.0.1", 9153)  # GeoDNS metrics when the topology sets no dns.metrics_listen
+DEMO_ADMIN_PORT = 9180  # each edge's admin listener (/metrics) on its own address, unless
+                        # [edge] admin_listen gives another port
 
 
 def geoedge_argv(*args: str) -> tuple[str, ...]:
@@ -87,6 +96,8 @@ def plan(topology: Topology, config: Path, redis_binary: str | None, data_dir: P
                                                     origin.name, "--log-level", "warning"),
             format_host_port(origin.host, origin.port),
             Probe("http", origin.host, origin.port, "/healthz")))
+    admin_at = topology.cdn.edge.admin_listen
+    admin_port = admin_at[1] if admin_at else DEMO_ADMIN_PORT
     for rc in topology.regions:
         for edge in rc.edges:
             host = edge.ipv4 or edge.ipv6 or "127.0.0.1"
@@ -96,22 +107,25 @@ def plan(topology: Topology, config: Path, redis_binary: str | None, data_dir: P
             if tls is not None and edge.ipv4:
                 listen_args += ("--tls-listen", format_host_port(edge.ipv4, https_port),
                                 "--tls-cert", tls[0], "--tls-key", tls[1])
+            admin = format_host_port(host, admin_port)
             services.append(Service(
                 edge.name, "edge", rc.name,
-                geoedge_argv("edge", "--config", cfg, "--name", edge.name, *listen_args,
-                             "--log-level", "warning"),
+                geoedge_argv("edge", "--admin-listen", admin, "--config", cfg, "--name",
+                             edge.name, *listen_args, "--log-level", "warning"),
                 format_host_port(host, edge.port),
-                Probe("http", edge.check_address, edge.port, topology.health.path)))
+                Probe("http", edge.check_address, edge.port, topology.health.path),
+                f"http://{admin}/metrics"))
     listen = [hp for hp in topology.dns.listen if ipv6 or ":" not in hp[0]]
     if not listen:
         raise ConfigError("dns.listen", "no address this host can listen on (IPv6 only?)")
     args = [a for host, port in listen for a in ("--listen", format_host_port(host, port))]
     zone = topology.zones[0].origin if topology.zones else "."
+    metrics = format_host_port(*(topology.dns.obs.metrics_listen or DEMO_METRICS))
     services.append(Service(
-        "geodns", "dns", "", geoedge_argv("dns", "--config", cfg, *args,
-                                          "--log-level", "warning"),
+        "geodns", "dns", "", geoedge_argv("dns", "--config", cfg, *args, "--metrics-listen",
+                                          metrics, "--log-level", "warning"),
         " ".join(format_host_port(h, p) for h, p in listen) + " (udp+tcp)",
-        Probe("dns", listen[0][0], listen[0][1], zone)))
+        Probe("dns", listen[0][0], listen[0][1], zone), f"http://{metrics}/metrics"))
     return services
 
 

@@ -1,10 +1,10 @@
 """The container deployment, generated from the topology file so the two cannot drift.
 
 ``python -m geoedge.deploy.compose [--config examples/demo.toml] [--out-dir .] [--check]`` writes
-``docker-compose.yml`` and ``deploy/topology.toml`` under ``--out-dir``; with ``--check`` it
-writes nothing and exits 1 (printing a diff) when the files there differ from what it would
-write. The tests run the same comparison, so an edit to the topology file without regenerating
-fails the suite.
+``docker-compose.yml``, ``deploy/topology.toml`` and ``deploy/prometheus/prometheus.yml`` under
+``--out-dir``; with ``--check`` it writes nothing and exits 1 (printing a diff) when the files
+there differ from what it would write. The tests run the same comparison, so an edit to the
+topology file without regenerating fails the suite.
 
 Rules:
 
@@ -26,12 +26,14 @@ Rules:
   each region's ``redis`` (``url = "redis://redis-<region>:6379/0"``, any other redis key kept);
   each origin's ``host``; ``[origin] root`` (where the image keeps the content); and zone
   records on loopback addresses (A records point at GeoDNS's backbone address, AAAA records
-  are dropped). It is validated with ``parse_topology`` before anything is written.
+  are dropped); ``[dns] metrics_listen`` and ``[edge] admin_listen`` (geoedge/deploy/monitoring.py).
+  It is validated with ``parse_topology`` before anything is written.
 * HTTPS: a one-shot ``certs`` service makes a local CA and a certificate for the zones' names
   in the ``certs`` volume; edges serve HTTPS on 8443 with it, the client has ``/certs/ca.pem``.
 * Services: ``geodns`` (53/udp and 53/tcp published on the host's 127.0.0.1), ``redis-<region>``,
   the origins by name, ``edge-<name>``, and ``client`` (sleeps; for ``docker compose exec``).
   Every service but the client has a healthcheck; edges wait for healthy origins and Redis.
+  ``prometheus`` and ``grafana`` (geoedge/deploy/monitoring.py) watch them all.
 * Output is deterministic: services, networks and keys in a fixed order, values in the order
   of the input file, written by the small TOML and YAML emitters of ``writers.py`` (stdlib
   only).
@@ -53,6 +55,7 @@ from typing import Any
 
 from geoconfig.topology import Topology, load_topology, parse_topology
 from geoconfig.validate import ConfigError
+from geoedge.deploy import monitoring
 from geoedge.deploy.writers import dump_toml, dump_yaml
 
 COMPOSE_FILE = "docker-compose.yml"
@@ -127,6 +130,7 @@ def container_topology(raw: dict[str, Any], topology: Topology) -> dict[str, Any
     for k, origin in enumerate(out.get("origins", []), 1):
         origin["host"] = host_address(0, _fixed_host(k, "origins"))
     out["origin"] = {**out.get("origin", {}), "root": CONTAINER_CONTENT}
+    monitoring.container_settings(out)  # metrics_listen, admin_listen
     for zone in out["zones"]:
         zone["records"] = [r for r in (_container_record(r) for r in zone.get("records", []))
                            if r is not None]
@@ -227,8 +231,9 @@ def build_compose(topology: Topology) -> dict[str, Any]:
     client["depends_on"] = {"geodns": {"condition": "service_healthy"}}
     client["volumes"] = [f"{CERTS_VOLUME}:{CERTS_DIR}:ro"]  # curl --cacert /certs/ca.pem
     services["client"] = client
+    services.update(monitoring.monitoring_services(BACKBONE))
 
-    expected = 3 + len(topology.regions) + len(topology.cdn.origins) + len(topology.edges)
+    expected = 5 + len(topology.regions) + len(topology.cdn.origins) + len(topology.edges)
     if len(services) != expected:
         raise ConfigError("origins", "an origin's name clashes with another service's name "
                                      f"({', '.join(services)})")
@@ -287,6 +292,8 @@ def generate(config: Path, source: str) -> dict[str, str]:
     return {
         COMPOSE_FILE: dump_yaml(build_compose(parsed), header),
         TOPOLOGY_FILE: dump_toml(container, header),
+        monitoring.PROMETHEUS_FILE: monitoring.dump_config(
+            monitoring.container_prometheus(parsed), header),
     }
 
 
