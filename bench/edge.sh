@@ -141,7 +141,7 @@ start_geoedge() {  # $1 role (edge|origin), $2 config, $3 name, $4 log, $5 cpu (
     local role=$1 conf=$2 name=$3 logf=$4 cpu=$5 pin=() line
     [[ -n $cpu ]] && pin=(taskset -c "$cpu")
     "${pin[@]}" "$GEOEDGE" "$role" --config "$conf" --name "$name" --listen 127.0.0.1:0 \
-        --log-level warning >"$logf" 2>&1 &
+        --log-level info >"$logf" 2>&1 &
     GEOEDGE_PID=$!
     PIDS+=("$GEOEDGE_PID")
     STOP_SIG[$GEOEDGE_PID]=INT

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -65,6 +66,8 @@ class Request:
     scheme: str = "http"
     origin_view: tuple[tuple[str, str], ...] | None = None  # set by the handler: see proxy
     wire_bytes: int = 0  # request line, headers and body as received (the pipelining bound)
+    cache_status: str = ""  # set by the handler: its Cache-Status members (the access log)
+    origin: str = ""  # set by the handler: the origin that answered, if one did
     _lower: dict[str, str] | None = field(default=None, repr=False)
 
     def header(self, name: str, default: str | None = None) -> str | None:
@@ -131,8 +134,13 @@ class ResponseWriter:
         self.status = 0
         self._chunked = False
         self._finished = False
+        self.bytes_sent = 0  # head and body bytes written (the access log)
+        self.first_byte = 0.0  # time.perf_counter() of the first write
 
     def _write(self, data: bytes) -> None:
+        if not self.first_byte:
+            self.first_byte = time.perf_counter()
+        self.bytes_sent += len(data)
         self._proto.write(data)
 
     async def send(self, status: int, headers: list[tuple[str, str]], body: bytes = b"") -> None:

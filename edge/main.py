@@ -21,9 +21,10 @@ import resource
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from edge.accesslog import AccessLog, LoggedHandler, open_access_log
 from edge.admin import Admin
 from edge.connlimit import ConnectionLimiter
 from edge.httpserver import HttpProtocol, Limits, Request, ResponseWriter
@@ -47,6 +48,8 @@ class RunningEdge:
     connections: set[HttpProtocol] = field(default_factory=set)
     admin_server: asyncio.base_events.Server | None = None
     limiter: ConnectionLimiter | None = None
+    access: AccessLog | None = None  # the access log (edge/accesslog.py), when configured
+    also: list[asyncio.base_events.Server] = field(default_factory=list)  # more listeners
 
     @property
     def admin_address(self) -> tuple[str, int] | None:
@@ -63,12 +66,16 @@ class RunningEdge:
 
     async def stop(self) -> None:
         self.server.close()
+        for extra in self.also:
+            extra.close()
         if self.admin_server is not None:
             self.admin_server.close()
         for proto in list(self.connections):
             if proto.transport is not None and not proto.busy:
                 proto.transport.close()
         await self.server.wait_closed()
+        for extra in self.also:
+            await extra.wait_closed()
         if self.admin_server is not None:
             await self.admin_server.wait_closed()
         for task in list(self.app.background):
@@ -76,6 +83,8 @@ class RunningEdge:
         if self.app.tier is not None:
             await self.app.tier.stop()
         await self.pool.stop()
+        if self.access is not None:
+            self.access.close()
 
 
 class AdminListener:
@@ -120,10 +129,16 @@ def raise_fd_limit(settings: EdgeSettings, origins: int) -> None:
 
 async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | None = None,
                      clock: Callable[[], float] = time.time,
-                     admin_listen: tuple[str, int] | None = None) -> RunningEdge:
-    """Start an edge in the running loop (used by the CLI and by tests)."""
+                     admin_listen: tuple[str, int] | None = None,
+                     also_listen: Sequence[tuple[str, int]] = (),
+                     access_log: str | None = None) -> RunningEdge:
+    """Start an edge in the running loop (used by the CLI and by tests). ``also_listen``:
+    more addresses serving the same (the demo's IPv6 ones); ``access_log``: overrides
+    ``edge.access_log``."""
     edge = topology.find_edge(name)
     settings = topology.cdn.edge
+    access = open_access_log(settings.access_log if access_log is None else access_log,
+                             settings.access_log_format, name, edge.region, clock)  # OSError
     pool = OriginPool(topology.cdn.origins, settings)
     await pool.start()
     app = EdgeApp(name, settings, pool, clock)
@@ -138,6 +153,8 @@ async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | No
         except BaseException:  # a bad tier setting (or a cancel): nothing is left running
             await tier.stop()
             await pool.stop()
+            if access is not None:
+                access.close()
             raise
         app.tier = tier
     limits = limits_of(settings)
@@ -146,9 +163,10 @@ async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | No
     host, port = listen or (edge.ipv4 or edge.ipv6 or "127.0.0.1", edge.port)
     connections: set[HttpProtocol] = set()
     private = AdminListener(app.admin)
+    handler = app if access is None else LoggedHandler(app, access)
 
     def factory() -> HttpProtocol:
-        proto = HttpProtocol(app, limits, on_close=connections.discard, limiter=limiter)
+        proto = HttpProtocol(handler, limits, on_close=connections.discard, limiter=limiter)
         connections.add(proto)
         return proto
 
@@ -160,48 +178,70 @@ async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | No
     loop = asyncio.get_running_loop()
     admin_at = admin_listen or settings.admin_listen
     server: asyncio.base_events.Server | None = None
+    also: list[asyncio.base_events.Server] = []
     try:
         server = await loop.create_server(factory, host, port, reuse_address=True, backlog=1024)
+        for extra_host, extra_port in also_listen:
+            also.append(await loop.create_server(factory, extra_host, extra_port,
+                                                 reuse_address=True, backlog=1024))
         admin_server = None if admin_at is None else await loop.create_server(
             admin_factory, admin_at[0], admin_at[1], reuse_address=True)
     except OSError:
-        if server is not None:
-            server.close()
+        for opened in ([server] if server is not None else []) + also:
+            opened.close()
+        if access is not None:
+            access.close()
         if app.tier is not None:
             await app.tier.stop()
         await pool.stop()
         raise
     bound = server.sockets[0].getsockname()
     app.background.add(loop.create_task(app.housekeeping()))
-    return RunningEdge(app, pool, server, host, bound[1], connections, admin_server, limiter)
+    return RunningEdge(app, pool, server, host, bound[1], connections, admin_server, limiter,
+                       access, also)
 
 
 async def _serve(topology: Topology, name: str, listen: tuple[str, int] | None,
-                 admin_listen: tuple[str, int] | None) -> int:
+                 admin_listen: tuple[str, int] | None,
+                 also_listen: Sequence[tuple[str, int]] = (),
+                 access_log: str | None = None) -> int:
     raise_fd_limit(topology.cdn.edge, len(topology.cdn.origins))
     try:
-        running = await start_edge(topology, name, listen, admin_listen=admin_listen)
+        running = await start_edge(topology, name, listen, admin_listen=admin_listen,
+                                   also_listen=also_listen, access_log=access_log)
     except OSError as exc:  # the reason as text: uvloop's own message embeds an address tuple
         edge = topology.find_edge(name)
         host, port = listen or (edge.ipv4 or edge.ipv6 or "127.0.0.1", edge.port)
         reason = f"[Errno {exc.errno}] {os.strerror(exc.errno)}" if exc.errno else str(exc)
-        print(f"geoedge: cannot listen for edge {name} on {format_host_port(host, port)}: "
-              f"{reason}", file=sys.stderr)
+        if exc.filename:  # the access log, not a listener
+            print(f"geoedge: cannot open the access log of edge {name} ({exc.filename}): "
+                  f"{reason}", file=sys.stderr)
+            return 2
+        where = ", ".join(format_host_port(h, p) for h, p in [(host, port), *also_listen])
+        print(f"geoedge: cannot listen for edge {name} on {where}: {reason}", file=sys.stderr)
         return 2
-    log.warning("serving edge %s on %s port %d (%d origins, lb %s)", name, running.host,
-                running.port, len(topology.cdn.origins), topology.cdn.edge.lb)
+    log.info("serving edge %s on %s port %d (%d origins, lb %s)", name, running.host,
+             running.port, len(topology.cdn.origins), topology.cdn.edge.lb)
+    for extra in running.also:
+        log.info("serving edge %s also on %s port %d", name,
+                 *extra.sockets[0].getsockname()[:2])
     if running.admin_address is not None:
-        log.warning("admin listener (/metrics, stats) on %s port %d", *running.admin_address)
+        log.info("admin listener (/metrics, stats) on %s port %d", *running.admin_address)
+    if running.access is not None:
+        log.info("access log %s (%s); SIGUSR1 reopens it", running.access.path,
+                 running.access.fmt)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     draining = asyncio.Event()
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGTERM, draining.set)
+    if running.access is not None:
+        loop.add_signal_handler(signal.SIGUSR1, running.access.reopen)
 
     async def drain() -> None:
         await draining.wait()
         running.app.admin.draining = True
-        log.warning("draining for %.1f s", topology.cdn.edge.drain_seconds)
+        log.info("draining for %.1f s", topology.cdn.edge.drain_seconds)
         await asyncio.sleep(topology.cdn.edge.drain_seconds)
         stop.set()
 
@@ -209,12 +249,13 @@ async def _serve(topology: Topology, name: str, listen: tuple[str, int] | None,
     await stop.wait()
     drainer.cancel()
     await running.stop()
-    log.warning("stopped")
+    log.info("stopped")
     return 0
 
 
 def run_edge(config: str, name: str, listen: tuple[str, int] | None = None,
-             log_level: str = "info", admin_listen: tuple[str, int] | None = None) -> int:
+             log_level: str = "info", admin_listen: tuple[str, int] | None = None,
+             also_listen: Sequence[tuple[str, int]] = (), access_log: str | None = None) -> int:
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     topology = load_topology(config)
@@ -230,5 +271,6 @@ def run_edge(config: str, name: str, listen: tuple[str, int] | None = None,
     try:
         import uvloop
     except ImportError:  # optional on platforms without it
-        return asyncio.run(_serve(topology, name, listen, admin_listen))
-    return uvloop.run(_serve(topology, name, listen, admin_listen))
+        return asyncio.run(_serve(topology, name, listen, admin_listen, also_listen,
+                                  access_log))
+    return uvloop.run(_serve(topology, name, listen, admin_listen, also_listen, access_log))

@@ -87,6 +87,8 @@ class EdgeSettings:
     origin_max_conns: int = 256  # concurrent connections per origin; 0: unlimited
     origin_queue_timeout: float = 10.0  # seconds a request waits for a slot (502 after)
     admin_listen: tuple[str, int] | None = None  # where /metrics and stats are served
+    access_log: str = ""  # access log file ("" = none); "{edge}" is replaced by the edge name
+    access_log_format: str = "combined"  # "combined" (then key=value fields) or "json" lines
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +235,7 @@ def _edge(table: Any) -> EdgeSettings:
             raise ConfigError(join(p, key), f"must be between 0 and {high:g}, got {value!r}")
         values[key] = value
     values.update(_limits(t, p))
+    values.update(_access_log(t, p))
     if values["max_object_bytes"] > values["cache_max_bytes"]:
         raise ConfigError(join(p, "max_object_bytes"), "must not exceed edge.cache_max_bytes")
     return EdgeSettings(**values)
@@ -270,6 +273,18 @@ def _limits(t: dict[str, Any], p: str) -> dict[str, Any]:
     admin = get(t, p, "admin_listen", str, "")
     values["admin_listen"] = host_port(admin, join(p, "admin_listen")) if admin else None
     return values
+
+
+def _access_log(t: dict[str, Any], p: str) -> dict[str, Any]:
+    """``access_log`` and ``access_log_format`` (edge/accesslog.py)."""
+    path = get(t, p, "access_log", str, "")
+    if "\0" in path:
+        raise ConfigError(join(p, "access_log"), "must not contain NUL")
+    fmt = get(t, p, "access_log_format", str, "combined")
+    if fmt not in ("combined", "json"):
+        raise ConfigError(join(p, "access_log_format"),
+                          f'must be "combined" or "json", got {fmt!r}')
+    return {"access_log": path, "access_log_format": fmt}
 
 
 def _origins(items: Any) -> tuple[OriginServer, ...]:

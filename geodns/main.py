@@ -85,9 +85,9 @@ class Service:
         self.health.reconfigure(topology.edges, topology.health)
         engine.set_health(self.health.snapshot())
         self.server.engine = engine
-        log.warning("reloaded (%s): %d zones, %d regions, database %s (%s)", reason,
-                    len(topology.zones), len(topology.regions), engine.reader.path,
-                    engine.reader.database_type)
+        log.info("reloaded (%s): %d zones, %d regions, database %s (%s)", reason,
+                 len(topology.zones), len(topology.regions), engine.reader.path,
+                 engine.reader.database_type)
         return True
 
     async def watch(self) -> None:
@@ -120,7 +120,7 @@ async def serve(config_path: Path, engine: Engine, listen: list[tuple[str, int]]
         return 2
     await service.health.start()
     for host, port in addresses:
-        log.warning("serving DNS on %s port %d (udp+tcp), pid %d", host, port, os.getpid())
+        log.info("serving DNS on %s port %d (udp+tcp), pid %d", host, port, os.getpid())
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     tasks: set[asyncio.Task[bool]] = set()
@@ -142,7 +142,7 @@ async def serve(config_path: Path, engine: Engine, listen: list[tuple[str, int]]
         watcher.cancel()
         await service.health.stop()
         await server.stop()
-        log.warning("stopped")
+        log.info("stopped")
     return 0
 
 

@@ -79,8 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "SIGTERM drains (edge.drain_seconds) then stops; SIGINT stops at once.")
     edge.add_argument("--config", required=True, help="topology file (TOML)")
     edge.add_argument("--name", required=True, help="the edge's name in the topology")
-    edge.add_argument("--listen", type=_listen, metavar="HOST:PORT",
-                      help="address to serve on (default: the edge's ipv4 and port)")
+    edge.add_argument("--listen", type=_listen, metavar="HOST:PORT", action="append",
+                      help="address to serve on (default: the edge's ipv4 and port); "
+                           "repeatable: each one serves the same")
+    edge.add_argument("--access-log", metavar="PATH",
+                      help="write the access log here (overrides edge.access_log; "
+                           "SIGUSR1 reopens it)")
     edge.add_argument("--admin-listen", type=_listen, metavar="HOST:PORT",
                       help="serve /metrics and stats here (overrides edge.admin_listen)")
     edge.add_argument("--log-level", default="info", choices=LOG_LEVELS, help=LOG_LEVEL_HELP)
@@ -212,8 +216,10 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 def _cmd_edge(args: argparse.Namespace) -> int:
     from edge.main import run_edge
 
-    return run_edge(args.config, args.name, listen=args.listen, log_level=args.log_level,
-                    admin_listen=args.admin_listen)
+    listen = args.listen or []
+    return run_edge(args.config, args.name, listen=listen[0] if listen else None,
+                    log_level=args.log_level, admin_listen=args.admin_listen,
+                    also_listen=listen[1:], access_log=args.access_log)
 
 
 def _cmd_origin(args: argparse.Namespace) -> int:

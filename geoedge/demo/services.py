@@ -8,6 +8,8 @@ Rules:
 - Each :class:`Service` says how to start it (``argv``), where it listens and how to tell it
   is ready (``probe``): Redis answers ``PING``, origins and edges answer ``GET /healthz`` (the
   edge's health path from ``[health]``) with 200, GeoDNS answers the zone's SOA.
+- Edges write their access logs next to the demo's process logs
+  (``<data_dir>/logs/<edge>.access.log``).
 - Every service gets an ``--config`` pointing at the same file, so what runs is exactly what
   the topology says; only GeoDNS's IPv6 listeners are dropped where the host has no IPv6
   loopback (``ipv6`` argument), so the demo still starts on such machines.
@@ -82,7 +84,7 @@ def plan(topology: Topology, config: Path, redis_binary: str | None, data_dir: P
     for origin in topology.cdn.origins:
         services.append(Service(
             origin.name, "origin", "", geoedge_argv("origin", "--config", cfg, "--name",
-                                                    origin.name, "--log-level", "warning"),
+                                                    origin.name, "--log-level", "info"),
             format_host_port(origin.host, origin.port),
             Probe("http", origin.host, origin.port, "/healthz")))
     for rc in topology.regions:
@@ -94,7 +96,8 @@ def plan(topology: Topology, config: Path, redis_binary: str | None, data_dir: P
             services.append(Service(
                 edge.name, "edge", rc.name,
                 geoedge_argv("edge", "--config", cfg, "--name", edge.name, *listen_args,
-                             "--log-level", "warning"),
+                             "--access-log", str(data_dir / "logs" / f"{edge.name}.access.log"),
+                             "--log-level", "info"),
                 format_host_port(host, edge.port),
                 Probe("http", edge.check_address, edge.port, topology.health.path)))
     listen = [hp for hp in topology.dns.listen if ipv6 or ":" not in hp[0]]
@@ -104,7 +107,7 @@ def plan(topology: Topology, config: Path, redis_binary: str | None, data_dir: P
     zone = topology.zones[0].origin if topology.zones else "."
     services.append(Service(
         "geodns", "dns", "", geoedge_argv("dns", "--config", cfg, *args,
-                                          "--log-level", "warning"),
+                                          "--log-level", "info"),
         " ".join(format_host_port(h, p) for h, p in listen) + " (udp+tcp)",
         Probe("dns", listen[0][0], listen[0][1], zone)))
     return services
