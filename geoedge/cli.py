@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "Ctrl-C stops everything.")
     demo.add_argument("--config", default="examples/demo.toml",
                       help="topology file (TOML; default: examples/demo.toml)")
+    demo.add_argument("--dashboard", default="127.0.0.1:8088", metavar="HOST:PORT|off",
+                      help="serve the live web dashboard here (default 127.0.0.1:8088, "
+                           "another free port when that one is taken; off: none)")
     return parser
 
 
@@ -285,7 +288,14 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from geoedge.demo.main import run_demo
 
-    return run_demo(args.config)
+    dashboard = None if args.dashboard.lower() in ("off", "none", "") else args.dashboard
+    if dashboard is not None:
+        try:
+            host_port(dashboard, "--dashboard")
+        except ConfigError as exc:
+            print(f"geoedge demo: {exc}", file=sys.stderr)
+            return 2
+    return run_demo(args.config, dashboard=dashboard)
 
 
 if __name__ == "__main__":

@@ -55,8 +55,9 @@ def test_plan_starts_redis_origins_edges_then_dns() -> None:
     assert redis.argv[:5] == ("/usr/bin/redis-server", "--bind", "127.0.2.10", "--port", "6379")
     assert "/tmp/d/redis-eu-west" in redis.argv
     edge = services[7]
-    assert edge.argv[-8:] == ("--config", str(DEMO), "--name", "eu-west-1", "--access-log",
-                              "/tmp/d/logs/eu-west-1.access.log", "--log-level", "info")
+    assert edge.argv[-10:] == ("--config", str(DEMO), "--name", "eu-west-1", "--admin-listen",
+                               "127.0.2.1:8081", "--access-log",
+                               "/tmp/d/logs/eu-west-1.access.log", "--log-level", "info")
     assert (edge.probe.kind, edge.probe.host, edge.probe.port, edge.probe.path) == (
         "http", "127.0.2.1", 8080, "/healthz")
     dns = services[-1]

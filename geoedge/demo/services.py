@@ -9,7 +9,8 @@ Rules:
   is ready (``probe``): Redis answers ``PING``, origins and edges answer ``GET /healthz`` (the
   edge's health path from ``[health]``) with 200, GeoDNS answers the zone's SOA.
 - Edges write their access logs next to the demo's process logs
-  (``<data_dir>/logs/<edge>.access.log``).
+  (``<data_dir>/logs/<edge>.access.log``) and serve ``/metrics`` and stats on their own
+  address, the next port up (:func:`admin_address`; the dashboard reads them).
 - Every service gets an ``--config`` pointing at the same file, so what runs is exactly what
   the topology says; only GeoDNS's IPv6 listeners are dropped where the host has no IPv6
   loopback (``ipv6`` argument), so the demo still starts on such machines.
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from geoconfig.topology import Topology
+from geoconfig.topology import Edge, Topology
 from geoconfig.validate import ConfigError, format_host_port
 
 
@@ -55,6 +56,13 @@ def redis_address(url: str, key: str) -> tuple[str, int]:
     if not parts.hostname:
         raise ConfigError(key, f"no host in {url!r}")
     return parts.hostname, port
+
+
+def admin_address(edge: Edge) -> tuple[str, int]:
+    """Where the demo puts an edge's admin listener (``/metrics``, stats): the edge's own
+    address, the next port up."""
+    host = edge.ipv4 or edge.check_address
+    return host, edge.port + 1 if edge.port < 65535 else edge.port - 1
 
 
 def geoedge_argv(*args: str) -> tuple[str, ...]:
@@ -96,6 +104,7 @@ def plan(topology: Topology, config: Path, redis_binary: str | None, data_dir: P
             services.append(Service(
                 edge.name, "edge", rc.name,
                 geoedge_argv("edge", "--config", cfg, "--name", edge.name, *listen_args,
+                             "--admin-listen", format_host_port(*admin_address(edge)),
                              "--access-log", str(data_dir / "logs" / f"{edge.name}.access.log"),
                              "--log-level", "info"),
                 format_host_port(host, edge.port),
