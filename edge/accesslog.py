@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable
+from json.encoder import encode_basestring_ascii as _js  # the C encoder
 from typing import Any
 
 from edge.httpserver import Request, ResponseWriter
@@ -100,10 +100,20 @@ def _member_of(raw: bytes) -> str:
     return raw[at + 16:end].decode("latin-1")
 
 
+_PLAIN = frozenset(chr(c) for c in range(0x20, 0x7F)) - {'"', "\\"}
+
+
+def _jn(value: str | None) -> str:
+    """A JSON string, or null for None and ""."""
+    return _js(value) if value else "null"
+
+
 def _q(value: str | None) -> str:
     """A quoted combined-format field ("-" when absent), quotes and controls escaped."""
     if not value:
         return '"-"'
+    if _PLAIN.issuperset(value):  # the usual case: nothing to escape
+        return f'"{value}"'
     text = value.replace("\\", "\\\\").replace('"', '\\"')
     return '"' + "".join(c if " " <= c < "\x7f" else f"\\x{ord(c):02x}" for c in text) + '"'
 
@@ -137,20 +147,21 @@ class AccessLog:
 
     # -- recording ----------------------------------------------------------------------------
     def record(self, request: Request, status: int, sent: int, cache_status: str,
-               origin: str, ttfb: float, duration: float) -> None:
+               origin: str, ttfb: float, duration: float, cache: str = "") -> None:
+        """One line; ``cache``: the outcome when the caller knows it (else from
+        ``cache_status``)."""
         now = self.clock()
-        cache = outcome(cache_status, status)
-        if self.fmt == "json":
-            doc: dict[str, Any] = {
-                "time": self._time(now, iso=True), "client": request.client_ip,
-                "method": request.method, "target": request.target,
-                "protocol": f"HTTP/{request.version}", "host": request.host,
-                "status": status, "bytes": sent, "referer": request.header("referer"),
-                "user_agent": request.header("user-agent"), "cache": cache,
-                "cache_status": cache_status or None, "edge": self.edge,
-                "region": self.region, "origin": origin or None,
-                "ttfb": round(ttfb, 6), "time_taken": round(duration, 6)}
-            line = json.dumps(doc, ensure_ascii=True, separators=(",", ":"))
+        cache = cache or outcome(cache_status, status)
+        if self.fmt == "json":  # by hand: json.dumps of a dict costs twice as much
+            line = (f'{{"time":"{self._time(now, iso=True)}","client":{_js(request.client_ip)},'
+                    f'"method":{_js(request.method)},"target":{_js(request.target)},'
+                    f'"protocol":"HTTP/{request.version}","host":{_js(request.host)},'
+                    f'"status":{status},"bytes":{sent},'
+                    f'"referer":{_jn(request.header("referer"))},'
+                    f'"user_agent":{_jn(request.header("user-agent"))},"cache":"{cache}",'
+                    f'"cache_status":{_jn(cache_status)},"edge":{_js(self.edge)},'
+                    f'"region":{_js(self.region)},"origin":{_jn(origin)},'
+                    f'"ttfb":{round(ttfb, 6)},"time_taken":{round(duration, 6)}}}')
         else:
             line = (f"{request.client_ip} - - [{self._time(now)}] "
                     f"{_q(f'{request.method} {request.target} HTTP/{request.version}')} "
@@ -256,17 +267,26 @@ class LoggedHandler:
         if raw is not None:
             took = time.perf_counter() - began
             self.access.record(request, _status_of(raw), len(raw), _member_of(raw), "",
-                               took, took)
+                               took, took, "hit")
         return raw
 
     async def handle(self, request: Request, writer: ResponseWriter) -> None:
         began = time.perf_counter()
+        status = 0  # nothing sent: 499 when the client went away, else the server's 500
         try:
             await self.app.handle(request, writer)
+        except ConnectionError:
+            status = 499
+            raise
+        except BaseException:
+            status = 500
+            raise
         finally:
             first = getattr(writer, "first_byte", 0.0)
             ended = time.perf_counter()
-            self.access.record(request, writer.status, getattr(writer, "bytes_sent", 0),
+            if writer.started or not status:
+                status = writer.status
+            self.access.record(request, status, getattr(writer, "bytes_sent", 0),
                                request.cache_status, request.origin,
                                (first or ended) - began, ended - began)
 
