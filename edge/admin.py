@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from edge.httpserver import Request, ResponseWriter
@@ -60,6 +60,9 @@ class Admin:
         self.path = settings.admin_path.rstrip("/")
         self.draining = False
         self.listeners: list[PurgeListener] = []
+        # awaited after a purge asked of this edge, before it is answered (the other workers
+        # of a multi-worker edge, edge/workerchannel.py)
+        self.confirmers: list[Callable[[str, str, bool], Awaitable[None]]] = []
 
     def owns(self, target: str) -> bool:
         path = target.split("?", 1)[0]
@@ -123,6 +126,14 @@ class Admin:
                 listener(kind, value, soft)
         return n
 
+    async def purge_confirmed(self, kind: str, value: str, soft: bool) -> int:
+        """``purge``, then wait until every confirmer has applied it too."""
+        n = self.purge(kind, value, soft)
+        key = normalise_uri(value) if kind == "url" else value
+        for confirm in self.confirmers:
+            await confirm(kind, key, soft)
+        return n
+
     async def _purge_method(self, request: Request, writer: ResponseWriter) -> None:
         if not self._authorized(request):
             await self._unauthorized(writer)
@@ -130,9 +141,9 @@ class Admin:
         soft = (request.header("x-purge-soft") or "").strip() in ("1", "true", "yes")
         key = self.key_for(request)
         if key.endswith("*"):
-            n = self.purge("prefix", key[:-1], soft)
+            n = await self.purge_confirmed("prefix", key[:-1], soft)
         else:
-            n = self.purge("url", key, soft)
+            n = await self.purge_confirmed("url", key, soft)
         await self._json(writer, 200, {"purged": n, "soft": soft})
 
     async def _purge_api(self, request: Request, writer: ResponseWriter) -> None:
@@ -149,7 +160,7 @@ class Admin:
         kind, value = kinds[0], doc[kinds[0]]
         if kind in ("url", "prefix") and value.startswith("/"):
             value = url_key(value, request.host, request.scheme) or value
-        n = self.purge(kind, value, bool(doc.get("soft", False)))
+        n = await self.purge_confirmed(kind, value, bool(doc.get("soft", False)))
         await self._json(writer, 200, {"purged": n, "soft": bool(doc.get("soft", False))})
 
     def _authorized(self, request: Request) -> bool:

@@ -27,10 +27,20 @@ from dataclasses import dataclass, field
 from edge.accesslog import AccessLog, LoggedHandler, open_access_log
 from edge.admin import Admin
 from edge.connlimit import ConnectionLimiter
+from edge.disk.tiered import close_store, start_store
 from edge.httpserver import HttpProtocol, Limits, Request, ResponseWriter
 from edge.proxy import EdgeApp
 from edge.tier.region import RegionTier
 from edge.upstream import OriginPool
+from edge.workerchannel import open_channel
+from edge.workers import (
+    WorkerRole,
+    cpu_count,
+    for_worker,
+    orphaned,
+    supervise,
+    workers_problem,
+)
 from geoconfig.cdnconfig import EdgeSettings
 from geoconfig.topology import Topology, load_topology
 from geoconfig.validate import format_host_port
@@ -83,6 +93,7 @@ class RunningEdge:
         if self.app.tier is not None:
             await self.app.tier.stop()
         await self.pool.stop()
+        await asyncio.to_thread(close_store, self.app.store)
         if self.access is not None:
             self.access.close()
 
@@ -130,10 +141,12 @@ def raise_fd_limit(settings: EdgeSettings, origins: int) -> None:
 async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | None = None,
                      clock: Callable[[], float] = time.time,
                      admin_listen: tuple[str, int] | None = None,
+                     worker: WorkerRole | None = None,
                      also_listen: Sequence[tuple[str, int]] = (),
                      access_log: str | None = None) -> RunningEdge:
-    """Start an edge in the running loop (used by the CLI and by tests). ``also_listen``:
-    more addresses serving the same (the demo's IPv6 ones); ``access_log``: overrides
+    """Start an edge in the running loop (used by the CLI and by tests). ``worker``: this
+    process is one of a multi-worker edge's (edge/workers.py); ``also_listen``: more
+    addresses serving the same (the demo's IPv6 ones); ``access_log``: overrides
     ``edge.access_log``."""
     edge = topology.find_edge(name)
     settings = topology.cdn.edge
@@ -142,9 +155,15 @@ async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | No
     pool = OriginPool(topology.cdn.origins, settings)
     await pool.start()
     app = EdgeApp(name, settings, pool, clock)
+    try:
+        start_store(app.store)
+    except OSError as exc:
+        await pool.stop()
+        raise OSError(exc.errno, f"edge.disk_path {settings.disk_path!r}: {exc.strerror}") from exc
     redis = topology.region(edge.region).redis
     if redis is not None:
-        tier = RegionTier(edge.region, redis, name, clock, app.make_entry)
+        node = name if worker is None else f"{name}/w{worker.index}"
+        tier = RegionTier(edge.region, redis, node, clock, app.make_entry)
         tier.shared.on_purge = lambda kind, value, soft: app.admin.purge(kind, value, soft,
                                                                         notify=False)
         app.admin.listeners.append(tier.purge)
@@ -153,6 +172,7 @@ async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | No
         except BaseException:  # a bad tier setting (or a cancel): nothing is left running
             await tier.stop()
             await pool.stop()
+            close_store(app.store)
             if access is not None:
                 access.close()
             raise
@@ -180,7 +200,8 @@ async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | No
     server: asyncio.base_events.Server | None = None
     also: list[asyncio.base_events.Server] = []
     try:
-        server = await loop.create_server(factory, host, port, reuse_address=True, backlog=1024)
+        server = await loop.create_server(factory, host, port, reuse_address=True, backlog=1024,
+                                          reuse_port=worker is not None)
         for extra_host, extra_port in also_listen:
             also.append(await loop.create_server(factory, extra_host, extra_port,
                                                  reuse_address=True, backlog=1024))
@@ -194,6 +215,7 @@ async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | No
         if app.tier is not None:
             await app.tier.stop()
         await pool.stop()
+        close_store(app.store)
         raise
     bound = server.sockets[0].getsockname()
     app.background.add(loop.create_task(app.housekeeping()))
@@ -203,12 +225,14 @@ async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | No
 
 async def _serve(topology: Topology, name: str, listen: tuple[str, int] | None,
                  admin_listen: tuple[str, int] | None,
+                 worker: WorkerRole | None = None,
                  also_listen: Sequence[tuple[str, int]] = (),
                  access_log: str | None = None) -> int:
     raise_fd_limit(topology.cdn.edge, len(topology.cdn.origins))
     try:
         running = await start_edge(topology, name, listen, admin_listen=admin_listen,
-                                   also_listen=also_listen, access_log=access_log)
+                                   worker=worker, also_listen=also_listen,
+                                   access_log=access_log)
     except OSError as exc:  # the reason as text: uvloop's own message embeds an address tuple
         edge = topology.find_edge(name)
         host, port = listen or (edge.ipv4 or edge.ipv6 or "127.0.0.1", edge.port)
@@ -235,8 +259,9 @@ async def _serve(topology: Topology, name: str, listen: tuple[str, int] | None,
     draining = asyncio.Event()
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGTERM, draining.set)
-    if running.access is not None:
-        loop.add_signal_handler(signal.SIGUSR1, running.access.reopen)
+    access = running.access  # SIGUSR1 (log rotation) never kills an edge, with a log or not
+    loop.add_signal_handler(signal.SIGUSR1, access.reopen if access is not None else
+                            lambda: log.info("SIGUSR1: no access log to reopen"))
 
     async def drain() -> None:
         await draining.wait()
@@ -246,6 +271,13 @@ async def _serve(topology: Topology, name: str, listen: tuple[str, int] | None,
         stop.set()
 
     drainer = loop.create_task(drain())
+    if worker is not None:  # a worker whose supervisor is gone stops
+        running.app.background.add(loop.create_task(orphaned(os.getppid(), stop)))
+        if worker.channel_fd is not None:
+            admin = running.app.admin
+            channel = await open_channel(
+                worker.channel_fd, lambda k, v, soft: admin.purge(k, v, soft, notify=False))
+            admin.confirmers.append(channel.confirm)
     await stop.wait()
     drainer.cancel()
     await running.stop()
@@ -255,7 +287,11 @@ async def _serve(topology: Topology, name: str, listen: tuple[str, int] | None,
 
 def run_edge(config: str, name: str, listen: tuple[str, int] | None = None,
              log_level: str = "info", admin_listen: tuple[str, int] | None = None,
+             workers: int | None = None, worker: WorkerRole | None = None,
              also_listen: Sequence[tuple[str, int]] = (), access_log: str | None = None) -> int:
+    """Run an edge until stopped; ``workers`` (default: the config's) > 1 supervises that many
+    worker processes (edge/workers.py), which run this with their ``worker_index``.
+    ``also_listen`` and ``access_log``: see start_edge (one worker only)."""
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     topology = load_topology(config)
@@ -268,9 +304,27 @@ def run_edge(config: str, name: str, listen: tuple[str, int] | None = None,
         print(f"geoedge: {config} has no [[origins]] for the edge to fetch from",
               file=sys.stderr)
         return 2
+    count = workers if workers is not None else (topology.cdn.edge.workers or cpu_count())
+    if worker is None and count > 1:
+        if also_listen or access_log is not None:
+            print("geoedge: several --listen addresses and --access-log need one worker "
+                  "(use [edge] access_log with --workers)", file=sys.stderr)
+            return 2
+        problem = workers_problem(topology, name, count)
+        if problem is not None:
+            print(f"geoedge: {problem}", file=sys.stderr)
+            return 2
+        edge = topology.find_edge(name)
+        where = listen or (edge.ipv4 or edge.ipv6 or "127.0.0.1", edge.port)
+        return supervise(config, name, where, count, log_level,
+                         admin_listen or topology.cdn.edge.admin_listen,
+                         grace=topology.cdn.edge.drain_seconds + 10.0)
+    if worker is not None:
+        topology = for_worker(topology, worker)
     try:
         import uvloop
     except ImportError:  # optional on platforms without it
-        return asyncio.run(_serve(topology, name, listen, admin_listen, also_listen,
+        return asyncio.run(_serve(topology, name, listen, admin_listen, worker, also_listen,
                                   access_log))
-    return uvloop.run(_serve(topology, name, listen, admin_listen, also_listen, access_log))
+    return uvloop.run(_serve(topology, name, listen, admin_listen, worker, also_listen,
+                             access_log))

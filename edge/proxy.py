@@ -49,6 +49,7 @@ from functools import partial
 
 from edge.admin import Admin
 from edge.coalesce import Coalescer
+from edge.disk.tiered import open_store
 from edge.forward import (
     conditional_304,
     forward_headers,
@@ -129,7 +130,8 @@ class EdgeApp:
             ignored_cookies=frozenset(settings.ignored_cookies),
             default_ttl=settings.default_ttl, heuristic_fraction=settings.heuristic_fraction,
             heuristic_max=settings.heuristic_max, store_set_cookie=settings.store_set_cookie)
-        self.store = MemoryStore(settings.cache_max_bytes, settings.max_variants)
+        self.store = open_store(MemoryStore(settings.cache_max_bytes, settings.max_variants),
+                                settings.disk_path, settings.disk_max_bytes, self.make_entry)
         self.trusted = settings.trusted_forwarding_headers
         self._trusted_set = frozenset(self.trusted)
         self.coalescer: Coalescer[Entry] = Coalescer(settings.coalesce_max_waiters,

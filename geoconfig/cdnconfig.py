@@ -87,6 +87,10 @@ class EdgeSettings:
     origin_max_conns: int = 256  # concurrent connections per origin; 0: unlimited
     origin_queue_timeout: float = 10.0  # seconds a request waits for a slot (502 after)
     admin_listen: tuple[str, int] | None = None  # where /metrics and stats are served
+    # -- the disk store (edge/disk/): "" keeps the cache in memory only; checked by _disk() --
+    disk_path: str = ""  # directory of the on-disk cache; survives restarts
+    disk_max_bytes: int = 1024 * 1024 * 1024  # bytes of files kept there (LRU beyond)
+    workers: int = 1  # processes serving the edge's port (edge/workers.py); 0: "auto"
     access_log: str = ""  # access log file ("" = none); "{edge}" is replaced by the edge name
     access_log_format: str = "combined"  # "combined" (then key=value fields) or "json" lines
 
@@ -235,9 +239,12 @@ def _edge(table: Any) -> EdgeSettings:
             raise ConfigError(join(p, key), f"must be between 0 and {high:g}, got {value!r}")
         values[key] = value
     values.update(_limits(t, p))
+    values.update(_disk(t, p))
     values.update(_access_log(t, p))
-    if values["max_object_bytes"] > values["cache_max_bytes"]:
-        raise ConfigError(join(p, "max_object_bytes"), "must not exceed edge.cache_max_bytes")
+    room = max(values["cache_max_bytes"], values["disk_max_bytes"] if values["disk_path"] else 0)
+    if values["max_object_bytes"] > room:
+        raise ConfigError(join(p, "max_object_bytes"),
+                          "must not exceed edge.cache_max_bytes (or edge.disk_max_bytes)")
     return EdgeSettings(**values)
 
 
@@ -249,6 +256,22 @@ _LIMIT_INTS = {"keepalive_requests": (1, 10_000_000), "max_header_count": (1, 10
                "max_connections": (1, 10_000_000),
                "max_connections_per_address": (1, 10_000_000),
                "origin_max_conns": (0, 1_000_000)}
+
+
+def _disk(t: dict[str, Any], p: str) -> dict[str, Any]:
+    """``disk_path`` and ``disk_max_bytes`` of ``[edge]``."""
+    d = EdgeSettings()
+    path = get(t, p, "disk_path", str, d.disk_path)
+    if "\0" in path:
+        raise ConfigError(join(p, "disk_path"), "must not contain NUL")
+    size = int(number_in(get(t, p, "disk_max_bytes", int, d.disk_max_bytes),
+                         join(p, "disk_max_bytes"), 1024 * 1024, 2**50))
+    workers = t.get("workers", d.workers)
+    if workers == "auto":
+        workers = 0
+    elif type(workers) is not int or not 1 <= workers <= 1024:
+        raise ConfigError(join(p, "workers"), f'must be "auto" or 1 to 1024, got {workers!r}')
+    return {"disk_path": path, "disk_max_bytes": size, "workers": workers}
 
 
 def _limits(t: dict[str, Any], p: str) -> dict[str, Any]:

@@ -41,6 +41,16 @@ def _listen(value: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _workers(value: str) -> int:
+    if value == "auto":
+        from edge.workers import cpu_count
+
+        return cpu_count()
+    if not value.isdigit() or not 1 <= int(value) <= 1024:
+        raise argparse.ArgumentTypeError(f'must be "auto" or 1 to 1024, got {value!r}')
+    return int(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="geoedge", description="GeoDNS and CDN edge service")
     parser.add_argument("--version", action="version", version=f"geoedge {package_version()}",
@@ -88,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     edge.add_argument("--admin-listen", type=_listen, metavar="HOST:PORT",
                       help="serve /metrics and stats here (overrides edge.admin_listen)")
     edge.add_argument("--log-level", default="info", choices=LOG_LEVELS, help=LOG_LEVEL_HELP)
+    edge.add_argument("--workers", type=_workers, metavar="N|auto",
+                      help="processes serving the port, sharing the cache through the region's "
+                           "Redis (overrides edge.workers; auto: one per CPU)")
 
     origin = sub.add_parser(
         "origin", help="run an origin web server",
@@ -222,7 +235,7 @@ def _cmd_edge(args: argparse.Namespace) -> int:
     listen = args.listen or []
     return run_edge(args.config, args.name, listen=listen[0] if listen else None,
                     log_level=args.log_level, admin_listen=args.admin_listen,
-                    also_listen=listen[1:], access_log=args.access_log)
+                    workers=args.workers, also_listen=listen[1:], access_log=args.access_log)
 
 
 def _cmd_origin(args: argparse.Namespace) -> int:
