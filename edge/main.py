@@ -244,6 +244,14 @@ async def _serve(topology: Topology, name: str, listen: tuple[str, int] | None,
         where = ", ".join(format_host_port(h, p) for h, p in [(host, port), *also_listen])
         print(f"geoedge: cannot listen for edge {name} on {where}: {reason}", file=sys.stderr)
         return 2
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    draining = asyncio.Event()
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, draining.set)
+    access = running.access  # SIGUSR1 (log rotation) never kills an edge, with a log or not
+    loop.add_signal_handler(signal.SIGUSR1, access.reopen if access is not None else
+                            lambda: log.info("SIGUSR1: no access log to reopen"))
     log.info("serving edge %s on %s port %d (%d origins, lb %s)", name, running.host,
              running.port, len(topology.cdn.origins), topology.cdn.edge.lb)
     for extra in running.also:
@@ -254,14 +262,6 @@ async def _serve(topology: Topology, name: str, listen: tuple[str, int] | None,
     if running.access is not None:
         log.info("access log %s (%s); SIGUSR1 reopens it", running.access.path,
                  running.access.fmt)
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    draining = asyncio.Event()
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGTERM, draining.set)
-    access = running.access  # SIGUSR1 (log rotation) never kills an edge, with a log or not
-    loop.add_signal_handler(signal.SIGUSR1, access.reopen if access is not None else
-                            lambda: log.info("SIGUSR1: no access log to reopen"))
 
     async def drain() -> None:
         await draining.wait()

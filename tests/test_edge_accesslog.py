@@ -212,3 +212,31 @@ def test_unwritable_access_log_is_a_clear_error(tmp_path) -> None:
     assert (f"cannot open the access log of edge {EDGE_NAME} ({missing}): [Errno 2] "
             "No such file or directory") in done.stderr
     assert "Traceback" not in done.stderr
+
+
+async def test_sigusr1_without_an_access_log_leaves_the_edge_running(tmp_path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *command(), "edge", "--config", str(DEMO), "--name", EDGE_NAME,
+        "--listen", "127.0.0.1:0", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    try:
+        seen: list[str] = []
+        while not (m := re.search(r"serving edge \S+ on 127\.0\.0\.1 port (\d+)",
+                                  seen[-1] if seen else "")):
+            line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
+            assert line, "edge exited early:\n" + "".join(seen)
+            seen.append(line)
+        proc.send_signal(signal.SIGUSR1)
+        while "no access log to reopen" not in seen[-1]:
+            line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
+            assert line, "edge exited after SIGUSR1:\n" + "".join(seen)
+            seen.append(line)
+        async with aiohttp.ClientSession() as session, session.get(
+                f"http://127.0.0.1:{m[1]}/healthz") as r:
+            assert r.status == 200
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
