@@ -36,7 +36,8 @@ US_EAST = {"127.0.1.1", "127.0.1.2"}
 # --- the plan ---------------------------------------------------------------------------------
 
 def test_plan_starts_redis_origins_edges_then_dns() -> None:
-    services = plan(load_topology(DEMO), DEMO, "/usr/bin/redis-server", Path("/tmp/d"))
+    services = plan(load_topology(DEMO), DEMO, "/usr/bin/redis-server", Path("/tmp/d"),
+                    access_logs=Path("/tmp/d/logs"))
     assert [(s.name, s.role, s.region, s.address) for s in services] == [
         ("redis-us-east", "redis", "us-east", "127.0.1.10:6379"),
         ("redis-eu-west", "redis", "eu-west", "127.0.2.10:6379"),

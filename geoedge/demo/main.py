@@ -244,7 +244,7 @@ async def _main(topology: Topology, config: Path, data_dir: Path,
 async def _run(topology: Topology, config: Path, data_dir: Path, binary: str | None,
                v6: aaaa.Ipv6Plan, v6_failure: str, dashboard: str | None = None) -> int:
     services = plan(topology, config, binary, data_dir, ipv6=has_ipv6_loopback(),
-                    edge_ipv6=None if v6_failure else v6.listen)
+                    edge_ipv6=None if v6_failure else v6.listen, access_logs=data_dir / "logs")
     # a graceful stop lets edges drain (edge.drain_seconds) before SIGKILL
     sup = Supervisor(services, data_dir / "logs", lambda m: print(m, flush=True),
                      grace=topology.cdn.edge.drain_seconds + 5.0)

@@ -8,8 +8,8 @@ Rules:
 - Each :class:`Service` says how to start it (``argv``), where it listens and how to tell it
   is ready (``probe``): Redis answers ``PING``, origins and edges answer ``GET /healthz`` (the
   edge's health path from ``[health]``) with 200, GeoDNS answers the zone's SOA.
-- Edges write their access logs next to the demo's process logs
-  (``<data_dir>/logs/<edge>.access.log``) and serve ``/metrics`` and stats on their own
+- Edges write their access logs to ``access_logs/<edge>.access.log`` when given (the demo:
+  next to its process logs) and serve ``/metrics`` and stats on their own
   address, the next port up (:func:`admin_address`; the dashboard reads them).
 - Every service gets an ``--config`` pointing at the same file, so what runs is exactly what
   the topology says; only GeoDNS's IPv6 listeners are dropped where the host has no IPv6
@@ -71,10 +71,12 @@ def geoedge_argv(*args: str) -> tuple[str, ...]:
 
 
 def plan(topology: Topology, config: Path, redis_binary: str | None, data_dir: Path,
-         ipv6: bool = True, edge_ipv6: dict[str, str] | None = None) -> list[Service]:
+         ipv6: bool = True, edge_ipv6: dict[str, str] | None = None,
+         access_logs: Path | None = None) -> list[Service]:
     """The demo's processes for ``topology`` (loaded from ``config``), in start order.
     ``edge_ipv6``: edge name -> ``[V6]:PORT`` for edges to listen on as well as their ipv4
-    (``geoedge.demo.ipv6``)."""
+    (``geoedge.demo.ipv6``); ``access_logs``: the directory for the edges' access logs (None:
+    none)."""
     cfg = str(config)
     services: list[Service] = []
     if redis_binary is not None:
@@ -101,11 +103,13 @@ def plan(topology: Topology, config: Path, redis_binary: str | None, data_dir: P
             also = (edge_ipv6 or {}).get(edge.name)
             listen_args = ("--listen", format_host_port(host, edge.port), "--listen", also) \
                 if also else ()
+            log_args = () if access_logs is None else (
+                "--access-log", str(access_logs / f"{edge.name}.access.log"))
             services.append(Service(
                 edge.name, "edge", rc.name,
                 geoedge_argv("edge", "--config", cfg, "--name", edge.name, *listen_args,
                              "--admin-listen", format_host_port(*admin_address(edge)),
-                             "--access-log", str(data_dir / "logs" / f"{edge.name}.access.log"),
+                             *log_args,
                              "--log-level", "info"),
                 format_host_port(host, edge.port),
                 Probe("http", edge.check_address, edge.port, topology.health.path)))
