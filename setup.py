@@ -27,7 +27,7 @@ setup(
         Extension(
             "geodns._fastudp",
             sources=["geodns/_fastudp.c"],
-            depends=["geodns/_coldpath.h"],
+            depends=["geodns/_coldpath.h", "geodns/_rrl.h"],
             extra_compile_args=["-std=c99", "-O2", "-Wall", "-Wextra"],
             optional=True,
         )

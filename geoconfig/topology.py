@@ -9,17 +9,22 @@ Shape (see ``examples/demo.toml`` for a complete file)::
     default_region = "us-east"
     [dns]      listen, tcp_idle_timeout, tcp_query_timeout, max_udp_payload, answer_cache_size,
                udp_fast_path, nsid, identity, version, cookies, cookie_secret, cookie_rotation
+    [dns.rrl]  enabled, responses_per_second, window, slip, ipv4_prefix, ipv6_prefix, exempt,
+               table_size
     [geoip]    database ("" = the embedded GeoLite2-City), watch_interval, map_cache_dir
-    [health]   path, interval, timeout, rise, fall
-    [[regions]] name, latitude, longitude, countries, continents,
-                edges = [{ name, ipv4, ipv6, port, check_address }]
+    [health]   path, interval, timeout, rise, fall, host, status, check, port, tls_verify,
+               ca_file
+    [[regions]] name, latitude, longitude, countries, continents, weight,
+                edges = [{ name, ipv4, ipv6, port, check_address, weight }]
+    [[pools]]  name, edges = ["EDGE", ...], health = { as [health], defaults from it }
     [[zones]]  origin, ttl, soa = {...}, records = [{ name, type, value, ttl }],
-               geo = [{ name, ttl, regions }]
+               geo = [{ name, ttl, regions | pool, addresses, fallback }]
     [edge], [[origins]], [origin]   the CDN part: see geoconfig/cdnconfig.py
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -50,6 +55,7 @@ class Edge:
     ipv6: str | None
     port: int
     check_address: str  # where health probes go (defaults to ipv4, else ipv6)
+    weight: int = 1  # share of the region's answers (geodns/steering.py); 0: never answered
 
     @property
     def check_url_base(self) -> str:
@@ -62,10 +68,25 @@ class RegionConfig:
     region: Region
     edges: tuple[Edge, ...]
     redis: RedisConfig | None = None  # the region's shared cache tier
+    weight: int = 1  # 0: drained (answers go to the next region; not a health failure)
 
     @property
     def name(self) -> str:
         return self.region.name
+
+
+@dataclass(frozen=True, slots=True)
+class RrlSettings:
+    """``[dns.rrl]``, Response Rate Limiting (geodns/rrl.py has the rules)."""
+
+    enabled: bool = False
+    responses_per_second: float = 20.0  # per client prefix
+    window: float = 15.0  # seconds of debt a flooding prefix accumulates at most
+    slip: int = 2  # every Nth limited response goes out truncated (TC=1); 0: drop all
+    ipv4_prefix: int = 24
+    ipv6_prefix: int = 56
+    exempt: tuple[str, ...] = ()  # networks never limited ("192.0.2.0/24", "::1/128")
+    table_size: int = 100_000  # client prefixes tracked at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +103,7 @@ class DnsSettings:
     cookies: bool = True  # DNS Cookies (RFC 7873/9018)
     cookie_secret: str = ""  # 32 hex digits; "": random at start-up (shared by --workers)
     cookie_rotation: float = 3600.0  # seconds each derived server-cookie secret is used
+    rrl: RrlSettings = RrlSettings()
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +120,35 @@ class HealthSettings:
     timeout: float = 1.0
     rise: int = 2
     fall: int = 2
+    host: str = ""  # Host header (and TLS server name); "": the check address
+    status: tuple[int, ...] = ()  # statuses that pass; (): any 2xx
+    check: str = "http"  # "http", "https" (GET over TLS) or "tcp" (a connect only)
+    port: int = 0  # 0: the edge's port
+    tls_verify: bool = True  # https: verify the certificate (against ca_file or the system's)
+    ca_file: str = ""  # https: CA bundle (PEM); "": the system's
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    """``[[pools]]``: a named set of edges (from the regions) that geo names can be served by,
+    grouped by the edges' regions; ``health`` (None: the edges' own [health] checks) gives its
+    edges their own probes, whose results count for this pool only."""
+
+    name: str
+    edges: tuple[Edge, ...]
+    health: HealthSettings | None = None
+
+    def health_key(self, edge: Edge) -> str:
+        return f"{self.name}/{edge.name}" if self.health is not None else edge.name
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """One health check: its key in the health map, the edge, how it is probed."""
+
+    key: str
+    edge: Edge
+    settings: HealthSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +161,13 @@ class Topology:
     geoip: GeoIPSettings
     health: HealthSettings
     cdn: CdnSettings = field(default_factory=CdnSettings)
+    pools: tuple[Pool, ...] = ()
+
+    def pool_probes(self) -> tuple[Probe, ...]:
+        """The probes of the pools with their own health settings (the edges' own checks,
+        ``[health]``, are the health checker's default)."""
+        return tuple(Probe(p.health_key(e), e, p.health) for p in self.pools
+                     if p.health is not None for e in p.edges)
 
     def find_edge(self, name: str) -> Edge:
         for e in self.edges:
@@ -148,7 +206,7 @@ def parse_topology(data: dict[str, Any], source: str = "<memory>") -> Topology:
     top = check_keys(
         data, "",
         {"default_region", "dns", "geoip", "health", "regions", "zones", "edge", "origins",
-         "origin"},
+         "origin", "pools"},
         {"default_region", "regions", "zones"},
     )
     regions = _regions(get(top, "", "regions", list))
@@ -156,7 +214,10 @@ def parse_topology(data: dict[str, Any], source: str = "<memory>") -> Topology:
     default = get(top, "", "default_region", str)
     if default not in names:
         raise ConfigError("default_region", f"{default!r} is not one of the regions {names}")
-    zones = parse_zones(get(top, "", "zones", list), names)
+    health = _health(top.get("health", {}))
+    pools = _pools(get(top, "", "pools", list, []), regions, health)
+    zones = parse_zones(get(top, "", "zones", list), names, {p.name: tuple(dict.fromkeys(
+        e.region for e in p.edges)) for p in pools})
     return Topology(
         source=source,
         default_region=default,
@@ -164,8 +225,9 @@ def parse_topology(data: dict[str, Any], source: str = "<memory>") -> Topology:
         zones=zones,
         dns=_dns(top.get("dns", {})),
         geoip=_geoip(top.get("geoip", {})),
-        health=_health(top.get("health", {})),
+        health=health,
         cdn=parse_cdn(top, source),
+        pools=pools,
     )
 
 
@@ -173,7 +235,7 @@ def _dns(table: Any) -> DnsSettings:
     p = "dns"
     t = check_keys(table, p, {"listen", "tcp_idle_timeout", "max_udp_payload", "answer_cache_size",
                               "udp_fast_path", "tcp_query_timeout", "nsid", "identity", "version",
-                              "cookies", "cookie_secret", "cookie_rotation"})
+                              "cookies", "cookie_secret", "cookie_rotation", "rrl"})
     d = DnsSettings()
     listen = d.listen
     if "listen" in t:
@@ -202,7 +264,35 @@ def _dns(table: Any) -> DnsSettings:
     number_in(rotation, join(p, "cookie_rotation"), 60, 86400)
     return DnsSettings(listen, idle, payload, cache, fast, query_timeout, texts["nsid"],
                        texts["identity"], texts["version"],
-                       get(t, p, "cookies", bool, d.cookies), secret, rotation)
+                       get(t, p, "cookies", bool, d.cookies), secret, rotation,
+                       _rrl(get(t, p, "rrl", dict, {})))
+
+
+def _rrl(table: dict) -> RrlSettings:
+    p = "dns.rrl"
+    t = check_keys(table, p, {"enabled", "responses_per_second", "window", "slip", "ipv4_prefix",
+                              "ipv6_prefix", "exempt", "table_size"})
+    d = RrlSettings()
+    rate = get(t, p, "responses_per_second", float, d.responses_per_second)
+    number_in(rate, join(p, "responses_per_second"), 1, 1e7)
+    window = get(t, p, "window", float, d.window)
+    number_in(window, join(p, "window"), 1, 3600)
+    slip = int(number_in(get(t, p, "slip", int, d.slip), join(p, "slip"), 0, 100))
+    v4 = int(number_in(get(t, p, "ipv4_prefix", int, d.ipv4_prefix), join(p, "ipv4_prefix"),
+                       0, 32))
+    v6 = int(number_in(get(t, p, "ipv6_prefix", int, d.ipv6_prefix), join(p, "ipv6_prefix"),
+                       0, 128))
+    exempt = []
+    for i, text in enumerate(str_list(t, p, "exempt")):
+        try:
+            exempt.append(str(ipaddress.ip_network(text, strict=False)))
+        except ValueError:
+            raise ConfigError(join(join(p, "exempt"), i),
+                              f"not a network (ADDRESS/PREFIX): {text!r}") from None
+    size = int(number_in(get(t, p, "table_size", int, d.table_size), join(p, "table_size"),
+                         16, 10_000_000))
+    return RrlSettings(get(t, p, "enabled", bool, d.enabled), rate, window, slip, v4, v6,
+                       tuple(exempt), size)
 
 
 def _geoip(table: Any) -> GeoIPSettings:
@@ -213,10 +303,11 @@ def _geoip(table: Any) -> GeoIPSettings:
     return GeoIPSettings(db, watch, get(t, "geoip", "map_cache_dir", str, ""))
 
 
-def _health(table: Any) -> HealthSettings:
-    p = "health"
-    t = check_keys(table, p, {"path", "interval", "timeout", "rise", "fall"})
-    d = HealthSettings()
+def _health(table: Any, p: str = "health", d: HealthSettings = HealthSettings()
+            ) -> HealthSettings:
+    """``[health]``, or a pool's ``health`` (``p``) whose defaults are ``d``, the [health]."""
+    t = check_keys(table, p, {"path", "interval", "timeout", "rise", "fall", "host", "status",
+                              "check", "port", "tls_verify", "ca_file"})
     path = get(t, p, "path", str, d.path)
     if not path.startswith("/"):
         raise ConfigError(join(p, "path"), f"must start with '/', got {path!r}")
@@ -224,7 +315,57 @@ def _health(table: Any) -> HealthSettings:
     timeout = positive(get(t, p, "timeout", float, d.timeout), join(p, "timeout"))
     rise = int(number_in(get(t, p, "rise", int, d.rise), join(p, "rise"), 1, 100))
     fall = int(number_in(get(t, p, "fall", int, d.fall), join(p, "fall"), 1, 100))
-    return HealthSettings(path, interval, timeout, rise, fall)
+    host = get(t, p, "host", str, d.host)
+    if any(c.isspace() or not c.isprintable() or c in "/?#@" for c in host):
+        raise ConfigError(join(p, "host"), f"not a host name: {host!r}")
+    status = d.status
+    if "status" in t:
+        value = t["status"]
+        items = value if isinstance(value, list) else [value]
+        for i, code in enumerate(items):
+            key = join(join(p, "status"), i) if isinstance(value, list) else join(p, "status")
+            if not isinstance(code, int) or isinstance(code, bool) or not 100 <= code <= 599:
+                raise ConfigError(key, f"must be an HTTP status 100-599, got {code!r}")
+        status = tuple(items)
+    check = get(t, p, "check", str, d.check)
+    if check not in ("http", "https", "tcp"):
+        raise ConfigError(join(p, "check"), f"must be 'http', 'https' or 'tcp', got {check!r}")
+    port = int(number_in(get(t, p, "port", int, d.port), join(p, "port"), 0, 65535))
+    ca_file = get(t, p, "ca_file", str, d.ca_file)
+    if ca_file and not Path(ca_file).is_file():
+        raise ConfigError(join(p, "ca_file"), f"not a readable file: {ca_file!r}")
+    return HealthSettings(path, interval, timeout, rise, fall, host, status, check, port,
+                          get(t, p, "tls_verify", bool, d.tls_verify), ca_file)
+
+
+def _weight(t: dict, p: str) -> int:
+    return int(number_in(get(t, p, "weight", int, 1), join(p, "weight"), 0, 10_000))
+
+
+def _pools(items: list, regions: tuple[RegionConfig, ...],
+           health: HealthSettings) -> tuple[Pool, ...]:
+    edges = {e.name: e for rc in regions for e in rc.edges}
+    out: list[Pool] = []
+    for i, item in enumerate(items):
+        p = join("pools", i)
+        t = check_keys(item, p, {"name", "edges", "health"}, {"name", "edges"})
+        name = get(t, p, "name", str)
+        bare = name.replace("-", "").replace("_", "")
+        if not name or not bare.isascii() or not bare.isalnum():
+            raise ConfigError(join(p, "name"), f"must be letters, digits, '-' or '_', got {name!r}")
+        if any(q.name == name for q in out):
+            raise ConfigError(join(p, "name"), f"duplicate pool {name!r}")
+        names = str_list(t, p, "edges")
+        if not names:
+            raise ConfigError(join(p, "edges"), "a pool needs at least one edge")
+        for j, e in enumerate(names):
+            if e not in edges:
+                raise ConfigError(join(join(p, "edges"), j), f"unknown edge {e!r}")
+            if e in names[:j]:
+                raise ConfigError(join(join(p, "edges"), j), f"edge {e!r} listed twice")
+        own = _health(t["health"], join(p, "health"), health) if "health" in t else None
+        out.append(Pool(name, tuple(edges[e] for e in names), own))
+    return tuple(out)
 
 
 def _regions(items: list) -> tuple[RegionConfig, ...]:
@@ -237,7 +378,8 @@ def _regions(items: list) -> tuple[RegionConfig, ...]:
         p = join("regions", i)
         t = check_keys(
             item, p,
-            {"name", "latitude", "longitude", "countries", "continents", "edges", "redis"},
+            {"name", "latitude", "longitude", "countries", "continents", "edges", "redis",
+             "weight"},
             {"name", "latitude", "longitude", "edges"},
         )
         name = get(t, p, "name", str)
@@ -263,7 +405,7 @@ def _regions(items: list) -> tuple[RegionConfig, ...]:
         edges = _edges(get(t, p, "edges", list), join(p, "edges"), name, edge_names)
         region = Region(name, lat, lon, frozenset(countries), frozenset(continents))
         redis = parse_redis(t["redis"], join(p, "redis"), name) if "redis" in t else None
-        out.append(RegionConfig(region, edges, redis))
+        out.append(RegionConfig(region, edges, redis, _weight(t, p)))
     return tuple(out)
 
 
@@ -273,7 +415,8 @@ def _edges(items: list, path: str, region: str, seen: set[str]) -> tuple[Edge, .
     out = []
     for i, item in enumerate(items):
         p = join(path, i)
-        t = check_keys(item, p, {"name", "ipv4", "ipv6", "port", "check_address"}, {"name"})
+        t = check_keys(item, p, {"name", "ipv4", "ipv6", "port", "check_address", "weight"},
+                       {"name"})
         name = get(t, p, "name", str)
         if not name:
             raise ConfigError(join(p, "name"), "must not be empty")
@@ -291,5 +434,5 @@ def _edges(items: list, path: str, region: str, seen: set[str]) -> tuple[Edge, .
         port = int(number_in(get(t, p, "port", int, 80), join(p, "port"), 1, 65535))
         check = get(t, p, "check_address", str, None)
         check = ip_address(check, join(p, "check_address")) if check is not None else (v4 or v6)
-        out.append(Edge(name, region, v4, v6, port, check))
+        out.append(Edge(name, region, v4, v6, port, check, _weight(t, p)))
     return tuple(out)

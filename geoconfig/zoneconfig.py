@@ -29,6 +29,12 @@ class GeoName:
     name: str  # absolute, lower case, with trailing dot
     ttl: int
     regions: tuple[str, ...]
+    # steering (geodns/steering.py): a [[pools]] entry serving the name ("": the regions' own
+    # edges), addresses per family in an answer (0: every edge of the region), the addresses
+    # answered when every region serving it is down (empty: fail open to the nearest)
+    pool: str = ""
+    addresses: int = 0
+    fallback: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +50,9 @@ class Zone:
         return min(self.soa.ttl, self.soa.rdata.times[4])
 
 
-def parse_zones(items: list, region_names: list[str]) -> tuple[Zone, ...]:
+def parse_zones(items: list, region_names: list[str],
+                pools: dict[str, tuple[str, ...]] | None = None) -> tuple[Zone, ...]:
+    """``pools``: each [[pools]] name and the regions of its edges."""
     if not items:
         raise ConfigError("zones", "at least one zone is required")
     out: list[Zone] = []
@@ -63,7 +71,7 @@ def parse_zones(items: list, region_names: list[str]) -> tuple[Zone, ...]:
             for j, r in enumerate(get(t, p, "records", list, []))
         )
         geo = tuple(
-            _geo(g, join(join(p, "geo"), j), origin, region_names)
+            _geo(g, join(join(p, "geo"), j), origin, region_names, pools or {})
             for j, g in enumerate(get(t, p, "geo", list, []))
         )
         _check_zone_consistency(p, origin, records, geo)
@@ -156,8 +164,10 @@ def _record(table: Any, path: str, origin: str, zone_ttl: int) -> dnslib.RR:
     return rr
 
 
-def _geo(table: Any, path: str, origin: str, region_names: list[str]) -> GeoName:
-    t = check_keys(table, path, {"name", "ttl", "regions"}, {"name"})
+def _geo(table: Any, path: str, origin: str, region_names: list[str],
+         pools: dict[str, tuple[str, ...]]) -> GeoName:
+    t = check_keys(table, path, {"name", "ttl", "regions", "pool", "addresses", "fallback"},
+                   {"name"})
     name = _absolute(get(t, path, "name", str), origin, join(path, "name"))
     if not _in_zone(name, origin):
         raise ConfigError(join(path, "name"), f"{name!r} is outside its zone {origin!r}")
@@ -166,7 +176,25 @@ def _geo(table: Any, path: str, origin: str, region_names: list[str]) -> GeoName
     for j, r in enumerate(regions):
         if r not in region_names:
             raise ConfigError(join(join(path, "regions"), j), f"unknown region {r!r}")
-    return GeoName(name, ttl, regions)
+    pool, addresses, fallback = _steering(t, path, pools)
+    if pool:
+        if "regions" in t:
+            raise ConfigError(join(path, "regions"), "give either regions or pool, not both")
+        regions = pools[pool]
+    return GeoName(name, ttl, regions, pool, addresses, fallback)
+
+
+def _steering(t: dict, path: str,
+              pools: dict[str, tuple[str, ...]]) -> tuple[str, int, tuple[str, ...]]:
+    pool = get(t, path, "pool", str, "")
+    if "pool" in t and pool not in pools:
+        known = ", ".join(sorted(pools)) or "none defined"
+        raise ConfigError(join(path, "pool"), f"unknown pool {pool!r} ({known})")
+    addresses = int(number_in(get(t, path, "addresses", int, 0), join(path, "addresses"),
+                              0, 64))
+    fallback = tuple(ip_address(v, join(join(path, "fallback"), j))
+                     for j, v in enumerate(str_list(t, path, "fallback")))
+    return pool, addresses, fallback
 
 
 def _check_zone_consistency(

@@ -26,7 +26,7 @@ from pathlib import Path
 from geodata.regionmap import MmdbTree, RegionMap, Table, compile_map
 from geodata.regions import Region
 
-FORMAT = b"geoedge-regionmap-1"
+FORMAT = b"geoedge-regionmap-2"  # 2: the deep IPv6 entries
 _LEN = struct.Struct("!I")
 log = logging.getLogger("geoedge.geodata")
 
@@ -49,7 +49,7 @@ def cache_key(db_path: str | Path, regions: Sequence[Region], default: str) -> s
 
 def dumps(rmap: RegionMap) -> bytes:
     head = json.dumps({"orders": rmap.orders, "v4": len(rmap.v4.starts),
-                       "v6": len(rmap.v6.starts)}).encode()
+                       "v6": len(rmap.v6.starts), "deep": rmap.deep}).encode()
     parts = [FORMAT, _LEN.pack(len(head)), head]
     for table in (rmap.v4, rmap.v6):
         parts += [table.starts.tobytes(), table.plens, table.vals.tobytes()]
@@ -80,7 +80,8 @@ def loads(data: bytes) -> RegionMap:
     if pos != len(data):
         raise ValueError("bytes after the region map")
     orders = tuple(tuple(o) for o in head["orders"])
-    return RegionMap(orders, tables[0], tables[1])
+    deep = tuple((int(start), tuple(int(v) for v in vals)) for start, vals in head["deep"])
+    return RegionMap(orders, tables[0], tables[1], deep)
 
 
 def load_or_compile(db_path: str | Path, regions: Sequence[Region], default: str,

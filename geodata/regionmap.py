@@ -14,9 +14,14 @@ Rules (pure logic; the only I/O is reading the .mmdb file in ``MmdbTree``):
   region for each name"); an entry then keeps one representative order of its block, which
   gives the same answer as any other order in it under that key.
 - IPv4 is kept as 32-bit starts; IPv6 as the upper 64 bits (ECS scopes beyond /64 are not
-  needed): a network deeper than /64, and any IPv6 subtree that is an alias of the IPv4 tree
-  (::/96 inside ::/64, ::ffff:0:0/96, 2002::/16), is ``SLOW``: the caller asks the database
-  itself. An IPv4-only database gives one SLOW IPv6 entry.
+  needed). A /64 holding deeper networks gets their value when they all have the same one;
+  else it is ``SLOW`` (the caller asks the database itself), and the order indices of its
+  networks are kept in ``deep``, so that ``merged`` can still give it one value when they all
+  have the same key (e.g. the same nearest region): such a /64 then merges with its
+  neighbours instead of cutting every prefix around it short. Any IPv6 subtree that is an
+  alias of the IPv4 tree (::/96 inside ::/64, ::ffff:0:0/96, 2002::/16) is SLOW with no
+  ``deep`` entry, as is a /64 with more than ``DEEP_MAX`` networks. An IPv4-only database gives
+  one SLOW IPv6 entry.
 - Lookup: ``lookup(family, address)`` is one binary search in the sorted starts, giving
   (order index or SLOW, prefix length of the entry).
 """
@@ -40,6 +45,7 @@ from geodata.regions import Region
 
 SLOW = 0xFFFF  # value: the map does not know; look the address up in the database
 V6_BITS = 64  # IPv6 entries hold the upper 64 bits
+DEEP_MAX = 256  # networks under one /64 walked to find their values
 _NOWHERE = Location(None, None, None, None, 0, IPv4Network("0.0.0.0/0"), False)
 
 
@@ -61,6 +67,8 @@ class RegionMap:
     orders: tuple[tuple[str, ...], ...]
     v4: Table
     v6: Table
+    # SLOW IPv6 entries (start, as in v6.starts) -> the order indices of the networks in them
+    deep: tuple[tuple[int, tuple[int, ...]], ...] = ()
 
     def lookup(self, family: int, address: bytes) -> tuple[int, int]:
         """(order index or SLOW, scope) for a full-length address of ``family`` (1 or 2)."""
@@ -70,7 +78,8 @@ class RegionMap:
 
     def merged(self, key: Callable[[int], object]) -> RegionMap:
         """The map merged by ``key(order index)`` (SLOW entries stay SLOW)."""
-        return RegionMap(self.orders, _remerge(self.v4, 32, key), _remerge(self.v6, V6_BITS, key))
+        return RegionMap(self.orders, _remerge(self.v4, 32, key, {}),
+                         _remerge(self.v6, V6_BITS, key, dict(self.deep)))
 
     def __len__(self) -> int:
         return len(self.v4.starts) + len(self.v6.starts)
@@ -104,12 +113,18 @@ class _Merger:
         return Table(self.starts, bytes(self.plens), self.vals)
 
 
-def _remerge(table: Table, bits: int, key: Callable[[int], object]) -> Table:
+def _remerge(table: Table, bits: int, key: Callable[[int], object],
+             deep: dict[int, tuple[int, ...]]) -> Table:
     rep: dict[object, int] = {}
     out = _Merger(bits)
     for start, plen, val in zip(table.starts, table.plens, table.vals, strict=True):
         if val != SLOW:
             val = rep.setdefault(key(val), val)
+        elif start in deep:
+            vals = deep[start]
+            keys = {key(v) for v in vals}
+            if len(keys) == 1:
+                val = rep.setdefault(keys.pop(), vals[0])
         out.push(start, plen, val)
     return out.table()
 
@@ -150,15 +165,15 @@ class MmdbTree:
 
     def leaves(self, root: int, bits: int, cap: int, alias: int) -> Iterator[tuple[int, int, int]]:
         """(start, prefix, node-or-pointer) for every leaf under ``root`` in address order;
-        starts have ``cap`` bits; a subtree deeper than ``cap`` or rooted at ``alias`` comes
-        out as one leaf with value -1."""
+        starts have ``cap`` bits; a subtree rooted at ``alias`` comes out as one leaf with value
+        -1, one deeper than ``cap`` as one leaf with its node (below ``node_count``)."""
         node_count = self.node_count
         stack = [(root, 0, 0)]
         pop, push, children = stack.pop, stack.append, self.children
         while stack:
             node, net, depth = pop()
             if node >= node_count or depth == cap or (node == alias and depth):
-                yield net, depth, node if node >= node_count and node != alias else -1
+                yield net, depth, -1 if node == alias else node  # < node_count: deeper
                 continue
             left, right = children(node)
             depth += 1
@@ -194,15 +209,65 @@ def compile_map(tree: MmdbTree, regions: Sequence[Region], default: str) -> Regi
         m4.push(0, 0, value(v4_root, IPv4Address(0)))
     else:
         for start, plen, pointer in tree.leaves(v4_root, 32, 32, -2):
+            pointer = -1 if 0 <= pointer < tree.node_count else pointer  # not a leaf: SLOW
             m4.push(start, plen, value(pointer, IPv4Address(start)))
     m6 = _Merger(V6_BITS)
+    deep: dict[int, tuple[int, ...]] = {}
     if tree.ip_version == 6:
         for start, plen, pointer in tree.leaves(0, 128, V6_BITS, v4_root):
-            m6.push(start, plen, value(pointer, IPv6Address(start << 64)))
+            if 0 <= pointer < tree.node_count:  # networks deeper than /64
+                vals = _deep_values(tree, pointer, start, v4_root, value)
+                val = vals[0] if vals is not None and len(vals) == 1 else SLOW
+                if vals is not None and len(vals) > 1:
+                    deep[start] = vals
+            else:
+                val = value(pointer, IPv6Address(start << 64))
+            m6.push(start, plen, val)
     else:
         m6.push(0, 0, SLOW)
     value(tree.node_count, IPv4Address(0))  # "not found" always has its order in the table
-    return RegionMap(tuple(orders), m4.table(), m6.table())
+    v6 = m6.table()
+    return RegionMap(tuple(orders), m4.table(), v6, _deep_entries(v6, deep))
+
+
+def _deep_values(tree: MmdbTree, node: int, start: int, alias: int,
+                 value: Callable[[int, IPv6Address], int]) -> tuple[int, ...] | None:
+    """The distinct values of the networks under a /64's ``node``; None when one of them is
+    an alias of the IPv4 tree, SLOW, or there are more than DEEP_MAX."""
+    out: dict[int, None] = {}
+    stack = [(node, 0, 0)]
+    seen = 0
+    while stack:
+        n, net, depth = stack.pop()
+        if n == alias:
+            return None
+        if n >= tree.node_count:
+            seen += 1
+            val = value(n, IPv6Address((start << 64) | (net << (64 - depth))))
+            if val == SLOW or seen > DEEP_MAX:
+                return None
+            out[val] = None
+            continue
+        if depth == 64:
+            return None
+        left, right = tree.children(n)
+        stack.append((right, net << 1 | 1, depth + 1))
+        stack.append((left, net << 1, depth + 1))
+    return tuple(out)
+
+
+def _deep_entries(v6: Table, deep: dict[int, tuple[int, ...]]
+                  ) -> tuple[tuple[int, tuple[int, ...]], ...]:
+    """``deep`` for the SLOW entries of the merged table: an entry (buddy /64s merged) has the
+    union of its /64s' values when each of them has some."""
+    out = []
+    for start, plen, val in zip(v6.starts, v6.plens, v6.vals, strict=True):
+        if val != SLOW or 64 - plen > 4:
+            continue
+        parts = [deep.get(start + i) for i in range(1 << (64 - plen))]
+        if all(p is not None for p in parts):
+            out.append((start, tuple(dict.fromkeys(v for p in parts for v in p))))  # type: ignore[union-attr]
+    return tuple(out)
 
 
 def _location(fields: tuple | None) -> Location:

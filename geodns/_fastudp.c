@@ -19,6 +19,8 @@
      `answer(data, client_ip, False)`, exactly like the pure-Python loop; it returns the
      response bytes or None (no answer). An exception from it (or from `cache_of`) is raised
      out of serve() after the answers already prepared in that batch have been sent.
+   - With `rrl` (an Rrl, _rrl.h), the batch's answers are rate limited just before they are
+     sent: some dropped, some replaced by their truncated form (geodns/rrl.py's rules).
    - Send: sendmmsg() of the batch's answers, with the GIL released, each to its datagram's
      source address. A datagram that cannot be sent is skipped and reported through
      `send_failed(client_ip, errno)`; the rest of the batch is still sent.
@@ -66,7 +68,10 @@ typedef struct {
     PyObject *keep[BATCH_MAX]; /* strong references to what out_iov points into */
     int nout;
     unsigned char *bufs; /* BATCH_MAX buffers of DGRAM_MAX bytes */
+    PyObject *rrl;       /* serve()'s rrl (borrowed), or NULL: see _rrl.h */
 } Batch;
+
+#include "_rrl.h"
 
 /* The client's address as text, as Python's socket module formats addr[0] of recvfrom, except
    that an IPv6 scope (fe80::1%lo) is left out: such clients are never located anyway. */
@@ -178,6 +183,7 @@ static void
 send_queued(int fd, Batch *b, PyObject *send_failed)
 {
     int done = 0;
+    rrl_filter(b, b->rrl);
     while (done < b->nout) {
         int r, err;
         Py_BEGIN_ALLOW_THREADS
@@ -317,13 +323,15 @@ static PyObject *
 serve(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *keywords[] = {"fd", "cache_of", "answer", "send_failed", "batch", "fast_of",
-                               NULL};
+                               "rrl", NULL};
     int fd, batch = BATCH_MAX, rc = 0;
-    PyObject *cache_of, *answer, *send_failed, *fast_of = Py_None;
+    PyObject *cache_of, *answer, *send_failed, *fast_of = Py_None, *rrl = Py_None;
     (void)module;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOOO|iO:serve", keywords, &fd, &cache_of,
-                                     &answer, &send_failed, &batch, &fast_of))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOOO|iOO:serve", keywords, &fd, &cache_of,
+                                     &answer, &send_failed, &batch, &fast_of, &rrl))
         return NULL;
+    if (rrl != Py_None && !PyObject_TypeCheck(rrl, &RrlType))
+        return PyErr_Format(PyExc_TypeError, "rrl must be an Rrl or None");
     if (fast_of == Py_None)
         fast_of = NULL;
     else if (!PyCallable_Check(fast_of))
@@ -353,6 +361,7 @@ serve(PyObject *module, PyObject *args, PyObject *kwargs)
         PyMem_Free(b);
         return PyErr_NoMemory();
     }
+    b->rrl = rrl == Py_None ? NULL : rrl; /* the caller's reference outlives serve() */
     while (rc == 0) {
         int n = receive(fd, b, batch);
         rc = n < 0 ? -1 : answer_batch(fd, b, n, cache_of, answer, send_failed, fast_of);
@@ -487,7 +496,7 @@ scan_common(PyObject *module, PyObject *arg)
 
 static PyMethodDef methods[] = {
     {"serve", (PyCFunction)(void (*)(void))serve, METH_VARARGS | METH_KEYWORDS,
-     "serve(fd, cache_of, answer, send_failed, batch=64, fast_of=None)\n--\n\n"
+     "serve(fd, cache_of, answer, send_failed, batch=64, fast_of=None, rrl=None)\n--\n\n"
      "Serve one blocking UDP socket until it is shut down (see the module's source for the "
      "rules)."},
     {"answer_common", answer_common, METH_VARARGS,
@@ -511,6 +520,9 @@ PyInit__fastudp(void)
 {
     PyObject *m = PyModule_Create(&module_def);
     if (m != NULL && PyModule_AddIntConstant(m, "BATCH_MAX", BATCH_MAX) < 0)
+        Py_CLEAR(m);
+    if (m != NULL && (PyType_Ready(&RrlType) < 0 ||
+                      PyModule_AddObjectRef(m, "Rrl", (PyObject *)&RrlType) < 0))
         Py_CLEAR(m);
     return m;
 }

@@ -17,6 +17,12 @@ Rules:
   the region map's entry holding the address (merged for the current health state) when the
   answer depends on location and ECS was used, else 0. A query's SCOPE must be 0 (FORMERR,
   RFC 7871 §7.1.2: see wire.py).
+- Steering (geodns/steering.py): each geo name's serve picks the region and the edges. There
+  is one region map per distinct selection of the serves (``map_states``; ``maps`` is the
+  first, the most names', and the only one the C cold path uses: other names get no C
+  templates); a name's scope comes from its own map. A weighted name's addresses are drawn for
+  each response before packing: its packed records are cached per drawn set, its responses
+  never (no wire cache entry, no template).
 - Caches: ``decisions`` (client key -> ranking), ``rankings`` (location -> ranking),
   ``packed`` (question + ranking -> wire answer) and ``wire_udp``/``wire_tcp`` (query bytes
   after the ID -> response bytes after the ID). The health-dependent ones are replaced by new
@@ -46,6 +52,7 @@ Rules:
 from __future__ import annotations
 
 import ipaddress
+import random
 import secrets
 import struct
 import threading
@@ -81,6 +88,7 @@ from geodns.options import (
     keepalive_option,
     option,
 )
+from geodns.steering import Serve, answer_set, choose, serve_for
 from geodns.wire import (
     Drop,
     Ecs,
@@ -148,21 +156,52 @@ class Engine:
         self.wire_udp_old: dict[bytes, bytes | dict[str, bytes]] = {}
         self.wire_tcp_old: dict[bytes, bytes | dict[str, bytes]] = {}
         self._swap = threading.Lock()  # UDP threads rotate; the loop thread sets health
-        self.allowed_sets = sorted({g.regions for g in self.zones.geo_names().values()})
+        self.draw = random.Random().random  # weighted answers (geodns/steering.py)
         if regionmap is None:
             regionmap = loaded(reader.path, self.regions, topology.default_region,
                                topology.geoip.map_cache_dir)
-        self.maps = MapState(regionmap, self.merge_key({}, regionmap.orders))
+        self._steering(regionmap)
         # the C cold path's data (geodns/_coldpath.h): templates by name/type/class/order index
         self.templates: dict[bytes, bytes] = {}
         self._origins = {z.origin: (frozenset(z.existing), z.negative_parts)
                          for z in self.zones.zones}
         self._fast: tuple | None = None
 
+    def _steering(self, regionmap: RegionMap) -> None:
+        """Each geo name's serve (geodns/steering.py) and one region map per distinct selection
+        of them (the widest scopes for each); ``maps`` is the one of the most names, which the
+        C cold path uses (only its names get C templates)."""
+        geo = self.zones.geo_names()
+        self.serves: dict[GeoName, tuple[int, Serve]] = {}
+        groups: dict[tuple, list[Serve]] = {}
+        for i, g in enumerate(geo.values()):
+            serve = serve_for(self.topology, g)
+            self.serves[g] = (i, serve)
+            groups.setdefault(serve.selection, []).append(serve)
+        ranked = sorted(groups.values(), key=len, reverse=True)
+        self.map_serves: list[Serve | None] = [ms[0] for ms in ranked] or [None]
+        index = {ms[0].selection: i for i, ms in enumerate(ranked)}
+        self.map_of: dict[bytes, int] = {}  # location-dependent name -> its map
+        self.weighted: dict[bytes, GeoName] = {}  # name -> the weighted geo name it leads to
+        for name in self.dependent:
+            target = name
+            for _ in range(17):
+                if target in geo or (nxt := self.zones.cname_target(target)) is None:
+                    break
+                target = nxt
+            if target in geo:
+                self.map_of[name] = index[self.serves[geo[target]][1].selection]
+                if self.serves[geo[target]][1].weighted:
+                    self.weighted[name] = geo[target]
+        self.map_states = [MapState(regionmap, self.merge_key({}, serve, regionmap.orders),
+                                    eager=i == 0) for i, serve in enumerate(self.map_serves)]
+        self.maps = self.map_states[0]
+
     # -- health -------------------------------------------------------------------------------
     def set_health(self, health: Mapping[str, bool]) -> None:
         self.health = dict(health)
-        self.maps.health_changed(self.merge_key(self.health, self.maps.full.orders))
+        for serve, state in zip(self.map_serves, self.map_states, strict=True):
+            state.health_changed(self.merge_key(self.health, serve, state.full.orders))
         self.selections = {}
         self.packed = {}
         self.templates = {}
@@ -172,22 +211,13 @@ class Engine:
             self.wire_udp = {}
             self.wire_tcp = {}
 
-    def merge_key(self, health: Mapping[str, bool], orders: tuple[tuple[str, ...], ...]) -> Key:
-        """What an answer depends on in ``health``, as a function of a map's order index."""
-        edges, allowed_sets = self.edges, self.allowed_sets
-
-        def up(region: str) -> bool:
-            return any(health.get(e.name, True) for e in edges[region])
-
-        def key(val: int) -> object:
-            order = orders[val]
-            out = []
-            for allowed in allowed_sets:
-                sel = select_region(tuple(r for r in order if r in allowed), up)
-                out.append((sel.region, sel.failed_open))
-            return tuple(out)
-
-        return key
+    def merge_key(self, health: Mapping[str, bool], serve: Serve | None,
+                  orders: tuple[tuple[str, ...], ...]) -> Key:
+        """What the answers of ``serve``'s names depend on in ``health``, as a function of a
+        map's order index (no geo name: nothing)."""
+        if serve is None:
+            return lambda val: ()
+        return lambda val: choose(serve, orders[val], health)
 
     def region_up(self, region: str) -> bool:
         health = self.health
@@ -202,22 +232,26 @@ class Engine:
             hit = selections[order] = (sel.region, sel.failed_open)
         return hit
 
+    def choice(self, geo: GeoName, order: tuple[str, ...]) -> tuple[str, str]:
+        """(region, state) for a geo name and a client's order (steering.choose), cached
+        until health changes."""
+        index, serve = self.serves[geo]
+        key = (index, order)
+        hit = self.selections.get(key)
+        if hit is None:
+            hit = self.selections[key] = choose(serve, order, self.health)  # type: ignore[index]
+        return hit  # type: ignore[return-value]
+
     def addresses(self, geo: GeoName, order: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
-        allowed = tuple(r for r in order if r in geo.regions)
-        region, failed_open = self.select(allowed)
-        edges = self.edges[region]
-        if not failed_open:
-            edges = tuple(e for e in edges if self.health.get(e.name, True))
-        v4 = tuple(e.ipv4 for e in edges if e.ipv4)
-        v6 = tuple(e.ipv6 for e in edges if e.ipv6)
-        return v4, v6
+        return answer_set(self.serves[geo][1], self.choice(geo, order), self.health, self.draw)
 
     # -- location -----------------------------------------------------------------------------
-    def decide(self, ecs: Ecs | None, client_ip: str) -> Decision:
-        """The ranking for a client: by its ECS subnet when usable, else by the resolver."""
+    def decide(self, ecs: Ecs | None, client_ip: str, maps: MapState | None = None) -> Decision:
+        """The ranking for a client: by its ECS subnet when usable, else by the resolver;
+        ``maps``: the region map of the name asked (default: ``maps``)."""
         decisions = self.decisions
         if ecs is not None and ecs.source:
-            active = self.maps.active
+            active = (maps or self.maps).active
             val, scope = active.lookup(ecs.family, ecs.padded())
             if val != SLOW:
                 return Decision(active.orders[val], scope, None, val)
@@ -364,17 +398,27 @@ class Engine:
         scope = 0
         by_resolver = False
         tval = INDEPENDENT
+        primary = True
         if qname in self.dependent:
-            decision = self.decide(Ecs(family, source, address) if family else None, client_ip)
+            group = self.map_of.get(qname, 0)
+            primary = group == 0
+            decision = self.decide(Ecs(family, source, address) if family else None, client_ip,
+                                   self.map_states[group])
             order, scope, by_resolver = decision.order, decision.scope, not decision.scope
             tval = decision.val
-        key = (qname, qtype, qclass, order, tcp and qtype == 255)
+        key: tuple = (qname, qtype, qclass, order, tcp and qtype == 255)
+        drawn = None  # a weighted name's addresses, drawn for this response
+        weighted = self.weighted.get(qname) if order is not None else None
+        if weighted is not None and qtype in (1, 28, 255):
+            drawn = self.addresses(weighted, order)  # type: ignore[arg-type]
+            key += (drawn,)  # packed once per drawn set; the response is never cached
         packed_cache = self.packed
         entry = packed_cache.get(key)
         if entry is None:
-            entry = self._build(qname, qtype, qclass, order, tcp)
+            entry = self._build(qname, qtype, qclass, order, tcp, drawn)
             self._remember(packed_cache, key, entry)
-        if not tcp and tval >= 0 and entry.ede is None:  # for the C cold path
+        cacheable = drawn is None
+        if not tcp and tval >= 0 and entry.ede is None and cacheable and primary:  # C cold path
             self._remember(templates, qname + _TKEY.pack(qtype, qclass, tval),
                            _TEMPLATE.pack(entry.flags, entry.ancount, entry.nscount,
                                           entry.arcount, entry.location_dependent) + entry.body)
@@ -400,17 +444,21 @@ class Engine:
             limit = 512 if size < 0 else min(size, self.max_udp)
             if len(wire) > limit:
                 wire = _HEADER.pack(id_, out_flags | 0x0200, 1, 0, 0, extra) + question + opt
-        return wire, by_resolver
+        return wire, by_resolver if cacheable else None  # type: ignore[return-value]
 
     def _build(self, qname: bytes, qtype: int, qclass: int, order: tuple[str, ...] | None,
-               tcp: bool) -> Packed:
+               tcp: bool, drawn: tuple[tuple[str, ...], ...] | None = None) -> Packed:
+        """The packed answer; ``drawn``: the addresses of the (weighted) geo name it leads to."""
         if qclass == CLASS_CH:
             chaos = chaos_answer(qname, qtype, self.identity, self.version)
             return pack_answer(chaos, qname, qtype, qclass)
         fast = nxdomain_fast(self.zones, qname, qtype, qclass)
         if fast is not None:
             return fast
+
         def resolve(geo: GeoName) -> tuple[tuple[str, ...], ...]:
+            if drawn is not None:
+                return drawn
             return self.addresses(geo, order or (self.topology.default_region,))
 
         answer: Answer = build_answer(self.zones, qname, qtype, qclass, resolve, tcp)

@@ -70,10 +70,10 @@ def explain_lines(engine: Engine, ip_text: str, names: list[str]) -> list[str]:
             lines.append(f"answer      {name_to_text(wire)}: not a geo-routed name")
             continue
         via = "".join(f" -> CNAME {name_to_text(h)}" for h in hops)
-        allowed = tuple(r for r in decision.order if r in g.regions)
-        region, failed_open = engine.select(allowed)
+        region, state = engine.choice(g, decision.order)
         v4, v6 = engine.addresses(g, decision.order)
-        note = " (every region is down: failing open to the nearest)" if failed_open else ""
+        note = {"failed-open": " (every region is down: failing open to the nearest)",
+                "fallback": "the fallback (every region is down)"}.get(state, "")
         prefix = f"{name_to_text(wire)}{via}" if hops else g.name
         lines.append(f"answer      {prefix} -> {region}{note}")
         lines.append(f"              A    {' '.join(v4) or '-'}   TTL {g.ttl}")
@@ -95,13 +95,15 @@ def _name(text: str) -> bytes:
 
 async def _probe_all(engine: Engine) -> None:
     topology = engine.topology
-    checker = HealthChecker(topology.edges, topology.health, engine.set_health)
+    checker = HealthChecker(topology.edges, topology.health, engine.set_health,
+                            topology.pool_probes())
+    probes = list(checker.probes().values())
     await checker.start()
     try:
-        for _ in range(max(topology.health.fall, topology.health.rise)):
-            results = await asyncio.gather(*(checker.probe(e) for e in topology.edges))
-            for edge, ok in zip(topology.edges, results, strict=True):
-                checker.record(edge.name, ok)
+        for _ in range(max(max(p.settings.fall, p.settings.rise) for p in probes)):
+            results = await asyncio.gather(*(checker.probe(p.edge, p.settings) for p in probes))
+            for probe, ok in zip(probes, results, strict=True):
+                checker.record(probe.key, ok)
     finally:
         await checker.stop()
 

@@ -48,15 +48,19 @@ def loaded(db_path: str | Path, regions: Sequence[Region], default: str,
 
 
 class MapState:
-    def __init__(self, full: RegionMap, all_up: Key) -> None:
+    def __init__(self, full: RegionMap, all_up: Key, eager: bool = True) -> None:
+        """``eager``: merge for all-up now; else serve ``full`` and merge in the background
+        (the engine's further maps, one per distinct steering selection)."""
         self.full = full
-        self.active = full.merged(all_up)
+        self.active = full.merged(all_up) if eager else full
         self._generation = 0
         self._pending: tuple[int, Key] | None = None  # the latest state still to merge
         self._worker: threading.Thread | None = None
         self._lock = threading.Lock()
         self.ready = threading.Event()  # set when ``active`` is merged for the current health
         self.ready.set()
+        if not eager:
+            self.health_changed(all_up)
 
     def health_changed(self, key: Key) -> None:
         """Serve ``full`` now; merge for ``key`` in the background. One merge runs at a time

@@ -21,6 +21,9 @@
   ``query_timeout`` seconds after a query's first byte without the rest of it; an answer the
   client does not read within ``idle_timeout`` also closes it. The idle timeout is what the
   EDNS TCP keepalive option announces (RFC 7828).
+- Response Rate Limiting (``[dns.rrl]``, geodns/rrl.py; read at start-up): every UDP answer,
+  in either loop, goes through the server's limiter before it is sent; the C loop has its own
+  (geodns/_rrl.h, same rules). ``stats()`` sums both: ``rrl_dropped`` and ``rrl_slipped``.
 - A packet that makes the engine fail is logged and dropped; the listener keeps serving.
 - ``engine`` is read once per query, so a reload that assigns a new engine takes effect for the
   next packet without locks.
@@ -35,9 +38,11 @@ import os
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable
 
 from geodns.engine import Engine
+from geodns.rrl import DROP, SLIP, RateLimiter, parse_exempt, truncated
 
 log = logging.getLogger("geoedge.dns")
 FAST_RETRY = 0.5  # seconds before the C loop is entered again after an internal error
@@ -107,9 +112,33 @@ class DnsServer:
         self._udp: list[socket.socket] = []
         self._tcp_servers: list[asyncio.base_events.Server] = []
         self._tcp_clients: set[asyncio.Task[None]] = set()
+        self.rrl: RateLimiter | None = None  # the Python loop's limiter ([dns.rrl] enabled)
+        self.c_rrl: object | None = None  # the C loop's (geodns._fastudp.Rrl)
+
+    def stats(self) -> dict[str, int]:
+        """Counters of this server: rate-limited UDP answers dropped and sent truncated, summed
+        over the Python and the C loop."""
+        dropped = slipped = 0
+        for limiter in (self.rrl, self.c_rrl):
+            if limiter is not None:
+                dropped += limiter.dropped  # type: ignore[attr-defined]
+                slipped += limiter.slipped  # type: ignore[attr-defined]
+        return {"rrl_dropped": dropped, "rrl_slipped": slipped}
+
+    def _start_rrl(self, serve: Callable[..., None] | None) -> None:
+        settings = self.engine.topology.dns.rrl
+        if not settings.enabled:
+            return
+        self.rrl = RateLimiter(settings)
+        if serve is not None:
+            from geodns import _fastudp
+            self.c_rrl = _fastudp.Rrl(settings.responses_per_second, settings.window,
+                                      settings.slip, settings.ipv4_prefix, settings.ipv6_prefix,
+                                      parse_exempt(settings.exempt), settings.table_size)
 
     async def start(self) -> list[tuple[str, int]]:
         serve = fast_udp_serve() if self.udp_fast_path else None
+        self._start_rrl(serve)
         self.udp_loop = "python" if serve is None else "c"
         if self.udp_fast_path and serve is None:
             log.info("udp_fast_path: the C extension geodns._fastudp is not built; "
@@ -145,6 +174,9 @@ class DnsServer:
         for server in self._tcp_servers:
             await server.wait_closed()
         await asyncio.to_thread(self._join_udp)
+        if self.rrl is not None:
+            log.warning("rate limiting: %(rrl_dropped)d answers dropped, %(rrl_slipped)d sent "
+                        "truncated", self.stats())
 
     def _join_udp(self) -> None:
         for thread in self._threads:
@@ -161,7 +193,7 @@ class DnsServer:
 
     def _udp_loop(self, sock: socket.socket) -> None:
         recv, send, answer = sock.recvfrom, sock.sendto, self._answer
-        stopping = self._stopping.is_set
+        stopping, rrl, now = self._stopping.is_set, self.rrl, time.monotonic
         while not stopping():
             try:
                 data, addr = recv(65535)
@@ -173,6 +205,12 @@ class DnsServer:
             if addr is None:  # woken by stop()
                 continue
             response = answer(data, addr[0], False)
+            if response is not None and rrl is not None:
+                verdict = rrl.check(addr[0], now())
+                if verdict == DROP:
+                    continue
+                if verdict == SLIP:
+                    response = truncated(response)
             if response is not None:
                 try:
                     send(response, addr)
@@ -190,7 +228,7 @@ class DnsServer:
         while not stopping():
             try:
                 serve(sock.fileno(), self._udp_cache, self._answer, self._udp_send_failed,
-                      fast_of=self._fast_state)
+                      fast_of=self._fast_state, rrl=self.c_rrl)
             except OSError as exc:
                 if stopping():
                     return

@@ -57,6 +57,10 @@ FULL_ORDER = [
     ("merge-test.mmdb", "2001:db8:1::1", AP_EU, "2001:db8:1::/48"),
     ("merge-test.mmdb", "2001:db8:3::1", AP_EU, "2001:db8:2::/47"),
     ("merge-test.mmdb", "::ffff:192.0.2.1", None, "::/64"),  # IPv4 alias: ask the database
+    # networks deeper than /64: one order for the whole /64 gives it that order; two are SLOW
+    ("merge-test.mmdb", "2001:db8:10::1", AP_EU, "2001:db8:10::/64"),
+    ("merge-test.mmdb", "2001:db8:10:0:ffff::1", AP_EU, "2001:db8:10::/64"),
+    ("merge-test.mmdb", "2001:db8:20::1", None, "2001:db8:20::/64"),
     ("city-test.mmdb", "203.0.113.70", EU_ORDER, "203.0.113.64/26"),  # DE, no coordinates
     ("city-test.mmdb", "203.0.113.130", EU_ORDER, "203.0.113.128/27"),  # continent AF only
     ("city-test.mmdb", "198.51.100.200", US_ORDER, "196.0.0.0/6"),  # US + unlocated merged
@@ -77,6 +81,9 @@ FIRST_REGION = [
     ("203.0.113.200", "ap-southeast", "203.0.113.0/24"),
     ("198.51.100.1", "eu-west", "198.51.100.0/25"),
     ("198.51.100.129", "us-east", "198.51.100.128/26"),
+    # a SLOW /64 whose deeper networks (Tokyo, Sydney) share the first region gets it
+    ("2001:db8:20::1", "ap-southeast", "2001:db8:20::/64"),
+    ("2001:db8:20:0:8000::1", "ap-southeast", "2001:db8:20::/64"),
 ]
 
 
@@ -120,6 +127,8 @@ def test_cache_round_trip_and_key(tmp_path: Path) -> None:
     db = FIXTURES / "merge-test.mmdb"
     rmap = compiled("merge-test.mmdb")
     assert loads(dumps(rmap)) == rmap
+    assert rmap.deep == ((int(IPv6Address("2001:db8:20::")) >> 64, (rmap.orders.index(AP_EU),
+                                                                     rmap.orders.index(AP_US))),)
     with pytest.raises(ValueError):
         loads(dumps(rmap)[:-1])
     moved = [DEMO[0], DEMO[1], region("ap-southeast", 1.3, 103.8, "AS OC")]
