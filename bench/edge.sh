@@ -31,6 +31,8 @@
 #   EDGE_BENCH_COALESCE_ROUNDS=3   coalescing bursts per cache, each for a fresh URL
 #   EDGE_BENCH_SERVER_CPU=0 EDGE_BENCH_CLIENT_CPU=1
 #   EDGE_BENCH_NGINX_SENDFILE=on   the proxy_cache's sendfile (off: read + writev)
+#   EDGE_BENCH_ACCESS_LOG=0   1: both caches write an access log (nginx: combined, buffer=64k
+#                             flush=1s; geoedge: [edge] access_log, combined), checked to grow
 #   EDGE_BENCH_KEEP=0         1: keep the temp dir (configs, logs, raw wrk output)
 #   GEOEDGE_VENV=<repo>/.venv
 set -euo pipefail
@@ -53,6 +55,7 @@ SERVER_CPU=${EDGE_BENCH_SERVER_CPU:-0}
 CLIENT_CPU=${EDGE_BENCH_CLIENT_CPU:-1}
 KEEP=${EDGE_BENCH_KEEP:-0}
 NGINX_SENDFILE=${EDGE_BENCH_NGINX_SENDFILE:-on}
+ACCESS_LOG=${EDGE_BENCH_ACCESS_LOG:-0}
 EDGE_NAME=us-east-1
 TARGET_RATIO=0.5
 SIZES=(1k 64k)
@@ -64,7 +67,7 @@ die() { printf '[edge-bench] ERROR: %s\n' "$*" >&2; exit 1; }
 source "$ROOT/bench/lib.sh"
 
 for v in DURATION WARMUP ROUNDS CONNECTIONS COALESCE COALESCE_COUNT COALESCE_MS \
-    COALESCE_ROUNDS SERVER_CPU CLIENT_CPU; do
+    COALESCE_ROUNDS SERVER_CPU CLIENT_CPU ACCESS_LOG; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "EDGE_BENCH_$v must be a non-negative integer (got '${!v}')"
 done
 ((DURATION > 0 && DURATION <= 600)) || die "EDGE_BENCH_DURATION must be 1..600"
@@ -141,7 +144,7 @@ start_geoedge() {  # $1 role (edge|origin), $2 config, $3 name, $4 log, $5 cpu (
     local role=$1 conf=$2 name=$3 logf=$4 cpu=$5 pin=() line
     [[ -n $cpu ]] && pin=(taskset -c "$cpu")
     "${pin[@]}" "$GEOEDGE" "$role" --config "$conf" --name "$name" --listen 127.0.0.1:0 \
-        --log-level warning >"$logf" 2>&1 &
+        --log-level info >"$logf" 2>&1 &
     GEOEDGE_PID=$!
     PIDS+=("$GEOEDGE_PID")
     STOP_SIG[$GEOEDGE_PID]=INT
@@ -150,8 +153,10 @@ start_geoedge() {  # $1 role (edge|origin), $2 config, $3 name, $4 log, $5 cpu (
 }
 
 render_topology() {  # $1 output, $2 origin name, $3 port
+    local edge_log=""
+    ((ACCESS_LOG)) && edge_log="access_log = \"$WORK/$(basename "$1" .toml).access.log\""
     sed -e "s#@ORIGIN_NAME@#$2#g" -e "s#@ORIGIN_HOST@#127.0.0.1#g" -e "s#@ORIGIN_PORT@#$3#g" \
-        "$HERE/topology.toml.in" >"$1"
+        -e "s#^\[edge\]\$#[edge]\n$edge_log#" "$HERE/topology.toml.in" >"$1"
 }
 
 # ---------------------------------------------------------------- servers
@@ -192,7 +197,8 @@ fi
 if ((API_PORT)); then CACHE_PORT=$(free_ports 1); else read -r CACHE_PORT API_PORT < <(free_ports 2); fi
 [[ $CACHE_PORT =~ ^[0-9]+$ && $API_PORT =~ ^[0-9]+$ ]] || die "could not pick a free port"
 render "$HERE/cache-nginx.conf.in" "$WORK/cache-nginx.conf" "PORT=$CACHE_PORT" \
-    "STATIC_PORT=$STATIC_PORT" "API_PORT=$API_PORT" "SENDFILE=$NGINX_SENDFILE"
+    "STATIC_PORT=$STATIC_PORT" "API_PORT=$API_PORT" "SENDFILE=$NGINX_SENDFILE" \
+    "ACCESS_LOG=$( ((ACCESS_LOG)) && echo "access_log $WORK/cache-nginx.access.log combined buffer=64k flush=1s;" || echo "access_log off;")"
 start_nginx "$WORK/cache-nginx.conf" cache-nginx "$SERVER_CPU"
 CACHE_PID=$NGINX_PID
 wait_http "$CACHE_PID" "http://127.0.0.1:$CACHE_PORT/healthz" "$WORK/cache-nginx.error.log"
@@ -315,6 +321,15 @@ for server in $SERVERS; do
             log "warning: $server $size is no longer a cache hit after the runs"
     done
 done
+
+if ((ACCESS_LOG)); then  # both logged every request (the flush interval is 1 s)
+    sleep 1.5
+    for f in "$WORK/cache-nginx.access.log" "$WORK/static.access.log"; do
+        n=$(wc -l <"$f" 2>/dev/null || echo 0)
+        ((n > 1000)) || die "access log $f has only $n lines"
+        log "access log $(basename "$f"): $n lines"
+    done
+fi
 
 # ---------------------------------------------------------------- coalescing
 COALESCE_OUT=$WORK/coalesce.txt

@@ -44,7 +44,7 @@
 #   TIER_BENCH_REDIS_TIMEOUT=1.0    the "shared" pair's redis timeout, seconds
 #   TIER_BENCH_CACHE_BYTES=         the edges' [edge] cache_max_bytes (default: geoedge's)
 #   TIER_BENCH_SERVER_CPU=0 TIER_BENCH_CLIENT_CPU=1
-#   TIER_BENCH_LOG_LEVEL=warning    the edges' --log-level (debug shows each tier failure)
+#   TIER_BENCH_LOG_LEVEL=info       the edges' --log-level (debug shows each tier failure)
 #   TIER_BENCH_KEEP=0               1: keep the temp dir (configs, logs, raw wrk output)
 #   GEOEDGE_VENV=<repo>/.venv
 set -euo pipefail

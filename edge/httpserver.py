@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -67,6 +68,8 @@ class Request:
     wire_bytes: int = 0  # request line, headers and body as received (the pipelining bound)
     # set by the handler: relays an origin's 1xx (103 Early Hints) to this client
     interim: Callable[[int, list[tuple[str, str]]], None] | None = None
+    cache_status: str = ""  # set by the handler: its Cache-Status members (the access log)
+    origin: str = ""  # set by the handler: the origin that answered, if one did
     _lower: dict[str, str] | None = field(default=None, repr=False)
 
     def header(self, name: str, default: str | None = None) -> str | None:
@@ -133,8 +136,13 @@ class ResponseWriter:
         self.status = 0
         self._chunked = False
         self._finished = False
+        self.bytes_sent = 0  # head and body bytes written (the access log)
+        self.first_byte = 0.0  # time.perf_counter() of the first write
 
     def _write(self, data: bytes) -> None:
+        if not self.first_byte:
+            self.first_byte = time.perf_counter()
+        self.bytes_sent += len(data)
         self._proto.write(data)
 
     async def send(self, status: int, headers: list[tuple[str, str]], body: bytes = b"") -> None:

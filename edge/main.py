@@ -30,10 +30,11 @@ import resource
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from edge.accesslog import AccessLog, LoggedHandler, open_access_log
 from edge.admin import Admin
 from edge.connlimit import ConnectionLimiter
 from edge.disk.tiered import close_store, start_store
@@ -73,6 +74,8 @@ class RunningEdge:
     router: SiteRouter | None = None
     tls_server: TlsAcceptor | None = None
     acceptor: TlsAcceptor | None = None
+    access: AccessLog | None = None  # the access log (edge/accesslog.py), when configured
+    also: list[asyncio.base_events.Server] = field(default_factory=list)  # more listeners
 
     @property
     def tls_port(self) -> int | None:
@@ -98,6 +101,8 @@ class RunningEdge:
         self.server.close()
         if self.tls_server is not None:
             self.tls_server.close()
+        for extra in self.also:
+            extra.close()
         if self.admin_server is not None:
             self.admin_server.close()
         self.app.admin.draining = True
@@ -118,6 +123,8 @@ class RunningEdge:
         await self.server.wait_closed()
         if self.tls_server is not None:
             await self.tls_server.wait_closed()
+        for extra in self.also:
+            await extra.wait_closed()
         if self.admin_server is not None:
             await self.admin_server.wait_closed()
         for task in list(self.app.background):
@@ -128,6 +135,8 @@ class RunningEdge:
             await self.router.stop()
         await self.pool.stop()
         await asyncio.to_thread(close_store, self.app.store)
+        if self.access is not None:
+            self.access.close()
 
 
 class AdminListener:
@@ -174,11 +183,17 @@ async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | No
                      clock: Callable[[], float] = time.time,
                      admin_listen: tuple[str, int] | None = None,
                      tls_listen: tuple[str, int] | None = None,
-                     worker: WorkerRole | None = None) -> RunningEdge:
+                     worker: WorkerRole | None = None,
+                     also_listen: Sequence[tuple[str, int]] = (),
+                     access_log: str | None = None) -> RunningEdge:
     """Start an edge in the running loop (used by the CLI and by tests). ``worker``: this
-    process is one of a multi-worker edge's (edge/workers.py)."""
+    process is one of a multi-worker edge's (edge/workers.py); ``also_listen``: more
+    addresses serving the same (the demo's IPv6 ones); ``access_log``: overrides
+    ``edge.access_log``."""
     edge = topology.find_edge(name)
     settings = topology.cdn.edge
+    access = open_access_log(settings.access_log if access_log is None else access_log,
+                             settings.access_log_format, name, edge.region, clock)  # OSError
     pool = OriginPool(topology.cdn.origins, settings)
     await pool.start()
     app = EdgeApp(name, settings, pool, clock)
@@ -200,6 +215,8 @@ async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | No
             await tier.stop()
             await pool.stop()
             close_store(app.store)
+            if access is not None:
+                access.close()
             raise
         app.tier = tier
     https = tls_listen or topology.cdn.tls.listen
@@ -212,6 +229,9 @@ async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | No
         if app.tier is not None:
             await app.tier.stop()
         await pool.stop()
+        close_store(app.store)
+        if access is not None:
+            access.close()
         raise
     limits = limits_of(settings)
     limiter = ConnectionLimiter(settings.max_connections, settings.max_connections_per_address,
@@ -219,9 +239,10 @@ async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | No
     host, port = listen or (edge.ipv4 or edge.ipv6 or "127.0.0.1", edge.port)
     connections: set[HttpProtocol] = set()
     private = AdminListener(app.admin)
+    handler = router if access is None else LoggedHandler(router, access)
 
     def factory() -> HttpProtocol:
-        proto = HttpProtocol(router, limits, on_close=connections.discard, limiter=limiter)
+        proto = HttpProtocol(handler, limits, on_close=connections.discard, limiter=limiter)
         connections.add(proto)
         return proto
 
@@ -229,7 +250,7 @@ async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | No
 
     def tls_factory(alpn: str | None) -> HttpProtocol:
         kind = h2 if alpn == "h2" and h2 is not None else HttpProtocol
-        proto = kind(router, limits, on_close=connections.discard, limiter=limiter)
+        proto = kind(handler, limits, on_close=connections.discard, limiter=limiter)
         proto.scheme = "https"
         connections.add(proto)
         return proto
@@ -245,9 +266,13 @@ async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | No
     tls_server: TlsAcceptor | None = None
     acceptor = None if contexts is None else TlsAcceptor(
         contexts, tls_factory, settings.client_header_timeout, settings.max_connections)
+    also: list[asyncio.base_events.Server] = []
     try:
         server = await loop.create_server(factory, host, port, reuse_address=True, backlog=1024,
                                           reuse_port=worker is not None)
+        for extra_host, extra_port in also_listen:
+            also.append(await loop.create_server(factory, extra_host, extra_port,
+                                                 reuse_address=True, backlog=1024))
         if acceptor is not None and https is not None:
             await acceptor.listen(https[0] or host, https[1], reuse_port=worker is not None)
             tls_server = acceptor
@@ -255,10 +280,12 @@ async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | No
         admin_server = None if admin_at is None else await loop.create_server(
             admin_factory, admin_at[0], admin_at[1], reuse_address=True)
     except (OSError, TlsListenError):
-        for listener in (server, tls_server):
+        for listener in (server, tls_server, *also):
             if listener is not None:
                 listener.close()
         await router.stop()
+        if access is not None:
+            access.close()
         if app.tier is not None:
             await app.tier.stop()
         await pool.stop()
@@ -267,7 +294,7 @@ async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | No
     bound = server.sockets[0].getsockname()
     app.background.add(loop.create_task(app.housekeeping()))
     return RunningEdge(app, pool, server, host, bound[1], connections, admin_server, limiter,
-                       router, tls_server, acceptor)
+                       router, tls_server, acceptor, access, also)
 
 
 def _contexts(topology: Topology, https: tuple[str, int] | None) -> Contexts | None:
@@ -289,11 +316,14 @@ def alpn_protocols() -> tuple[str, ...]:
 async def _serve(topology: Topology, name: str, listen: tuple[str, int] | None,
                  admin_listen: tuple[str, int] | None,
                  load: Callable[[str], Topology] = load_topology,
-                 worker: WorkerRole | None = None) -> int:
+                 worker: WorkerRole | None = None,
+                 also_listen: Sequence[tuple[str, int]] = (),
+                 access_log: str | None = None) -> int:
     raise_fd_limit(topology.cdn.edge, len(topology.cdn.origins))
     try:
         running = await start_edge(topology, name, listen, admin_listen=admin_listen,
-                                   worker=worker)
+                                   worker=worker, also_listen=also_listen,
+                                   access_log=access_log)
     except (CertError, TlsListenError) as exc:
         print(f"geoedge: edge {name}: {exc}", file=sys.stderr)
         return 2
@@ -301,15 +331,25 @@ async def _serve(topology: Topology, name: str, listen: tuple[str, int] | None,
         edge = topology.find_edge(name)
         host, port = listen or (edge.ipv4 or edge.ipv6 or "127.0.0.1", edge.port)
         reason = f"[Errno {exc.errno}] {os.strerror(exc.errno)}" if exc.errno else str(exc)
-        print(f"geoedge: cannot listen for edge {name} on {format_host_port(host, port)}: "
-              f"{reason}", file=sys.stderr)
+        if exc.filename:  # the access log, not a listener
+            print(f"geoedge: cannot open the access log of edge {name} ({exc.filename}): "
+                  f"{reason}", file=sys.stderr)
+            return 2
+        where = ", ".join(format_host_port(h, p) for h, p in [(host, port), *also_listen])
+        print(f"geoedge: cannot listen for edge {name} on {where}: {reason}", file=sys.stderr)
         return 2
-    log.warning("serving edge %s on %s port %d (%d origins, lb %s)", name, running.host,
-                running.port, len(topology.cdn.origins), topology.cdn.edge.lb)
+    log.info("serving edge %s on %s port %d (%d origins, lb %s)", name, running.host,
+             running.port, len(topology.cdn.origins), topology.cdn.edge.lb)
+    for extra in running.also:
+        log.info("serving edge %s also on %s port %d", name,
+                 *extra.sockets[0].getsockname()[:2])
     if running.admin_address is not None:
-        log.warning("admin listener (/metrics, stats) on %s port %d", *running.admin_address)
+        log.info("admin listener (/metrics, stats) on %s port %d", *running.admin_address)
     if running.tls_port is not None:
-        log.warning("HTTPS on port %d (ALPN %s)", running.tls_port, ", ".join(alpn_protocols()))
+        log.info("HTTPS on port %d (ALPN %s)", running.tls_port, ", ".join(alpn_protocols()))
+    if running.access is not None:
+        log.info("access log %s (%s); SIGUSR1 reopens it", running.access.path,
+                 running.access.fmt)
     loop = asyncio.get_running_loop()
     assert running.router is not None
     reloader = Reloader(topology.source, topology, running.router, running.acceptor,
@@ -326,6 +366,9 @@ async def _serve(topology: Topology, name: str, listen: tuple[str, int] | None,
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    access = running.access  # SIGUSR1 (log rotation) never kills an edge, with a log or not
+    loop.add_signal_handler(signal.SIGUSR1, access.reopen if access is not None else
+                            lambda: log.info("SIGUSR1: no access log to reopen"))
     if worker is not None:  # a worker whose supervisor is gone stops
         running.app.background.add(loop.create_task(orphaned(os.getppid(), stop)))
         if worker.channel_fd is not None:
@@ -336,7 +379,7 @@ async def _serve(topology: Topology, name: str, listen: tuple[str, int] | None,
     await stop.wait()
     watcher.cancel()
     await running.stop(topology.cdn.edge.drain_timeout)
-    log.warning("stopped")
+    log.info("stopped")
     return 0
 
 
@@ -344,9 +387,11 @@ def run_edge(config: str, name: str, listen: tuple[str, int] | None = None,
              log_level: str = "info", admin_listen: tuple[str, int] | None = None,
              tls_listen: tuple[str, int] | None = None, tls_cert: str | None = None,
              tls_key: str | None = None, workers: int | None = None,
-             worker: WorkerRole | None = None) -> int:
+             worker: WorkerRole | None = None,
+             also_listen: Sequence[tuple[str, int]] = (), access_log: str | None = None) -> int:
     """Run an edge until stopped; ``workers`` (default: the config's) > 1 supervises that many
-    worker processes (edge/workers.py), which run this with their ``worker``."""
+    worker processes (edge/workers.py), which run this with their ``worker``.
+    ``also_listen`` and ``access_log``: see start_edge (one worker only)."""
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
@@ -368,6 +413,10 @@ def run_edge(config: str, name: str, listen: tuple[str, int] | None = None,
         return 2
     count = workers if workers is not None else (topology.cdn.edge.workers or cpu_count())
     if worker is None and count > 1:
+        if also_listen or access_log is not None:
+            print("geoedge: several --listen addresses and --access-log need one worker "
+                  "(use [edge] access_log with --workers)", file=sys.stderr)
+            return 2
         problem = workers_problem(topology, name, count)
         if problem is not None:
             print(f"geoedge: {problem}", file=sys.stderr)
@@ -384,8 +433,10 @@ def run_edge(config: str, name: str, listen: tuple[str, int] | None = None,
     try:
         import uvloop
     except ImportError:  # optional on platforms without it
-        return asyncio.run(_serve(topology, name, listen, admin_listen, load, worker))
-    return uvloop.run(_serve(topology, name, listen, admin_listen, load, worker))
+        return asyncio.run(_serve(topology, name, listen, admin_listen, load, worker,
+                                  also_listen, access_log))
+    return uvloop.run(_serve(topology, name, listen, admin_listen, load, worker, also_listen,
+                             access_log))
 
 
 def with_tls_options(topology: Topology, listen: tuple[str, int] | None, cert: str | None,

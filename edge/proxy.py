@@ -399,6 +399,7 @@ class EdgeApp:
         resp = await self.pool.fetch("GET", request.target, headers, None, key=key,
                                      client_ip=request.client_ip,
                                      on_informational=request.interim)
+        request.origin = resp.origin  # the access log's
         outcome: Outcome | None = None
         try:
             outcome = await self._on_origin_response(request, key, stale, validating, resp,
@@ -554,6 +555,7 @@ class EdgeApp:
             status = 504 if isinstance(exc, UpstreamTimeout) else 502
             await self._error(writer, status, self._member(fwd=fwd, detail="origin-unreachable"))
             return
+        request.origin = resp.origin  # the access log's
         try:
             if not 200 <= resp.status <= 599:
                 self.metrics.inc("origin_errors")
@@ -568,7 +570,8 @@ class EdgeApp:
             if request.method == "POST" and await self._store_post(request, writer, resp,
                                                                    fwd, request_time):
                 return
-            member = self._member(fwd=fwd, fwd_status=resp.status, detail=detail)
+            member = request.cache_status = self._member(fwd=fwd, fwd_status=resp.status,
+                                                         detail=detail)
             await stream_response(writer, resp, member, self.via, self.metrics,
                                   date=self._date())
         finally:
@@ -603,6 +606,7 @@ class EdgeApp:
     # -- delivery ---------------------------------------------------------------------------------
     async def _deliver(self, request: Request, writer: ResponseWriter, outcome: Outcome) -> None:
         """Send an outcome; its upstream response, if any, is released whatever happens."""
+        request.cache_status = outcome.member  # the access log's
         try:
             await self._send_outcome(request, writer, outcome)
         finally:
@@ -668,6 +672,7 @@ class EdgeApp:
     async def _error(self, writer: ResponseWriter, status: int, member: str) -> None:
         body = f"{status} {'Gateway Timeout' if status == 504 else 'Bad Gateway'}\n".encode()
         writer.status = status
+        writer.request.cache_status = member  # the access log's
         await writer.send(status, [("Content-Type", "text/plain; charset=utf-8"),
                                    ("Cache-Control", "no-store"), ("Date", self._date()),
                                    ("Cache-Status", member), ("Via", self.via)], body)

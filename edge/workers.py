@@ -17,7 +17,8 @@ Rules:
   a delay that doubles while it keeps dying young (``restart_delay``); SIGTERM and SIGINT are
   passed to every worker (SIGTERM drains, SIGINT stops) and the supervisor exits when all have
   (a worker still running ``drain_timeout`` + 10 s later is killed);
-  SIGHUP is passed on (reload). A worker whose supervisor is gone stops by itself.
+  SIGHUP (reload) and SIGUSR1 (reopen the access log) are passed on. A worker whose
+  supervisor is gone stops by itself.
 """
 
 from __future__ import annotations
@@ -298,7 +299,7 @@ class _Supervisor:
         self.selector.register(wake_r, selectors.EVENT_READ, None)
         old_fd = signal.set_wakeup_fd(wake_w)
         handlers = {s: signal.signal(s, lambda n, _f: self.signal(n))
-                    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+                    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)}
         handlers[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, lambda _n, _f: None)
         try:
             for i in range(self.count):

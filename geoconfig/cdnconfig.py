@@ -102,6 +102,8 @@ class EdgeSettings:
     workers: int = 1  # processes serving the edge's port (edge/workers.py); 0: "auto"
     # [edge.compression]: gzip/Brotli variants made at fill time (geoconfig/compressconfig.py)
     compression: CompressionSettings = field(default_factory=CompressionSettings)
+    access_log: str = ""  # access log file ("" = none); "{edge}" is replaced by the edge name
+    access_log_format: str = "combined"  # "combined" (then key=value fields) or "json" lines
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +274,7 @@ def _edge(table: Any, p: str = "edge") -> EdgeSettings:
     values.update(_limits(t, p))
     values.update(_disk(t, p))
     values["compression"] = parse_compression(t.get("compression", {}), join(p, "compression"))
+    values.update(_access_log(t, p))
     room = max(values["cache_max_bytes"], values["disk_max_bytes"] if values["disk_path"] else 0)
     if values["max_object_bytes"] > room:
         raise ConfigError(join(p, "max_object_bytes"),
@@ -327,6 +330,18 @@ def _limits(t: dict[str, Any], p: str) -> dict[str, Any]:
     admin = get(t, p, "admin_listen", str, "")
     values["admin_listen"] = host_port(admin, join(p, "admin_listen")) if admin else None
     return values
+
+
+def _access_log(t: dict[str, Any], p: str) -> dict[str, Any]:
+    """``access_log`` and ``access_log_format`` (edge/accesslog.py)."""
+    path = get(t, p, "access_log", str, "")
+    if "\0" in path:
+        raise ConfigError(join(p, "access_log"), "must not contain NUL")
+    fmt = get(t, p, "access_log_format", str, "combined")
+    if fmt not in ("combined", "json"):
+        raise ConfigError(join(p, "access_log_format"),
+                          f'must be "combined" or "json", got {fmt!r}')
+    return {"access_log": path, "access_log_format": fmt}
 
 
 def _origins(items: Any, at: str = "origins", base: Path = Path()) -> tuple[OriginServer, ...]:

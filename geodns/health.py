@@ -171,7 +171,8 @@ class HealthChecker:
         after = observe(before, ok, s.rise, s.fall)
         self.states[name] = after
         if after.up != before.up:
-            log.warning("edge %s is now %s", name, "UP" if after.up else "DOWN")
+            log.log(logging.INFO if after.up else logging.WARNING, "edge %s is now %s", name,
+                    "UP" if after.up else "DOWN")
             self.on_change(self.snapshot())
 
 

@@ -107,9 +107,9 @@ class Service:
         if self.obs is not None:
             self.obs.reloaded(True)
             self.obs.health_changed(self.health.snapshot())  # edges kept, dropped or new
-        log.warning("reloaded (%s): %d zones, %d regions, database %s (%s)", reason,
-                    len(topology.zones), len(topology.regions), engine.reader.path,
-                    engine.reader.database_type)
+        log.info("reloaded (%s): %d zones, %d regions, database %s (%s)", reason,
+                 len(topology.zones), len(topology.regions), engine.reader.path,
+                 engine.reader.database_type)
         settle_heap()  # after the log line, which tests and operators wait for
         return True
 
@@ -173,7 +173,7 @@ async def serve(config_path: Path, engine: Engine, listen: list[tuple[str, int]]
     # only now "serving": a SIGHUP sent on seeing this line must find its handler (the UDP
     # threads already answer, so a client can see the server up before this thread gets here)
     for host, port in addresses:
-        log.warning("serving DNS on %s port %d (udp+tcp), pid %d", host, port, os.getpid())
+        log.info("serving DNS on %s port %d (udp+tcp), pid %d", host, port, os.getpid())
     watcher = loop.create_task(service.watch())
     if ready is not None:
         ready.set()
@@ -184,7 +184,7 @@ async def serve(config_path: Path, engine: Engine, listen: list[tuple[str, int]]
         await service.health.stop()
         await server.stop()
         obs.stop()
-        log.warning("stopped")
+        log.info("stopped")
     return 0
 
 

@@ -93,8 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "edge.drain_timeout seconds.")
     edge.add_argument("--config", required=True, help="topology file (TOML)")
     edge.add_argument("--name", required=True, help="the edge's name in the topology")
-    edge.add_argument("--listen", type=_listen, metavar="HOST:PORT",
-                      help="address to serve on (default: the edge's ipv4 and port)")
+    edge.add_argument("--listen", type=_listen, metavar="HOST:PORT", action="append",
+                      help="address to serve on (default: the edge's ipv4 and port); "
+                           "repeatable: each one serves the same")
+    edge.add_argument("--access-log", metavar="PATH",
+                      help="write the access log here (overrides edge.access_log; "
+                           "SIGUSR1 reopens it)")
     edge.add_argument("--admin-listen", type=_listen, metavar="HOST:PORT",
                       help="serve /metrics and stats here (overrides edge.admin_listen)")
     edge.add_argument("--tls-listen", type=_listen, metavar="HOST:PORT",
@@ -146,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "Ctrl-C stops everything.")
     demo.add_argument("--config", default="examples/demo.toml",
                       help="topology file (TOML; default: examples/demo.toml)")
+    demo.add_argument("--dashboard", default="127.0.0.1:8088", metavar="HOST:PORT|off",
+                      help="serve the live web dashboard here (default 127.0.0.1:8088, "
+                           "another free port when that one is taken; off: none)")
     return parser
 
 
@@ -235,9 +242,11 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 def _cmd_edge(args: argparse.Namespace) -> int:
     from edge.main import run_edge
 
-    return run_edge(args.config, args.name, listen=args.listen, log_level=args.log_level,
-                    admin_listen=args.admin_listen, tls_listen=args.tls_listen,
-                    tls_cert=args.tls_cert, tls_key=args.tls_key, workers=args.workers)
+    listen = args.listen or []
+    return run_edge(args.config, args.name, listen=listen[0] if listen else None,
+                    log_level=args.log_level, admin_listen=args.admin_listen,
+                    tls_listen=args.tls_listen, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                    workers=args.workers, also_listen=listen[1:], access_log=args.access_log)
 
 
 def _cmd_origin(args: argparse.Namespace) -> int:
@@ -306,7 +315,14 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from geoedge.demo.main import run_demo
 
-    return run_demo(args.config)
+    dashboard = None if args.dashboard.lower() in ("off", "none", "") else args.dashboard
+    if dashboard is not None:
+        try:
+            host_port(dashboard, "--dashboard")
+        except ConfigError as exc:
+            print(f"geoedge demo: {exc}", file=sys.stderr)
+            return 2
+    return run_demo(args.config, dashboard=dashboard)
 
 
 if __name__ == "__main__":

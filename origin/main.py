@@ -44,13 +44,13 @@ async def serve(app: web.Application, name: str, host: str, port: int,
     try:
         await web.TCPSite(runner, host, port).start()
         for address in runner.addresses:
-            log.warning("serving origin %s on %s port %d", name, address[0], address[1])
+            log.info("serving origin %s on %s port %d", name, address[0], address[1])
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
-        log.warning("origin %s stopping", name)
+        log.info("origin %s stopping", name)
     finally:
         await runner.cleanup()
 

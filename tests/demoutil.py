@@ -80,9 +80,10 @@ def demo_config(tmp_path: Path) -> tuple[Path, DemoPorts]:
 class DemoProcess:
     """``geoedge demo --config PATH`` with its console on a pipe."""
 
-    def __init__(self, config: Path, stdin: int = subprocess.PIPE) -> None:
+    def __init__(self, config: Path, stdin: int = subprocess.PIPE,
+                 args: tuple[str, ...] = ()) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "geoedge.cli", "demo", "--config", str(config)],
+            [sys.executable, "-m", "geoedge.cli", "demo", "--config", str(config), *args],
             stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, bufsize=1)
         self.lines: list[str] = []

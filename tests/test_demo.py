@@ -36,7 +36,8 @@ US_EAST = {"127.0.1.1", "127.0.1.2"}
 # --- the plan ---------------------------------------------------------------------------------
 
 def test_plan_starts_redis_origins_edges_then_dns() -> None:
-    services = plan(load_topology(DEMO), DEMO, "/usr/bin/redis-server", Path("/tmp/d"))
+    services = plan(load_topology(DEMO), DEMO, "/usr/bin/redis-server", Path("/tmp/d"),
+                    access_logs=Path("/tmp/d/logs"))
     assert [(s.name, s.role, s.region, s.address) for s in services] == [
         ("redis-us-east", "redis", "us-east", "127.0.1.10:6379"),
         ("redis-eu-west", "redis", "eu-west", "127.0.2.10:6379"),
@@ -55,8 +56,12 @@ def test_plan_starts_redis_origins_edges_then_dns() -> None:
     assert redis.argv[:5] == ("/usr/bin/redis-server", "--bind", "127.0.2.10", "--port", "6379")
     assert "/tmp/d/redis-eu-west" in redis.argv
     edge = services[7]
-    assert edge.argv[-6:] == ("--config", str(DEMO), "--name", "eu-west-1", "--log-level",
-                              "warning")
+    at = edge.argv.index("edge")
+    options = dict(zip(edge.argv[at + 1::2], edge.argv[at + 2::2], strict=False))
+    assert {k: options[k] for k in (
+        "--config", "--name", "--admin-listen", "--access-log", "--log-level")} == {
+        "--config": str(DEMO), "--name": "eu-west-1", "--admin-listen": "127.0.2.1:9180",
+        "--access-log": "/tmp/d/logs/eu-west-1.access.log", "--log-level": "info"}
     assert (edge.probe.kind, edge.probe.host, edge.probe.port, edge.probe.path) == (
         "http", "127.0.2.1", 8080, "/healthz")
     dns = services[-1]

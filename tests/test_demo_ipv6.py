@@ -3,6 +3,9 @@ real demo prints about them."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,8 +20,8 @@ V6 = ["fd00:0:0:1::1", "fd00:0:0:1::2", "fd00:0:0:2::1", "fd00:0:0:2::2", "fd00:
       "fd00:0:0:3::2"]
 
 
-def test_today_the_edges_listen_on_ipv4_only_so_the_host_is_left_alone() -> None:
-    v6 = plan_ipv6(TOPOLOGY, 0, "/usr/sbin/ip")
+def test_edges_on_ipv4_only_leave_the_host_alone() -> None:
+    v6 = plan_ipv6(TOPOLOGY, 0, "/usr/sbin/ip", edges_listen=False)
     assert list(v6.addresses) == V6
     assert v6.add == () and v6.listen == {} and not v6.reachable
     assert v6.why_not == NOT_LISTENING
@@ -77,12 +80,51 @@ def test_edges_given_ipv6_listen_on_both_addresses() -> None:
                                   "[fd00:0:0:1::2]:8080")
 
 
-def test_a_real_demo_says_whether_aaaa_answers_are_reachable(tmp_path: Path) -> None:
+def local_v6() -> set[str]:
+    out = subprocess.run(["ip", "-6", "-o", "addr", "show", "dev", "lo"], capture_output=True,
+                         text=True, check=False).stdout
+    return {w[w.index("inet6") + 1].split("/")[0] for w in map(str.split, out.splitlines())
+            if "inet6" in w}
+
+
+CAN_ADD = os.geteuid() == 0 and shutil.which("ip") is not None
+
+
+@pytest.mark.skipif(CAN_ADD, reason="as root the demo makes them reachable (tested below)")
+def test_a_real_demo_says_why_aaaa_answers_are_not_reachable(tmp_path: Path) -> None:
     config, _ = demo_config(tmp_path)
     proc = DemoProcess(config)
     try:
         proc.wait_for(r"All 12 processes are up", 60)
         proc.wait_for(r"^AAAA answers \(6 edge addresses, fd00:0:0:1::1, \.\.\.\) are not "
-                      r"reachable here: the edges listen on their ipv4 only", 10)
+                      r"reachable here: .*(needs root|no `ip` command)", 10)
     finally:
         proc.close()
+
+
+@pytest.mark.skipif(not CAN_ADD, reason="needs root and the ip command")
+def test_as_root_a_real_demo_answers_aaaa_with_addresses_that_serve(tmp_path: Path) -> None:
+    before = local_v6()
+    config, ports = demo_config(tmp_path)
+    proc = DemoProcess(config)
+    try:
+        proc.wait_for(r"All 12 processes are up", 60)
+        proc.wait_for(r"^AAAA answers are reachable: the edges listen on fd00:0:0:1::1, ", 10)
+        assert set(V6) <= local_v6()
+        dig = subprocess.run(["dig", "@127.0.0.1", "-p", str(ports.dns), "www.example.test",
+                              "AAAA", "+subnet=81.2.69.0/24", "+short", "+time=2"],
+                             capture_output=True, text=True, timeout=20, check=True)
+        answers = dig.stdout.split()
+        assert sorted(answers) == ["fd00:0:0:2::1", "fd00:0:0:2::2"]  # GB -> eu-west
+        curl = subprocess.run(
+            ["curl", "-sS", "-g", "-o", "/dev/null", "-D", "-", "--max-time", "10",
+             "-H", f"Host: www.example.test:{ports.edge}",
+             f"http://[{answers[0]}]:{ports.edge}/index.html"],
+            capture_output=True, text=True, timeout=20)
+        assert curl.returncode == 0, curl.stderr
+        assert curl.stdout.startswith("HTTP/1.1 200")
+        edge = "eu-west-1" if answers[0].endswith("::1") else "eu-west-2"
+        assert f"Via: 1.1 geoedge-{edge}" in curl.stdout
+    finally:
+        proc.close()
+    assert local_v6() == before  # what the demo added is gone, what was there stays

@@ -21,7 +21,7 @@ start_edge() {  # $1 config, $2 edge name, $3 log, $4 cpu; sets EDGE_PID, EDGE_P
     local conf=$1 name=$2 logf=$3 cpu=$4 line
     taskset -c "$cpu" "$GEOEDGE" edge --config "$conf" --name "$name" --listen 127.0.0.1:0 \
         --admin-listen 127.0.0.1:0 \
-        --log-level "${TIER_BENCH_LOG_LEVEL:-warning}" >"$logf" 2>&1 &
+        --log-level "${TIER_BENCH_LOG_LEVEL:-info}" >"$logf" 2>&1 &
     EDGE_PID=$!
     PIDS+=("$EDGE_PID")
     STOP_SIG[$EDGE_PID]=INT  # INT stops at once (TERM gives requests in progress edge.drain_timeout)

@@ -6,10 +6,13 @@ which are nobody's on a normal machine. They become reachable when both hold:
 1. the addresses are local: as root, the demo adds each one to ``lo`` (``ip -6 addr add
    ADDR/128 dev lo nodad``) and removes, on stop, exactly those it added (one already there is
    left alone, so another demo's addresses survive this one);
-2. each edge listens on its ``ipv6`` as well as its ``ipv4``. ``geoedge edge`` takes one
-   ``--listen`` address today (``edge.main.start_edge`` binds one), so this does not hold yet
-   (:data:`EDGE_LISTENS_ON_IPV6`); while it does not, the demo leaves the host's network alone
-   and says why AAAA answers are not reachable.
+2. each edge listens on its ``ipv6`` as well as its ``ipv4``: the demo gives each edge
+   ``--listen IPV4:PORT --listen [IPV6]:PORT`` (``geoedge edge`` serves every ``--listen``).
+
+Not root, or no ``ip`` command, or ``ip`` failing: the demo leaves the host's network alone
+and says why AAAA answers are not reachable. Two demos running at once as root share the
+addresses: the one that added them removes them when it stops, so the other's AAAA answers
+stop being reachable then (its IPv4 ones are unaffected).
 
 Pure except :func:`apply` and :func:`undo`, which run the planned ``ip`` commands.
 """
@@ -23,11 +26,10 @@ from dataclasses import dataclass, field
 
 from geoconfig.topology import Topology
 
-# Set to True once ``geoedge edge`` serves several ``--listen`` addresses (edge/main.py); the
-# plan then gives each edge ``--listen IPV4:PORT --listen [IPV6]:PORT``.
-EDGE_LISTENS_ON_IPV6 = False
-NOT_LISTENING = ("the edges listen on their ipv4 only (`geoedge edge` takes one --listen "
-                 "address)")
+# ``geoedge edge`` serves several ``--listen`` addresses (edge/main.py): the plan gives each
+# edge ``--listen IPV4:PORT --listen [IPV6]:PORT``. False: edges listen on their ipv4 only.
+EDGE_LISTENS_ON_IPV6 = True
+NOT_LISTENING = "the edges listen on their ipv4 only"
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,12 +18,16 @@ Rules:
 - AAAA answers: the edges' ``ipv6`` addresses are made local and listened on when this
   host allows (``geoedge.demo.ipv6``); once up, the demo prints a line saying whether
   AAAA answers are reachable, and why not when they are not.
+- Dashboard: once up, the demo serves its live web dashboard (``geoedge.demo.dashboard``) on
+  ``dashboard`` (HOST:PORT; another free port on that host when the port is taken; None:
+  no dashboard) and prints ``Dashboard: URL``; its buttons run the console's commands.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import shutil
 import signal
@@ -34,8 +38,10 @@ import tempfile
 from pathlib import Path
 
 from geoconfig.topology import Topology, load_topology
+from geoconfig.validate import host_port
 from geoedge.demo import ipv6 as aaaa
 from geoedge.demo.certs import DemoCerts, make_certs, remove_shared_ca
+from geoedge.demo.dashboard import Collector, Dashboard
 from geoedge.demo.drain import drain_edges
 from geoedge.demo.services import Service, plan, select
 from geoedge.demo.supervisor import StartError, Supervisor
@@ -207,7 +213,39 @@ async def _control(sup: Supervisor, topology: Topology, command: str,
                 os.kill(pid, signal.SIGKILL)
 
 
-async def _main(topology: Topology, config: Path, data_dir: Path) -> int:
+async def _dashboard(topology: Topology, config: Path, services: list[Service], sup: Supervisor,
+                     at: str) -> Dashboard | None:
+    """Start the dashboard on ``at`` and print its URL (or why it could not start)."""
+    host, port = host_port(at, "--dashboard")
+
+    one_at_a_time = asyncio.Lock()  # a start clicked while a stop drains runs after it
+
+    async def run(command: str, target: str) -> None:
+        async with one_at_a_time:
+            await _command(sup, topology, services, f"{command} {target}")
+
+    def wanted(name: str) -> bool:
+        return sup.running[name].wanted
+
+    for attempt in (port, 0):
+        metrics = next((s.metrics for s in services if s.role == "dns"), "")
+        dash = Dashboard(Collector(topology, wanted, metrics_url=metrics), config, run,
+                         lambda target: bool(select(services, target)))
+        try:
+            url = await dash.start(host, attempt)
+        except OSError as exc:
+            if attempt == 0 or exc.errno != errno.EADDRINUSE:
+                print(f"geoedge demo: no dashboard: cannot listen on {at}: "
+                      f"{os.strerror(exc.errno) if exc.errno else exc}", flush=True)
+                return None
+            continue
+        print(f"Dashboard: {url}", flush=True)
+        return dash
+    return None
+
+
+async def _main(topology: Topology, config: Path, data_dir: Path,
+                dashboard: str | None = None) -> int:
     binary = redis_binary()
     wants_redis = any(rc.redis is not None and rc.redis.url for rc in topology.regions)
     if wants_redis and binary is None:
@@ -218,13 +256,13 @@ async def _main(topology: Topology, config: Path, data_dir: Path) -> int:
     v6 = aaaa.plan_ipv6(topology, os.geteuid(), ip_binary, local)
     added, v6_failure = aaaa.apply(v6)  # [] and "" unless the plan adds addresses
     try:
-        return await _run(topology, config, data_dir, binary, v6, v6_failure)
+        return await _run(topology, config, data_dir, binary, v6, v6_failure, dashboard)
     finally:
         aaaa.undo(added)
 
 
 async def _run(topology: Topology, config: Path, data_dir: Path, binary: str | None,
-               v6: aaaa.Ipv6Plan, v6_failure: str) -> int:
+               v6: aaaa.Ipv6Plan, v6_failure: str, dashboard: str | None = None) -> int:
     try:
         certs: DemoCerts | None = make_certs(topology, data_dir / "tls")
     except ImportError:  # trustme is in the demo extra
@@ -234,7 +272,7 @@ async def _run(topology: Topology, config: Path, data_dir: Path, binary: str | N
     services = plan(topology, config, binary, data_dir, ipv6=has_ipv6_loopback(),
                     edge_ipv6=None if v6_failure else v6.listen,
                     tls=None if certs is None else (str(certs.cert), str(certs.key)),
-                    https_port=https_port(topology))
+                    https_port=https_port(topology), access_logs=data_dir / "logs")
     # a graceful stop lets edges finish in-flight requests (edge.drain_timeout) before SIGKILL
     sup = Supervisor(services, data_dir / "logs", lambda m: print(m, flush=True),
                      grace=topology.cdn.edge.drain_timeout + 5.0)
@@ -244,6 +282,7 @@ async def _run(topology: Topology, config: Path, data_dir: Path, binary: str | N
         loop.add_signal_handler(sig, quit_event.set)
     print(f"geoedge demo: starting {len(services)} processes from {config} "
           f"(logs in {data_dir / 'logs'})", flush=True)
+    dash: Dashboard | None = None
     try:
         starting = loop.create_task(sup.start_all())
         waiting = loop.create_task(quit_event.wait())
@@ -266,6 +305,8 @@ async def _run(topology: Topology, config: Path, data_dir: Path, binary: str | N
             print(f"CA certificate: {certs.ca}", flush=True)
         dns_metrics = next((s.metrics for s in services if s.role == "dns"), "")
         print(f"GeoDNS metrics: {dns_metrics}", flush=True)
+        if dashboard is not None:
+            dash = await _dashboard(topology, config, services, sup, dashboard)
         console = loop.create_task(_console(sup, topology, services, quit_event))
         await quit_event.wait()
         console.cancel()
@@ -274,17 +315,19 @@ async def _run(topology: Topology, config: Path, data_dir: Path, binary: str | N
         print("geoedge demo: stopping everything", flush=True)
         return 0
     finally:
+        if dash is not None:
+            await dash.stop()
         await sup.stop_all()
         if certs is not None:
             remove_shared_ca(certs)
         print("geoedge demo: stopped", flush=True)
 
 
-def run_demo(config: str) -> int:
+def run_demo(config: str, dashboard: str | None = None) -> int:
     path = Path(config)
     topology = load_topology(path)  # ConfigError: the CLI prints it and exits 2
     data_dir = Path(tempfile.mkdtemp(prefix="geoedge-demo-"))
     try:
-        return asyncio.run(_main(topology, path, data_dir))
+        return asyncio.run(_main(topology, path, data_dir, dashboard))
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)

@@ -8,6 +8,10 @@ Rules:
 - Each :class:`Service` says how to start it (``argv``), where it listens and how to tell it
   is ready (``probe``): Redis answers ``PING``, origins and edges answer ``GET /healthz`` (the
   edge's health path from ``[health]``) with 200, GeoDNS answers the zone's SOA.
+- Edges write their access logs to ``access_logs/<edge>.access.log`` when given (the demo:
+  next to its process logs) and serve ``/metrics`` and stats on their own
+  address, on ``[edge] admin_listen``'s port or 9180 (:func:`admin_address`; the dashboard
+  and Prometheus read them).
 - Every service gets an ``--config`` pointing at the same file, so what runs is exactly what
   the topology says; only GeoDNS's IPv6 listeners are dropped where the host has no IPv6
   loopback (``ipv6`` argument), so the demo still starts on such machines.
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from geoconfig.topology import Topology
+from geoconfig.topology import Edge, Topology
 from geoconfig.validate import ConfigError, format_host_port
 
 
@@ -64,6 +68,14 @@ DEMO_ADMIN_PORT = 9180  # each edge's admin listener (/metrics) on its own addre
                         # [edge] admin_listen gives another port
 
 
+def admin_address(edge: Edge, topology: Topology) -> tuple[str, int]:
+    """Where the demo puts an edge's admin listener (``/metrics``, stats): the edge's own
+    address, on ``[edge] admin_listen``'s port (DEMO_ADMIN_PORT without one)."""
+    admin_at = topology.cdn.edge.admin_listen
+    return (edge.ipv4 or edge.ipv6 or "127.0.0.1",
+            admin_at[1] if admin_at else DEMO_ADMIN_PORT)
+
+
 def geoedge_argv(*args: str) -> tuple[str, ...]:
     """Run a geoedge subcommand with this interpreter (the venv the demo runs from)."""
     return (sys.executable, "-m", "geoedge.cli", *args)
@@ -71,11 +83,13 @@ def geoedge_argv(*args: str) -> tuple[str, ...]:
 
 def plan(topology: Topology, config: Path, redis_binary: str | None, data_dir: Path,
          ipv6: bool = True, edge_ipv6: dict[str, str] | None = None,
-         tls: tuple[str, str] | None = None, https_port: int = 8443) -> list[Service]:
+         tls: tuple[str, str] | None = None, https_port: int = 8443,
+         access_logs: Path | None = None) -> list[Service]:
     """The demo's processes for ``topology`` (loaded from ``config``), in start order.
     ``edge_ipv6``: edge name -> ``[V6]:PORT`` for edges to listen on as well as their ipv4
     (``geoedge.demo.ipv6``). ``tls``: (cert, key) files: edges also serve HTTPS on
-    ``https_port`` of their IPv4 address."""
+    ``https_port`` of their IPv4 address. ``access_logs``: the directory for the edges'
+    access logs (None: none)."""
     cfg = str(config)
     services: list[Service] = []
     if redis_binary is not None:
@@ -93,11 +107,9 @@ def plan(topology: Topology, config: Path, redis_binary: str | None, data_dir: P
     for origin in topology.cdn.origins:
         services.append(Service(
             origin.name, "origin", "", geoedge_argv("origin", "--config", cfg, "--name",
-                                                    origin.name, "--log-level", "warning"),
+                                                    origin.name, "--log-level", "info"),
             format_host_port(origin.host, origin.port),
             Probe("http", origin.host, origin.port, "/healthz")))
-    admin_at = topology.cdn.edge.admin_listen
-    admin_port = admin_at[1] if admin_at else DEMO_ADMIN_PORT
     for rc in topology.regions:
         for edge in rc.edges:
             host = edge.ipv4 or edge.ipv6 or "127.0.0.1"
@@ -107,11 +119,13 @@ def plan(topology: Topology, config: Path, redis_binary: str | None, data_dir: P
             if tls is not None and edge.ipv4:
                 listen_args += ("--tls-listen", format_host_port(edge.ipv4, https_port),
                                 "--tls-cert", tls[0], "--tls-key", tls[1])
-            admin = format_host_port(host, admin_port)
+            log_args = () if access_logs is None else (
+                "--access-log", str(access_logs / f"{edge.name}.access.log"))
+            admin = format_host_port(*admin_address(edge, topology))
             services.append(Service(
                 edge.name, "edge", rc.name,
                 geoedge_argv("edge", "--admin-listen", admin, "--config", cfg, "--name",
-                             edge.name, *listen_args, "--log-level", "warning"),
+                             edge.name, *listen_args, *log_args, "--log-level", "info"),
                 format_host_port(host, edge.port),
                 Probe("http", edge.check_address, edge.port, topology.health.path),
                 f"http://{admin}/metrics"))
@@ -123,7 +137,7 @@ def plan(topology: Topology, config: Path, redis_binary: str | None, data_dir: P
     metrics = format_host_port(*(topology.dns.obs.metrics_listen or DEMO_METRICS))
     services.append(Service(
         "geodns", "dns", "", geoedge_argv("dns", "--config", cfg, *args, "--metrics-listen",
-                                          metrics, "--log-level", "warning"),
+                                          metrics, "--log-level", "info"),
         " ".join(format_host_port(h, p) for h, p in listen) + " (udp+tcp)",
         Probe("dns", listen[0][0], listen[0][1], zone), f"http://{metrics}/metrics"))
     return services
