@@ -70,6 +70,7 @@ from geodns.answer import (
     nxdomain_fast,
     pack_answer,
 )
+from geodns.dnssec.signer import load_dnssec
 from geodns.maps import Key, MapState, loaded
 from geodns.options import (
     BADCOOKIE,
@@ -123,7 +124,9 @@ class Engine:
                  regionmap: RegionMap | None = None):
         self.topology = topology
         self.reader = reader
-        self.zones = ZoneSet([compile_zone(z) for z in topology.zones])
+        compiled = [compile_zone(z) for z in topology.zones]
+        self.dnssec = load_dnssec(topology, compiled)  # ConfigError: a signed zone's bad key
+        self.zones = ZoneSet(compiled)
         self.dependent = self.zones.location_dependent_names()
         self.regions = [rc.region for rc in topology.regions]
         self.edges = {rc.name: rc.edges for rc in topology.regions}
@@ -155,9 +158,12 @@ class Engine:
         self.maps = MapState(regionmap, self.merge_key({}, regionmap.orders))
         # the C cold path's data (geodns/_coldpath.h): templates by name/type/class/order index
         self.templates: dict[bytes, bytes] = {}
+        # a third item marks a signed zone: the C path leaves its NXDOMAIN with DO to Python
+        signed = self.dnssec.signers if self.dnssec is not None else {}
         self._origins = {z.origin: (frozenset(z.existing), z.negative_parts)
-                         for z in self.zones.zones}
+                         + ((True,) if z.origin in signed else ()) for z in self.zones.zones}
         self._fast: tuple | None = None
+        self.refresh_signatures()
 
     # -- health -------------------------------------------------------------------------------
     def set_health(self, health: Mapping[str, bool]) -> None:
@@ -171,6 +177,22 @@ class Engine:
             self.wire_tcp_old = {}
             self.wire_udp = {}
             self.wire_tcp = {}
+
+    def refresh_signatures(self) -> bool:
+        """Begin a new signing generation when one is due (geodns/dnssec/policy.py), dropping
+        every cached answer as a health change does; called at start and periodically."""
+        dnssec = self.dnssec
+        if dnssec is None or not dnssec.due(int(self.clock())):
+            return False
+        dnssec.new_generation(int(self.clock()), self.zones)
+        self.packed = {}
+        self.templates = {}
+        with self._swap:
+            self.wire_udp_old = {}
+            self.wire_tcp_old = {}
+            self.wire_udp = {}
+            self.wire_tcp = {}
+        return True
 
     def merge_key(self, health: Mapping[str, bool], orders: tuple[tuple[str, ...], ...]) -> Key:
         """What an answer depends on in ``health``, as a function of a map's order index."""
@@ -368,14 +390,15 @@ class Engine:
             decision = self.decide(Ecs(family, source, address) if family else None, client_ip)
             order, scope, by_resolver = decision.order, decision.scope, not decision.scope
             tval = decision.val
-        key = (qname, qtype, qclass, order, tcp and qtype == 255)
+        key = (qname, qtype, qclass, order, tcp and qtype == 255, do)
         packed_cache = self.packed
         entry = packed_cache.get(key)
         if entry is None:
-            entry = self._build(qname, qtype, qclass, order, tcp)
+            entry = self._build(qname, qtype, qclass, order, tcp, do)
             self._remember(packed_cache, key, entry)
         if not tcp and tval >= 0 and entry.ede is None:  # for the C cold path
-            self._remember(templates, qname + _TKEY.pack(qtype, qclass, tval),
+            tclass = qclass | (0x8000 if do else 0)  # DO answers differ (signed zones)
+            self._remember(templates, qname + _TKEY.pack(qtype, tclass, tval),
                            _TEMPLATE.pack(entry.flags, entry.ancount, entry.nscount,
                                           entry.arcount, entry.location_dependent) + entry.body)
         if not entry.location_dependent:
@@ -403,17 +426,21 @@ class Engine:
         return wire, by_resolver
 
     def _build(self, qname: bytes, qtype: int, qclass: int, order: tuple[str, ...] | None,
-               tcp: bool) -> Packed:
+               tcp: bool, do: bool = False) -> Packed:
         if qclass == CLASS_CH:
             chaos = chaos_answer(qname, qtype, self.identity, self.version)
             return pack_answer(chaos, qname, qtype, qclass)
-        fast = nxdomain_fast(self.zones, qname, qtype, qclass)
+        sign = do and self.dnssec is not None
+        fast = None if sign else nxdomain_fast(self.zones, qname, qtype, qclass)
         if fast is not None:
             return fast
         def resolve(geo: GeoName) -> tuple[tuple[str, ...], ...]:
             return self.addresses(geo, order or (self.topology.default_region,))
 
         answer: Answer = build_answer(self.zones, qname, qtype, qclass, resolve, tcp)
+        if sign:
+            assert self.dnssec is not None
+            answer = self.dnssec.sign_answer(answer, qname, qtype, self.zones)
         return pack_answer(answer, qname, qtype, qclass, self.zones.packed)
 
     def fast_state(self) -> tuple:

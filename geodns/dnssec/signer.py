@@ -1,0 +1,225 @@
+"""Online signing of answers: RRSIGs added to the RRsets of an :class:`Answer`, compact denial.
+
+Rules (RFC 4034, RFC 4035 §3.1, RFC 9824; decisions in geodns/dnssec/policy.py):
+
+- Every RRset of an answer whose owner is in a signed zone gets one RRSIG per key of that
+  zone, right after the RRset, in every section. RRsets of unsigned zones (a CNAME leading
+  out of a signed zone) stay as they are.
+- Signatures are cached per (owner, type, TTL, RDATA) for the current generation: static
+  RRsets are signed at load (``presign``), a geo RRset the first time that answer set is
+  given; a new generation (``new_generation``) drops the cache. Denial NSECs for names that do
+  not exist are signed per query and never cached (a random-name flood cannot fill the
+  cache); the cache is flushed when full.
+- NXDOMAIN and NODATA at the final name of the answer (after its CNAMEs) in a signed zone get
+  the zone's negative SOA with its RRSIG and a black-lie NSEC with its RRSIG; NXDOMAIN is
+  answered NOERROR (RFC 9824 §3).
+- The DNSKEY RRset (one CSK per key file) is served at the apex: ``dnskey_records`` are added
+  to the compiled zone before it is packed.
+- Crypto: ``dns.dnssec.sign`` (``cryptography``); ECDSA signatures are deterministic
+  (RFC 6979), so the same generation signs the same RRset the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dns.dnssec
+import dns.name
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.rdtypes.ANY.NSEC
+import dns.rrset
+import dnslib
+
+from geoconfig.topology import Topology
+from geoconfig.validate import join
+from geoconfig.zoneconfig import DnssecConfig
+from geodns.answer import CNAME, NOERROR, NXDOMAIN, SOA, Answer
+from geodns.dnssec import policy
+from geodns.dnssec.keys import SigningKey, load_keys
+from geodns.pack import label_wire, pack_rr
+from geodns.wire import text_to_name
+from geodns.zonedata import ZoneData, ZoneSet
+
+CACHE_SIZE = 100_000  # cached signature sets, flushed when full
+IN = 1
+
+
+def _labels(wire: bytes) -> list[bytes]:
+    out, pos = [], 0
+    while wire[pos]:
+        out.append(wire[pos + 1 : pos + 1 + wire[pos]])
+        pos += 1 + wire[pos]
+    return out
+
+
+def _dns_name(wire: bytes) -> dns.name.Name:
+    return dns.name.Name([*_labels(wire), b""])
+
+
+def _rr(owner: bytes, rtype: int, ttl: int, rdata: bytes) -> dnslib.RR:
+    return dnslib.RR(dnslib.DNSLabel(_labels(owner)), rtype, IN, ttl, dnslib.RD(rdata))
+
+
+class ZoneSigner:
+    """The keys and settings of one signed zone."""
+
+    def __init__(self, origin: str, keys: list[SigningKey], cfg: DnssecConfig,
+                 dnskey_ttl: int) -> None:
+        self.origin = text_to_name(origin)
+        self.signer = dns.name.from_text(origin)
+        self.keys = keys
+        self.cfg = cfg
+        self.dnskey_records = [_rr(self.origin, policy.DNSKEY, dnskey_ttl, k.dnskey.to_wire())
+                               for k in keys]
+
+    def sign(self, owner: bytes, rtype: int, ttl: int, rdatas: list[bytes],
+             window: tuple[int, int]) -> list[dnslib.RR]:
+        name = _dns_name(owner)
+        rrset = dns.rrset.RRset(name, dns.rdataclass.IN, dns.rdatatype.RdataType.make(rtype))
+        for wire in rdatas:
+            rrset.add(dns.rdata.from_wire(dns.rdataclass.IN, rtype, wire, 0, len(wire)), ttl)
+        inception, expiration = window
+        out = []
+        for key in self.keys:
+            rrsig = dns.dnssec.sign(rrset, key.private, self.signer, key.dnskey,
+                                    inception=inception, expiration=expiration)
+            out.append(_rr(owner, policy.RRSIG, ttl, rrsig.to_wire()))
+        return out
+
+
+def load_dnssec(topology: Topology, zones: list[ZoneData]) -> Dnssec | None:
+    """The signers of the topology's signed zones (their keys read now), with each zone's
+    DNSKEY RRset added to its compiled ``zones`` entry; None when no zone is signed. Raises
+    ConfigError for a missing or bad key: a zone configured as signed is never served
+    unsigned."""
+    signers: dict[bytes, ZoneSigner] = {}
+    base = Path(topology.source).parent if topology.source else Path.cwd()
+    compiled = {z.origin: z for z in zones}
+    for i, zone in enumerate(topology.zones):
+        cfg = zone.dnssec
+        if cfg is None:
+            continue
+        key_dir = Path(cfg.key_dir)
+        if not os.path.isabs(key_dir):
+            key_dir = base / key_dir
+        keys = load_keys(zone.origin, key_dir, join(join(join("zones", i), "dnssec"), "key_dir"))
+        signer = ZoneSigner(zone.origin, keys, cfg, zone.soa.ttl)
+        signers[signer.origin] = signer
+        data = compiled[signer.origin]
+        data.rrsets.setdefault(signer.origin, {})[policy.DNSKEY] = signer.dnskey_records
+        data.existing.add(signer.origin)
+    return Dnssec(signers) if signers else None
+
+
+class Dnssec:
+    """Every signed zone's signer and the current generation's signature cache."""
+
+    def __init__(self, signers: dict[bytes, ZoneSigner]) -> None:
+        self.signers = signers
+        self.start: int | None = None  # the current generation's start
+        self.cache: dict[tuple, list[dnslib.RR]] = {}
+
+    def due(self, now: int) -> bool:
+        return any(policy.generation_due(self.start, now, s.cfg) for s in self.signers.values())
+
+    def new_generation(self, now: int, zones: ZoneSet) -> None:
+        """Start signing with a new validity window; static RRsets are signed now."""
+        self.start = now
+        self.cache = {}
+        self.presign(zones)
+
+    def presign(self, zones: ZoneSet) -> None:
+        for zone in zones.zones:
+            if zone.origin not in self.signers:
+                continue
+            for rrsets in zone.rrsets.values():
+                for rrs in rrsets.values():
+                    self._signatures(zones, rrs)
+            self._signatures(zones, [zone.negative_soa])
+
+    def signed_zone(self, zones: ZoneSet, name: bytes) -> ZoneSigner | None:
+        zone = zones.find(name)
+        return None if zone is None else self.signers.get(zone.origin)
+
+    def sign_answer(self, ans: Answer, qname: bytes, qtype: int, zones: ZoneSet) -> Answer:
+        """The answer with signatures, and its denial proof when it is negative."""
+        if ans.rcode not in (NOERROR, NXDOMAIN):
+            return ans
+        out = Answer(ans.rcode, ans.authoritative, self._with_signatures(zones, ans.answer),
+                     self._with_signatures(zones, ans.authority),
+                     self._with_signatures(zones, ans.additional), ans.location_dependent,
+                     ans.ede)
+        if not any(rr.rtype == SOA for rr in ans.authority):
+            return out
+        final = _final_name(qname, ans.answer)
+        zone = zones.find(final)
+        signer = None if zone is None else self.signers.get(zone.origin)
+        if zone is None or signer is None:
+            return out
+        nxdomain = ans.rcode == NXDOMAIN
+        present = policy.name_types(zone.rrsets.get(final, {}), final in zone.geo)
+        nsec = dns.rdtypes.ANY.NSEC.NSEC(
+            dns.rdataclass.IN, dns.rdatatype.NSEC, _dns_name(policy.successor(final)),
+            dns.rdtypes.ANY.NSEC.Bitmap.from_rdtypes(
+                [dns.rdatatype.RdataType.make(t)
+                 for t in policy.denial_types(nxdomain, present, qtype)]))
+        wire = nsec.to_wire()
+        ttl = zone.negative_ttl
+        out.authority.append(_rr(final, policy.NSEC, ttl, wire))
+        if nxdomain:  # one name per query: never cached
+            out.authority += signer.sign(final, policy.NSEC, ttl, [wire], self._window(signer))
+            out.rcode = NOERROR
+        else:
+            out.authority += self._cached(signer, final, policy.NSEC, ttl, (wire,))
+        return out
+
+    def _window(self, signer: ZoneSigner) -> tuple[int, int]:
+        assert self.start is not None, "new_generation() first"
+        return policy.validity(self.start, signer.cfg)
+
+    def _with_signatures(self, zones: ZoneSet, records: list[dnslib.RR]) -> list[dnslib.RR]:
+        out: list[dnslib.RR] = []
+        for rrs in _rrsets(records):
+            out += rrs
+            out += self._signatures(zones, rrs)
+        return out
+
+    def _signatures(self, zones: ZoneSet, rrs: list[dnslib.RR]) -> list[dnslib.RR]:
+        first = rrs[0]
+        owner = label_wire(first.rname)
+        signer = self.signed_zone(zones, owner)
+        if signer is None:
+            return []
+        rdatas = tuple(b"".join(pack_rr(rr)[2]) for rr in rrs)
+        return self._cached(signer, owner, first.rtype, first.ttl, rdatas)
+
+    def _cached(self, signer: ZoneSigner, owner: bytes, rtype: int, ttl: int,
+                rdatas: tuple[bytes, ...]) -> list[dnslib.RR]:
+        key = (owner, rtype, ttl, rdatas)
+        hit = self.cache.get(key)
+        if hit is None:
+            hit = signer.sign(owner, rtype, ttl, list(rdatas), self._window(signer))
+            if len(self.cache) >= CACHE_SIZE:
+                self.cache = {}
+            self.cache[key] = hit
+        return hit
+
+
+def _final_name(qname: bytes, answer: list[dnslib.RR]) -> bytes:
+    """The name the answer's CNAME chain from ``qname`` ends at."""
+    name = qname
+    for rr in answer:
+        if rr.rtype == CNAME and label_wire(rr.rname) == name:
+            name = label_wire(rr.rdata.label)
+    return name
+
+
+def _rrsets(records: list[dnslib.RR]) -> list[list[dnslib.RR]]:
+    """Records grouped by (owner, type, class), in order of first appearance."""
+    groups: dict[tuple[bytes, int, int], list[dnslib.RR]] = {}
+    for rr in records:
+        groups.setdefault((label_wire(rr.rname), rr.rtype, rr.rclass), []).append(rr)
+    return list(groups.values())
