@@ -23,7 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "dnssec", help="make DNSSEC keys and print their DS and DNSKEY",
         description="Manage the keys GeoDNS signs a zone with (a combined signing key per "
                     "file; every key of the zone in its key directory signs).")
-    tools = dnssec.add_subparsers(dest="dnssec_command", required=True, metavar="ACTION")
+    tools = dnssec.add_subparsers(dest="dnssec_command", required=True, metavar="ACTION",
+                                  help="keygen or ds (ACTION --help for its options)")
     keygen = tools.add_parser(
         "keygen", help="make a new signing key for a zone",
         description="Write a new key's private file (mode 0600) and public DNSKEY file into "
