@@ -34,6 +34,7 @@ from pathlib import Path
 from geoconfig.topology import Topology, load_topology
 from geoedge.demo import ipv6 as aaaa
 from geoedge.demo.services import Service, plan, select
+from geoedge.demo.signing import Signing, sign_demo_zone, tour_lines
 from geoedge.demo.supervisor import StartError, Supervisor
 
 CREDIT = "This product includes GeoLite2 data created by MaxMind (CC BY-SA 4.0)."
@@ -89,7 +90,7 @@ def table(topology: Topology, services: list[Service], sup: Supervisor) -> str:
                      .rstrip() for r in rows)
 
 
-def tour(topology: Topology, config: str) -> str:
+def tour(topology: Topology, config: str, signing: Signing | None = None) -> str:
     dns = next((hp for hp in topology.dns.listen if ":" not in hp[0]), topology.dns.listen[0])
     at = f"@{dns[0]} -p {dns[1]}"
     zone = topology.zones[0] if topology.zones else None
@@ -111,7 +112,8 @@ Try, from another terminal:
   {ge} purge --config {config} {url}/index.html     # on every edge
   {ge} explain --config {config} 81.2.69.160
 Then type `stop eu-west` below and fetch again as the GB client: GeoDNS moves it to us-east
-within a few seconds; `start eu-west` brings the region back."""
+within a few seconds; `start eu-west` brings the region back.""" + (
+        tour_lines(at, geo, signing, ge) if signing is not None else "")
 
 
 def _stdin_is_a_console() -> bool:
@@ -206,8 +208,9 @@ async def _main(topology: Topology, config: Path, data_dir: Path) -> int:
 
 async def _run(topology: Topology, config: Path, data_dir: Path, binary: str | None,
                v6: aaaa.Ipv6Plan, v6_failure: str) -> int:
+    signing = sign_demo_zone(topology, config, data_dir)  # example.test signed (#16)
     services = plan(topology, config, binary, data_dir, ipv6=has_ipv6_loopback(),
-                    edge_ipv6=None if v6_failure else v6.listen)
+                    edge_ipv6=None if v6_failure else v6.listen, dns_config=signing.dns_config)
     # a graceful stop lets edges drain (edge.drain_seconds) before SIGKILL
     sup = Supervisor(services, data_dir / "logs", lambda m: print(m, flush=True),
                      grace=topology.cdn.edge.drain_seconds + 5.0)
@@ -232,7 +235,7 @@ async def _run(topology: Topology, config: Path, data_dir: Path, binary: str | N
             print(f"geoedge demo: {exc}", file=sys.stderr, flush=True)
             return 1
         print(f"\nAll {len(services)} processes are up.\n{table(topology, services, sup)}\n\n"
-              f"{CREDIT}\n\n{tour(topology, str(config))}\n\n{CONSOLE_HELP}", flush=True)
+              f"{CREDIT}\n\n{tour(topology, str(config), signing)}\n\n{CONSOLE_HELP}", flush=True)
         if line := aaaa.summary(v6, v6_failure):
             print(line, flush=True)
         console = loop.create_task(_console(sup, topology, services, quit_event))

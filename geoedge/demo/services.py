@@ -61,10 +61,12 @@ def geoedge_argv(*args: str) -> tuple[str, ...]:
 
 
 def plan(topology: Topology, config: Path, redis_binary: str | None, data_dir: Path,
-         ipv6: bool = True, edge_ipv6: dict[str, str] | None = None) -> list[Service]:
+         ipv6: bool = True, edge_ipv6: dict[str, str] | None = None,
+         dns_config: Path | None = None) -> list[Service]:
     """The demo's processes for ``topology`` (loaded from ``config``), in start order.
     ``edge_ipv6``: edge name -> ``[V6]:PORT`` for edges to listen on as well as their ipv4
-    (``geoedge.demo.ipv6``)."""
+    (``geoedge.demo.ipv6``). ``dns_config``: the topology GeoDNS serves, when not ``config``
+    (the copy with example.test signed, ``geoedge.demo.signing``)."""
     cfg = str(config)
     services: list[Service] = []
     if redis_binary is not None:
@@ -103,7 +105,7 @@ def plan(topology: Topology, config: Path, redis_binary: str | None, data_dir: P
     args = [a for host, port in listen for a in ("--listen", format_host_port(host, port))]
     zone = topology.zones[0].origin if topology.zones else "."
     services.append(Service(
-        "geodns", "dns", "", geoedge_argv("dns", "--config", cfg, *args,
+        "geodns", "dns", "", geoedge_argv("dns", "--config", str(dns_config or config), *args,
                                           "--log-level", "warning"),
         " ".join(format_host_port(h, p) for h, p in listen) + " (udp+tcp)",
         Probe("dns", listen[0][0], listen[0][1], zone)))
