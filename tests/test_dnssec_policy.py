@@ -129,3 +129,32 @@ def test_do_decides_and_signatures_verify(engine):
                 dns.dnssec.validate(rrset, sigs[(rrset.name, rrset.rdtype)], keys,
                                     now=NOW + 10)
     assert keyset is not None
+
+
+@pytest.mark.parametrize("types", [
+    (46, 47, 128), (1, 28, 46, 47), (2, 6, 15, 16, 28, 46, 47, 48, 257), (1,), (65535, 1)])
+def test_nsec_rdata_is_dnspythons(types):
+    import dns.rdtypes.ANY.NSEC as nsec
+
+    nxt = b"\x01\x00" + text_to_name("x.example.test.")
+    ours = policy.nsec_rdata(nxt, types)
+    theirs = nsec.NSEC(1, 47, dns.name.from_wire(nxt, 0)[0], nsec.Bitmap.from_rdtypes(
+        [dns.rdatatype.RdataType.make(t) for t in types])).to_wire()
+    assert ours == theirs
+
+
+@pytest.mark.parametrize(("owner", "rtype", "ttl", "rdatas"), [
+    ("www.example.test.", 1, 30, [b"\x7f\x00\x02\x02", b"\x7f\x00\x02\x01"]),  # unsorted
+    ("example.test.", 15, 3600, [b"\x00\x0a" + text_to_name("mail.example.test.")]),
+    ("a.b.example.test.", 16, 60, [b"\x03abc", b"\x03abc", b"\x01z"]),  # a duplicate
+    ("nope.example.test.", 47, 60, [policy.nsec_rdata(b"\x01\x00" + text_to_name(
+        "nope.example.test."), (46, 47, 128))]),
+])
+def test_signatures_are_dns_dnssec_signs(engine, owner, rtype, ttl, rdatas):
+    """The signer builds the RRSIG input itself; dns.dnssec.sign gives the same bytes (ECDSA
+    is deterministic, RFC 6979); delv and unbound verify them in the other tests."""
+    signer = next(iter(engine.dnssec.signers.values()))
+    window = (NOW - 10, NOW + 1000)
+    ours = [bytes(rr.rdata.data) for rr in signer.sign(text_to_name(owner), rtype, ttl,
+                                                       rdatas, window)]
+    assert ours == signer.sign_reference(text_to_name(owner), rtype, ttl, rdatas, window)

@@ -58,6 +58,19 @@ def denial_types(nxdomain: bool, present: Iterable[int], qtype: int) -> tuple[in
     return tuple(sorted((set(present) - {qtype}) | {RRSIG, NSEC}))
 
 
+def nsec_rdata(next_name: bytes, types: Iterable[int]) -> bytes:
+    """NSEC RDATA (RFC 4034 §4.1): the next name (wire, uncompressed) and the type bitmap, one
+    window block per 256 types present, each as long as its highest type needs."""
+    windows: dict[int, bytearray] = {}
+    for t in sorted(set(types)):
+        bits = windows.setdefault(t >> 8, bytearray())
+        low = t & 0xFF
+        if len(bits) <= low >> 3:
+            bits.extend(bytes((low >> 3) + 1 - len(bits)))
+        bits[low >> 3] |= 0x80 >> (low & 7)
+    return next_name + b"".join(bytes((w, len(b))) + bytes(b) for w, b in sorted(windows.items()))
+
+
 def name_types(static: Iterable[int], geo: bool) -> set[int]:
     """The types a name has: its static records' and, for a geo name, A and AAAA (their
     addresses depend on the client, but the name always has both types)."""
