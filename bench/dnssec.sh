@@ -79,10 +79,21 @@ grep -q '^dnssec = ' "$WORK/signed.toml" || die "could not add the dnssec table"
 "$VENV/bin/geoedge" dnssec keygen --zone example.test --key-dir "$WORK/keys" \
     --algorithm "$ALGORITHM" >"$WORK/keygen.log" 2>&1 || { cat "$WORK/keygen.log" >&2; die keygen; }
 
-free_port() {
+free_port() {  # a port free for both UDP and TCP on 127.0.0.1
     "$PY" -c 'import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])'
+for _ in range(100):
+    t = socket.socket(socket.AF_INET, socket.SOCK_STREAM); t.bind(("127.0.0.1", 0))
+    port = t.getsockname()[1]
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        u.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    finally:
+        u.close()
+        t.close()
+    print(port)
+    break'
 }
 
 # ---------------------------------------------------------------- one measured run

@@ -6,6 +6,7 @@ wrong (a zone configured as signed is never served unsigned: the server refuses 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -233,3 +234,23 @@ def test_bad_dnssec_settings_name_the_key(tmp_path, dnssec, key, words):
     with pytest.raises(ConfigError) as err:
         load_topology(topology)
     assert str(err.value).startswith(key + ": ") and words in str(err.value), str(err.value)
+
+
+def test_cli_keygen_and_ds(tmp_path, capsys):
+    from geoedge.cli import main
+
+    assert main(["dnssec", "keygen", "--zone", "example.test", "--key-dir",
+                 str(tmp_path / "keys"), "--algorithm", "ed25519"]) == 0
+    made = capsys.readouterr().out.splitlines()
+    assert re.fullmatch(r"example\.test\. IN DS \d+ 15 2 [0-9a-f]{64}", made[0]), made
+    assert made[1].startswith("example.test. 3600 IN DNSKEY 257 3 15 ")
+    topology = signed_topology(tmp_path)  # key_dir "keys" beside it: the key just made
+    assert main(["dnssec", "ds", "--zone", "example.test", "--config", str(topology)]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[1:] == made
+    assert main(["dnssec", "ds", "--zone", "example.test", "--key-dir", str(tmp_path / "keys"),
+                 "--trust-anchor"]) == 0
+    anchor = capsys.readouterr().out
+    assert anchor.startswith('trust-anchors {\n    "example.test." static-key 257 3 15 "')
+    assert main(["dnssec", "ds", "--zone", "other.test", "--config", str(topology)]) == 2
+    assert "config error: zones: no zone other.test. in" in capsys.readouterr().err
