@@ -254,3 +254,21 @@ def test_cli_keygen_and_ds(tmp_path, capsys):
     assert anchor.startswith('trust-anchors {\n    "example.test." static-key 257 3 15 "')
     assert main(["dnssec", "ds", "--zone", "other.test", "--config", str(topology)]) == 2
     assert "config error: zones: no zone other.test. in" in capsys.readouterr().err
+
+
+def test_do_and_plain_queries_alternate_from_the_caches(server):
+    """The response caches (the C loop's included) are keyed by the query bytes after the ID,
+    the OPT with its DO bit among them: DO and plain answers never mix."""
+    srv, keyset = server
+    for _ in range(3):
+        for do in (True, False):
+            for name, subnet in (("www.example.test", "8.8.8.0/24"), ("mail.example.test", None),
+                                 ("nope.example.test", None)):
+                msg = dns.query.udp(_query(name, "A", do=do, subnet=subnet), "127.0.0.1",
+                                    port=srv.port, timeout=3)
+                sigs = [r for r in msg.answer + msg.authority
+                        if r.rdtype == dns.rdatatype.RRSIG]
+                assert bool(sigs) is do, msg
+                assert msg.rcode() == (0 if do or name != "nope.example.test" else 3)
+                if do:
+                    _validate(msg, keyset)
