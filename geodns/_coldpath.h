@@ -14,9 +14,9 @@
      parts: NXDOMAIN with the negative SOA, pointers into the question (answer.nxdomain_fast).
    - A zone tuple with a third item is signed: its NXDOMAIN with DO is left to Python.
    - Otherwise a template (flags, counts, location flag, body) from `templates`, keyed by the
-     name, type, class (| 0x8000 with DO: signed answers differ) and the order index: 0xFFFE for a name not in `dependent`, else the
-     region map's value for the ECS address (source prefix > 0, value not SLOW); not there:
-     None (Python builds it and stores the template).
+     name, type, class (| 0x8000 with DO: signed answers differ) and the order index: 0xFFFE
+     for a name not in `dependent`, else the region map's value for the ECS address (source
+     prefix > 0, value not SLOW); not there: None (Python builds it and stores the template).
    - OPT and ECS echo, scope (the map entry's prefix when the template depends on location),
      and truncation to min(udp size, max_udp) (512 without EDNS) exactly as in Python. */
 

@@ -37,6 +37,9 @@ Rules:
   CHAOS queries (class 3) are answered by Python too (the C path handles only IN and ANY).
 - EDE (RFC 8914): a REFUSED/NOTIMP answer to a query with EDNS carries the answer's EDE
   option; such answers are never C templates, so the C cold path leaves them to Python.
+- DNSSEC (geodns/dnssec/): for a signed zone, answers to queries with DO are signed in
+  ``_build`` (the packed cache and the C templates are keyed with DO); ``refresh_signatures``
+  starts a new signing generation when due and drops every cached answer as a health change.
 - Parsing: with ``dns.udp_fast_path`` on and the C extension built, the usual query's fields
   come from ``_fastudp.scan_common`` (the same tuple as ``query_fields(parse_query(data))``,
   compared in the tests); every other packet, and every packet without it, goes through
