@@ -66,6 +66,7 @@ def tour_lines(at: str, geo: str, signing: Signing, ge: str = "geoedge") -> str:
         return f"\n{signing.note}" if signing.note else ""
     anchor = signing.key_dir / "anchor.conf"
     return f"""
+
 DNSSEC (example.test is signed; key in {signing.key_dir}):
   dig {at} {geo} A +dnssec +subnet=81.2.69.0/24   # RRSIG beside the A records
   {ge} dnssec ds --zone example.test --key-dir {signing.key_dir} --trust-anchor > {anchor}
