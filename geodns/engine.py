@@ -56,6 +56,7 @@ import time
 from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from geoconfig.topology import Topology
 from geoconfig.zoneconfig import GeoName
@@ -73,7 +74,6 @@ from geodns.answer import (
     nxdomain_fast,
     pack_answer,
 )
-from geodns.dnssec.signer import load_dnssec
 from geodns.maps import Key, MapState, loaded
 from geodns.options import (
     BADCOOKIE,
@@ -97,6 +97,9 @@ from geodns.wire import (
     query_fields,
 )
 from geodns.zonedata import ZoneSet, compile_zone
+
+if TYPE_CHECKING:
+    from geodns.dnssec.signer import Dnssec
 
 _HEADER = struct.Struct("!HHHHHH")
 _OPT_FIXED = struct.Struct("!BHHIH")
@@ -128,7 +131,11 @@ class Engine:
         self.topology = topology
         self.reader = reader
         compiled = [compile_zone(z) for z in topology.zones]
-        self.dnssec = load_dnssec(topology, compiled)  # ConfigError: a signed zone's bad key
+        self.dnssec: Dnssec | None = None
+        if any(z.dnssec is not None for z in topology.zones):
+            from geodns.dnssec.signer import load_dnssec  # dnspython, cryptography: when signing
+
+            self.dnssec = load_dnssec(topology, compiled)  # ConfigError: a signed zone's bad key
         self.zones = ZoneSet(compiled)
         self.dependent = self.zones.location_dependent_names()
         self.regions = [rc.region for rc in topology.regions]
