@@ -156,19 +156,24 @@ class Dnssec:
 
     def __init__(self, signers: dict[bytes, ZoneSigner]) -> None:
         self.signers = signers
-        self.start: int | None = None  # the current generation's start
-        self.cache: dict[tuple, list[dnslib.RR]] = {}
+        # the current generation: its start and its signature cache, swapped together so a
+        # thread signing meanwhile stores into the old one (which nobody reads any more)
+        self.generation: tuple[int | None, dict[tuple, list[dnslib.RR]]] = (None, {})
         # cache keys of the zones' own records by id(): they live as long as the zones, so
         # no other object can have their id meanwhile
         self._zone_keys: dict[int, tuple[tuple[int, ...], tuple]] = {}
 
     def due(self, now: int) -> bool:
-        return any(policy.generation_due(self.start, now, s.cfg) for s in self.signers.values())
+        start = self.generation[0]
+        return any(policy.generation_due(start, now, s.cfg) for s in self.signers.values())
+
+    @property
+    def start(self) -> int | None:
+        return self.generation[0]
 
     def new_generation(self, now: int, zones: ZoneSet) -> None:
         """Start signing with a new validity window; static RRsets are signed now."""
-        self.start = now
-        self.cache = {}
+        self.generation = (now, {})
         self.presign(zones)
 
     def presign(self, zones: ZoneSet) -> None:
@@ -215,9 +220,10 @@ class Dnssec:
             out.authority += self._cached(signer, final, policy.NSEC, ttl, (wire,))
         return out
 
-    def _window(self, signer: ZoneSigner) -> tuple[int, int]:
-        assert self.start is not None, "new_generation() first"
-        return policy.validity(self.start, signer.cfg)
+    def _window(self, signer: ZoneSigner, start: int | None = None) -> tuple[int, int]:
+        start = self.generation[0] if start is None else start
+        assert start is not None, "new_generation() first"
+        return policy.validity(start, signer.cfg)
 
     def _with_signatures(self, zones: ZoneSet, records: list[dnslib.RR]) -> list[dnslib.RR]:
         out: list[dnslib.RR] = []
@@ -245,12 +251,13 @@ class Dnssec:
     def _cached(self, signer: ZoneSigner, owner: bytes, rtype: int, ttl: int,
                 rdatas: tuple[bytes, ...]) -> list[dnslib.RR]:
         key = (owner, rtype, ttl, rdatas)
-        hit = self.cache.get(key)
+        start, cache = self.generation
+        hit = cache.get(key)
         if hit is None:
-            hit = signer.sign(owner, rtype, ttl, list(rdatas), self._window(signer))
-            if len(self.cache) >= CACHE_SIZE:
-                self.cache = {}
-            self.cache[key] = hit
+            hit = signer.sign(owner, rtype, ttl, list(rdatas), self._window(signer, start))
+            if len(cache) >= CACHE_SIZE:
+                cache.clear()  # bounded; this generation's signatures are made again
+            cache[key] = hit
         return hit
 
 
