@@ -38,11 +38,22 @@ class GeoName:
 
 
 @dataclass(frozen=True, slots=True)
+class DnssecConfig:
+    """A signed zone's settings (``zones[N].dnssec``); the keys are read by geodns.dnssec."""
+
+    key_dir: str  # as written; a relative path is relative to the topology file's directory
+    signature_lifetime: int = 604800  # seconds from a signing generation's start to expiry
+    inception_skew: int = 3600  # inception this long before the generation's start
+    refresh: int = 259200  # re-sign everything when a generation has less left than this
+
+
+@dataclass(frozen=True, slots=True)
 class Zone:
     origin: str  # absolute, lower case, with trailing dot
     soa: dnslib.RR
     records: tuple[dnslib.RR, ...]
     geo: tuple[GeoName, ...]
+    dnssec: DnssecConfig | None = None  # None: served unsigned
 
     @property
     def negative_ttl(self) -> int:
@@ -59,7 +70,8 @@ def parse_zones(items: list, region_names: list[str],
     origins: set[str] = set()
     for i, item in enumerate(items):
         p = join("zones", i)
-        t = check_keys(item, p, {"origin", "ttl", "soa", "records", "geo"}, {"origin", "soa"})
+        t = check_keys(item, p, {"origin", "ttl", "soa", "records", "geo", "dnssec"},
+                       {"origin", "soa"})
         origin = _absolute(get(t, p, "origin", str), ".", join(p, "origin"))
         if origin in origins:
             raise ConfigError(join(p, "origin"), f"duplicate zone {origin!r}")
@@ -75,8 +87,32 @@ def parse_zones(items: list, region_names: list[str],
             for j, g in enumerate(get(t, p, "geo", list, []))
         )
         _check_zone_consistency(p, origin, records, geo)
-        out.append(Zone(origin, soa, records, geo))
+        dnssec = _dnssec(t["dnssec"], join(p, "dnssec"), ttl) if "dnssec" in t else None
+        out.append(Zone(origin, soa, records, geo, dnssec))
     return tuple(out)
+
+
+def _dnssec(table: Any, path: str, zone_ttl: int) -> DnssecConfig:
+    d = DnssecConfig("")
+    keys = {"key_dir", "signature_lifetime", "inception_skew", "refresh"}
+    t = check_keys(table, path, keys, {"key_dir"})
+    key_dir = get(t, path, "key_dir", str)
+    if not key_dir:
+        raise ConfigError(join(path, "key_dir"), "empty path")
+
+    def num(key: str, default: int, low: int, high: int) -> int:
+        return int(number_in(get(t, path, key, int, default), join(path, key), low, high))
+
+    lifetime = num("signature_lifetime", d.signature_lifetime, 3600, 2**31 - 1)
+    skew = num("inception_skew", d.inception_skew, 0, 86400)
+    refresh = num("refresh", d.refresh, 60, 2**31 - 1)
+    if refresh >= lifetime:
+        raise ConfigError(join(path, "refresh"),
+                          f"must be less than signature_lifetime ({lifetime}), got {refresh}")
+    if refresh < zone_ttl:
+        raise ConfigError(join(path, "refresh"), f"must be at least the zone's ttl ({zone_ttl}) "
+                          "so cached answers never outlive their signatures")
+    return DnssecConfig(key_dir, lifetime, skew, refresh)
 
 
 def _absolute(name: str, origin: str, path: str) -> str:

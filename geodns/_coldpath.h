@@ -12,10 +12,11 @@
      None)) that is the name or a suffix of it; none: None (Python answers REFUSED).
    - A name not in the zone's existing names, type not OPT/AXFR/IXFR/128-254, with NXDOMAIN
      parts: NXDOMAIN with the negative SOA, pointers into the question (answer.nxdomain_fast).
+   - A zone tuple with a third item is signed: its NXDOMAIN with DO is left to Python.
    - Otherwise a template (flags, counts, location flag, body) from `templates`, keyed by the
-     name, type, class and the order index: 0xFFFE for a name not in `dependent`, else the
-     region map's value for the ECS address (source prefix > 0, value not SLOW); not there:
-     None (Python builds it and stores the template).
+     name, type, class (| 0x8000 with DO: signed answers differ) and the order index: 0xFFFE
+     for a name not in `dependent`, else the region map's value for the ECS address (source
+     prefix > 0, value not SLOW); not there: None (Python builds it and stores the template).
    - OPT and ECS echo, scope (the map entry's prefix when the template depends on location),
      and truncation to min(udp size, max_udp) (512 without EDNS) exactly as in Python. */
 
@@ -118,7 +119,8 @@ build_common(const unsigned char *d, Py_ssize_t n, PyObject *st)
             goto done;
         goto python;
     }
-    if (!PyTuple_Check(zone) || PyTuple_GET_SIZE(zone) != 2)
+    /* (existing, NXDOMAIN parts) or, for a signed zone, (existing, parts, True) */
+    if (!PyTuple_Check(zone) || PyTuple_GET_SIZE(zone) < 2 || PyTuple_GET_SIZE(zone) > 3)
         goto python;
     int exists = PySet_Contains(PyTuple_GET_ITEM(zone, 0), qname);
     if (exists < 0)
@@ -129,6 +131,8 @@ build_common(const unsigned char *d, Py_ssize_t n, PyObject *st)
         if (qt == 41 || qt == 251 || qt == 252 || (qt >= 128 && qt < 255) ||
             !PyTuple_Check(parts) || PyTuple_GET_SIZE(parts) != 4)
             goto python;
+        if (s.dnssec_ok && PyTuple_GET_SIZE(zone) == 3)
+            goto python; /* signed denial (geodns/dnssec) */
         /* zone_ptr fixed rdlen mname zone_ptr rname zone_ptr times */
         PyObject *fixed = PyTuple_GET_ITEM(parts, 0), *mname = PyTuple_GET_ITEM(parts, 1),
                  *rname = PyTuple_GET_ITEM(parts, 2), *times = PyTuple_GET_ITEM(parts, 3);
@@ -185,7 +189,7 @@ build_common(const unsigned char *d, Py_ssize_t n, PyObject *st)
         unsigned char *k = (unsigned char *)PyBytes_AS_STRING(tkey);
         memcpy(k, name, (size_t)qlen);
         put16(k + qlen, s.qtype);
-        put16(k + qlen + 2, s.qclass);
+        put16(k + qlen + 2, s.qclass | (s.dnssec_ok ? 0x8000 : 0)); /* DO: signed templates */
         put16(k + qlen + 4, val);
         template = PyDict_GetItemWithError(PyTuple_GET_ITEM(st, 6), tkey);
         Py_DECREF(tkey);

@@ -43,6 +43,9 @@ Rules:
   CHAOS queries (class 3) are answered by Python too (the C path handles only IN and ANY).
 - EDE (RFC 8914): a REFUSED/NOTIMP answer to a query with EDNS carries the answer's EDE
   option; such answers are never C templates, so the C cold path leaves them to Python.
+- DNSSEC (geodns/dnssec/): for a signed zone, answers to queries with DO are signed in
+  ``_build`` (the packed cache and the C templates are keyed with DO); ``refresh_signatures``
+  starts a new signing generation when due and drops every cached answer as a health change.
 - Parsing: with ``dns.udp_fast_path`` on and the C extension built, the usual query's fields
   come from ``_fastudp.scan_common`` (the same tuple as ``query_fields(parse_query(data))``,
   compared in the tests); every other packet, and every packet without it, goes through
@@ -60,6 +63,7 @@ import time
 from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from geoconfig.topology import Topology
 from geoconfig.zoneconfig import GeoName
@@ -102,6 +106,9 @@ from geodns.wire import (
 )
 from geodns.zonedata import ZoneSet, compile_zone
 
+if TYPE_CHECKING:
+    from geodns.dnssec.signer import Dnssec
+
 _HEADER = struct.Struct("!HHHHHH")
 _OPT_FIXED = struct.Struct("!BHHIH")
 _ECS_HEAD = struct.Struct("!HHHBB")
@@ -131,7 +138,13 @@ class Engine:
                  regionmap: RegionMap | None = None):
         self.topology = topology
         self.reader = reader
-        self.zones = ZoneSet([compile_zone(z) for z in topology.zones])
+        compiled = [compile_zone(z) for z in topology.zones]
+        self.dnssec: Dnssec | None = None
+        if any(z.dnssec is not None for z in topology.zones):
+            from geodns.dnssec.signer import load_dnssec  # dnspython, cryptography: when signing
+
+            self.dnssec = load_dnssec(topology, compiled)  # ConfigError: a signed zone's bad key
+        self.zones = ZoneSet(compiled)
         self.dependent = self.zones.location_dependent_names()
         self.regions = [rc.region for rc in topology.regions]
         self.edges = {rc.name: rc.edges for rc in topology.regions}
@@ -165,9 +178,12 @@ class Engine:
         self._steering(regionmap)
         # the C cold path's data (geodns/_coldpath.h): templates by name/type/class/order index
         self.templates: dict[bytes, bytes] = {}
+        # a third item marks a signed zone: the C path leaves its NXDOMAIN with DO to Python
+        signed = self.dnssec.signers if self.dnssec is not None else {}
         self._origins = {z.origin: (frozenset(z.existing), z.negative_parts)
-                         for z in self.zones.zones}
+                         + ((True,) if z.origin in signed else ()) for z in self.zones.zones}
         self._fast: tuple | None = None
+        self.refresh_signatures()
 
     def _steering(self, regionmap: RegionMap) -> None:
         """Each geo name's serve (geodns/steering.py) and one region map per distinct selection
@@ -212,6 +228,22 @@ class Engine:
             self.wire_tcp_old = {}
             self.wire_udp = {}
             self.wire_tcp = {}
+
+    def refresh_signatures(self) -> bool:
+        """Begin a new signing generation when one is due (geodns/dnssec/policy.py), dropping
+        every cached answer as a health change does; called at start and periodically."""
+        dnssec = self.dnssec
+        if dnssec is None or not dnssec.due(int(self.clock())):
+            return False
+        dnssec.new_generation(int(self.clock()), self.zones)
+        self.packed = {}
+        self.templates = {}
+        with self._swap:
+            self.wire_udp_old = {}
+            self.wire_tcp_old = {}
+            self.wire_udp = {}
+            self.wire_tcp = {}
+        return True
 
     def merge_key(self, health: Mapping[str, bool], serve: Serve | None,
                   orders: tuple[tuple[str, ...], ...]) -> Key:
@@ -414,7 +446,7 @@ class Engine:
                                    self.map_states[group])
             order, scope, by_resolver = decision.order, decision.scope, not decision.scope
             tval = decision.val
-        key: tuple = (qname, qtype, qclass, order, tcp and qtype == 255)
+        key: tuple = (qname, qtype, qclass, order, tcp and qtype == 255, do)
         drawn = None  # a weighted name's addresses, drawn for this response
         weighted = self.weighted.get(qname) if order is not None else None
         if weighted is not None and qtype in (1, 28, 255):
@@ -423,11 +455,12 @@ class Engine:
         packed_cache = self.packed
         entry = packed_cache.get(key)
         if entry is None:
-            entry = self._build(qname, qtype, qclass, order, tcp, drawn)
+            entry = self._build(qname, qtype, qclass, order, tcp, drawn, do)
             self._remember(packed_cache, key, entry)
         cacheable = drawn is None
         if not tcp and tval >= 0 and entry.ede is None and cacheable and primary:  # C cold path
-            self._remember(templates, qname + _TKEY.pack(qtype, qclass, tval),
+            tclass = qclass | (0x8000 if do else 0)  # DO answers differ (signed zones)
+            self._remember(templates, qname + _TKEY.pack(qtype, tclass, tval),
                            _TEMPLATE.pack(entry.flags, entry.ancount, entry.nscount,
                                           entry.arcount, entry.location_dependent) + entry.body)
         if not entry.location_dependent:
@@ -455,12 +488,15 @@ class Engine:
         return wire, by_resolver if cacheable else None  # type: ignore[return-value]
 
     def _build(self, qname: bytes, qtype: int, qclass: int, order: tuple[str, ...] | None,
-               tcp: bool, drawn: tuple[tuple[str, ...], ...] | None = None) -> Packed:
-        """The packed answer; ``drawn``: the addresses of the (weighted) geo name it leads to."""
+               tcp: bool, drawn: tuple[tuple[str, ...], ...] | None = None,
+               do: bool = False) -> Packed:
+        """The packed answer; ``drawn``: the addresses of the (weighted) geo name it leads to;
+        ``do``: signed, when the zone is (geodns/dnssec)."""
         if qclass == CLASS_CH:
             chaos = chaos_answer(qname, qtype, self.identity, self.version)
             return pack_answer(chaos, qname, qtype, qclass)
-        fast = nxdomain_fast(self.zones, qname, qtype, qclass)
+        sign = do and self.dnssec is not None
+        fast = None if sign else nxdomain_fast(self.zones, qname, qtype, qclass)
         if fast is not None:
             return fast
 
@@ -470,6 +506,9 @@ class Engine:
             return self.addresses(geo, order or (self.topology.default_region,))
 
         answer: Answer = build_answer(self.zones, qname, qtype, qclass, resolve, tcp)
+        if sign:
+            assert self.dnssec is not None
+            answer = self.dnssec.sign_answer(answer, qname, qtype, self.zones)
         return pack_answer(answer, qname, qtype, qclass, self.zones.packed)
 
     def fast_state(self) -> tuple:

@@ -116,6 +116,7 @@ class Service:
     async def watch(self) -> None:
         while True:
             await asyncio.sleep(self.server.engine.topology.geoip.watch_interval)
+            self.server.engine.refresh_signatures()  # a new DNSSEC generation when due
             seen = self.server.engine.fingerprint  # taken before the running files were read
             if _fingerprint(self.watched()) != seen and not await self.reload("file changed"):
                 # a bad file: keep the running one, and try again only when it changes again

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from importlib import metadata
 
 from geoconfig.validate import ConfigError, format_host_port, host_port
+from geoedge import dnssec_cli
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
 LOG_LEVEL_HELP = "logging threshold on stderr (default info)"
@@ -124,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "access log)")
 
     _add_fetch(sub)
+    dnssec_cli.add_parser(sub)
 
     purge = sub.add_parser("purge", help="purge a URL, prefix or surrogate key on every edge",
                            description="Send a purge to every edge of the topology (and so "
@@ -191,6 +193,7 @@ def _dispatch(argv: Sequence[str] | None) -> int:
         "origin": _cmd_origin,
         "fetch": _cmd_fetch,
         "purge": _cmd_purge,
+        "dnssec": dnssec_cli.run,
     }
     try:
         return handlers[args.command](args)

@@ -44,6 +44,7 @@ from geoedge.demo.certs import DemoCerts, make_certs, remove_shared_ca
 from geoedge.demo.dashboard import Collector, Dashboard
 from geoedge.demo.drain import drain_edges
 from geoedge.demo.services import Service, plan, select
+from geoedge.demo.signing import Signing, sign_demo_zone, tour_lines
 from geoedge.demo.supervisor import StartError, Supervisor
 
 HTTPS_PORT = 8443  # the edges' HTTPS listeners, on their IPv4 addresses (or [edge] tls_listen)
@@ -100,7 +101,7 @@ def table(topology: Topology, services: list[Service], sup: Supervisor) -> str:
                      .rstrip() for r in rows)
 
 
-def tour(topology: Topology, config: str) -> str:
+def tour(topology: Topology, config: str, signing: Signing | None = None) -> str:
     dns = next((hp for hp in topology.dns.listen if ":" not in hp[0]), topology.dns.listen[0])
     at = f"@{dns[0]} -p {dns[1]}"
     zone = topology.zones[0] if topology.zones else None
@@ -128,7 +129,8 @@ Try, from another terminal:
         # CA: the path printed as "CA certificate:" below
   {ge} explain --config {config} 81.2.69.160
 Then type `stop eu-west` below and fetch again as the GB client: GeoDNS moves it to us-east
-within a few seconds; `start eu-west` brings the region back."""
+within a few seconds; `start eu-west` brings the region back.""" + (
+        tour_lines(at, geo, signing, ge) if signing is not None else "")
 
 
 def https_port(topology: Topology) -> int:
@@ -269,10 +271,12 @@ async def _run(topology: Topology, config: Path, data_dir: Path, binary: str | N
         certs = None
         print("geoedge demo: trustme is not installed (pip install trustme): no HTTPS",
               flush=True)
+    signing = sign_demo_zone(topology, config, data_dir)  # example.test signed (#16)
     services = plan(topology, config, binary, data_dir, ipv6=has_ipv6_loopback(),
                     edge_ipv6=None if v6_failure else v6.listen,
                     tls=None if certs is None else (str(certs.cert), str(certs.key)),
-                    https_port=https_port(topology), access_logs=data_dir / "logs")
+                    https_port=https_port(topology), access_logs=data_dir / "logs",
+                    dns_config=signing.dns_config)
     # a graceful stop lets edges finish in-flight requests (edge.drain_timeout) before SIGKILL
     sup = Supervisor(services, data_dir / "logs", lambda m: print(m, flush=True),
                      grace=topology.cdn.edge.drain_timeout + 5.0)
@@ -298,7 +302,7 @@ async def _run(topology: Topology, config: Path, data_dir: Path, binary: str | N
             print(f"geoedge demo: {exc}", file=sys.stderr, flush=True)
             return 1
         print(f"\nAll {len(services)} processes are up.\n{table(topology, services, sup)}\n\n"
-              f"{CREDIT}\n\n{tour(topology, str(config))}\n\n{CONSOLE_HELP}", flush=True)
+              f"{CREDIT}\n\n{tour(topology, str(config), signing)}\n\n{CONSOLE_HELP}", flush=True)
         if line := aaaa.summary(v6, v6_failure):
             print(line, flush=True)
         if certs is not None:

@@ -84,12 +84,13 @@ def geoedge_argv(*args: str) -> tuple[str, ...]:
 def plan(topology: Topology, config: Path, redis_binary: str | None, data_dir: Path,
          ipv6: bool = True, edge_ipv6: dict[str, str] | None = None,
          tls: tuple[str, str] | None = None, https_port: int = 8443,
-         access_logs: Path | None = None) -> list[Service]:
+         access_logs: Path | None = None, dns_config: Path | None = None) -> list[Service]:
     """The demo's processes for ``topology`` (loaded from ``config``), in start order.
     ``edge_ipv6``: edge name -> ``[V6]:PORT`` for edges to listen on as well as their ipv4
     (``geoedge.demo.ipv6``). ``tls``: (cert, key) files: edges also serve HTTPS on
     ``https_port`` of their IPv4 address. ``access_logs``: the directory for the edges'
-    access logs (None: none)."""
+    access logs (None: none). ``dns_config``: the topology GeoDNS serves, when not
+    ``config`` (the copy with example.test signed, ``geoedge.demo.signing``)."""
     cfg = str(config)
     services: list[Service] = []
     if redis_binary is not None:
@@ -136,8 +137,8 @@ def plan(topology: Topology, config: Path, redis_binary: str | None, data_dir: P
     zone = topology.zones[0].origin if topology.zones else "."
     metrics = format_host_port(*(topology.dns.obs.metrics_listen or DEMO_METRICS))
     services.append(Service(
-        "geodns", "dns", "", geoedge_argv("dns", "--config", cfg, *args, "--metrics-listen",
-                                          metrics, "--log-level", "info"),
+        "geodns", "dns", "", geoedge_argv("dns", "--config", str(dns_config or config), *args,
+                                          "--metrics-listen", metrics, "--log-level", "info"),
         " ".join(format_host_port(h, p) for h, p in listen) + " (udp+tcp)",
         Probe("dns", listen[0][0], listen[0][1], zone), f"http://{metrics}/metrics"))
     return services
