@@ -243,3 +243,33 @@ def _cache_key(table: Any, p: str) -> CacheKeyRules:
             raise ConfigError(join(join(p, "cookies"), j), f"not a cookie name: {c!r}")
     return CacheKeyRules(mode, tuple(params), get(t, p, "sort_query", bool, False),
                          tuple(h.lower() for h in headers), tuple(cookies))
+
+
+def serve_sites_from_their_regions(zones: Sequence[Any], sites: Sequence[Site]) -> tuple:
+    """The zones with every geo name that a site's hosts cover (an exact host, or a name under
+    a ``*.`` wildcard host) answered only from that site's ``regions`` (in the name's own
+    order). Names served by a ``[[pools]]`` entry keep their pool. ConfigError, naming the
+    site's ``regions``, when a name would be left with no region."""
+    from dataclasses import replace
+
+    def covers(host: str, name: str) -> bool:  # name: absolute, lower case, trailing dot
+        if host.startswith("*."):
+            return name.endswith("." + host[2:] + ".")
+        return name == host + "."
+
+    out = []
+    for zone in zones:
+        geo = []
+        for g in zone.geo:
+            for i, site in enumerate(sites):
+                if not site.regions or g.pool or not any(covers(h, g.name) for h in site.hosts):
+                    continue
+                kept = tuple(r for r in g.regions if r in site.regions)
+                if not kept:
+                    raise ConfigError(f"sites[{i}].regions",
+                                      f"leaves geo name {g.name} no region (it has "
+                                      f"{list(g.regions)}, the site {list(site.regions)})")
+                g = replace(g, regions=kept)
+            geo.append(g)
+        out.append(replace(zone, geo=tuple(geo)))
+    return tuple(out)

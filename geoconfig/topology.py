@@ -35,6 +35,7 @@ from typing import Any
 from geoconfig.cdnconfig import CdnSettings, RedisConfig, parse_cdn, parse_redis
 from geoconfig.dnsobs import KEYS as OBS_KEYS
 from geoconfig.dnsobs import ObsSettings, parse_obs
+from geoconfig.sites import serve_sites_from_their_regions
 from geoconfig.validate import (
     ConfigError,
     check_keys,
@@ -227,15 +228,16 @@ def parse_topology(data: dict[str, Any], source: str = "<memory>") -> Topology:
     pools = _pools(get(top, "", "pools", list, []), regions, health)
     zones = parse_zones(get(top, "", "zones", list), names, {p.name: tuple(dict.fromkeys(
         e.region for e in p.edges)) for p in pools})
+    cdn = parse_cdn(top, source, names)
     return Topology(
         source=source,
         default_region=default,
         regions=regions,
-        zones=zones,
+        zones=serve_sites_from_their_regions(zones, cdn.sites),  # a site's regions (#14)
         dns=_dns(top.get("dns", {})),
         geoip=_geoip(top.get("geoip", {})),
         health=health,
-        cdn=parse_cdn(top, source, names),
+        cdn=cdn,
         pools=pools,
     )
 
