@@ -22,6 +22,9 @@ Rules (every JSON body includes ``"origin": NAME``):
                            max-age=60``.
 * ``GET /api/gzip``       a text body, gzip-encoded when Accept-Encoding allows it;
                            ``Vary: Accept-Encoding``, ``public, max-age=60``.
+* ``GET /metrics``        Prometheus text: this origin's requests (``geoedge_origin_server_
+                           requests_total``, the ``/api/stats`` count), the ones not counted
+                           per URL (``..._uncounted_total``) and its health; ``no-store``.
 * ``GET /healthz``        200 "ok" or, after ``POST /healthz/down``, 503 "down" until
                            ``POST /healthz/up``; all ``no-store``. The toggles are
                            deliberately unauthenticated: this is a demo/test origin -- never
@@ -190,7 +193,31 @@ def _set_health(up: bool) -> Callable[[web.Request], Awaitable[web.Response]]:
     return handler
 
 
+async def metrics(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    label = f'origin="{_label(state.name)}"'
+    total = sum(state.stats.by_path.values()) + state.stats.dropped
+    lines = [
+        "# HELP geoedge_origin_server_requests_total Requests this origin received",
+        "# TYPE geoedge_origin_server_requests_total counter",
+        f"geoedge_origin_server_requests_total{{{label}}} {total}",
+        "# HELP geoedge_origin_server_uncounted_total Requests past the per-URL bound",
+        "# TYPE geoedge_origin_server_uncounted_total counter",
+        f"geoedge_origin_server_uncounted_total{{{label}}} {state.stats.dropped}",
+        "# HELP geoedge_origin_server_healthy 1 while /healthz answers 200",
+        "# TYPE geoedge_origin_server_healthy gauge",
+        f"geoedge_origin_server_healthy{{{label}}} {1 if state.healthy else 0}",
+    ]
+    return web.Response(text="\n".join(lines) + "\n", headers={"Cache-Control": NO_STORE},
+                        content_type="text/plain", charset="utf-8")
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 def add_api_routes(router: web.UrlDispatcher) -> None:
+    router.add_get("/metrics", metrics)
     router.add_get("/api/time", time_now)
     router.add_get("/api/slow", slow)
     router.add_get("/api/stats", stats)

@@ -10,7 +10,8 @@ Rules:
 * Every response the app prepares -- including 304, 404, 405 and 500 -- carries
   ``X-Origin: NAME`` and ``Server: geoedge-origin``; aiohttp adds ``Date``. (Requests so
   malformed that aiohttp answers 400 before routing them do not reach the app.)
-* Every request is counted in ``/api/stats`` on arrival (state.py), except ``/api/stats``.
+* Every request is counted in ``/api/stats`` on arrival (state.py), except ``/api/stats``
+  and ``/metrics``.
 * Start-up (``cleanup_ctx``) builds the virtual files in a worker thread; nothing is read or
   computed when the module is imported, and creating the app reads no files.
 * The content root is resolved once, when the app is created; ``settings.root = None`` serves
@@ -40,7 +41,7 @@ CONTENT_ROUTE = r"/{path:(?!api/|healthz(?:/|$)).*}"
 
 @web.middleware
 async def _count(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path != "/api/stats":
+    if request.path not in ("/api/stats", "/metrics"):  # the observers are not counted
         request.app[STATE].stats.hit(request.path, request.path_qs)
     return await handler(request)
 

@@ -5,8 +5,9 @@ Rules:
 * Everything mutable lives here, one instance per ``web.Application`` (no module globals), so
   several origins can run in one process (tests do).
 * ``RequestStats`` counts every request that reaches the app, keyed by URL path and by path
-  plus query, *except* requests for ``/api/stats`` itself. Counting happens when the request
-  arrives (before the handler), so a slow request is counted while it is still in flight.
+  plus query, *except* requests for ``/api/stats`` and ``/metrics``. Counting happens when the
+  request arrives (before the handler), so a slow request is counted while it is still in
+  flight.
   Each map holds at most ``max_keys`` keys; requests for further keys are counted only in
   ``dropped`` (a bounded demo server must not grow without limit under a URL scan).
 * ``healthy`` is what ``/healthz`` reports; ``POST /healthz/down`` and ``/healthz/up`` set it.

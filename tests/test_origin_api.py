@@ -105,6 +105,20 @@ async def test_stats_count_every_path_and_status(client: TestClient) -> None:
     assert counts["origin"] == "origin-api"  # type: ignore[comparison-overlap]
 
 
+async def test_metrics_count_requests_and_are_not_counted(client: TestClient) -> None:
+    for path in ("/api/time", "/nope"):
+        async with client.get(path):
+            pass
+    for _ in range(2):
+        async with client.get("/metrics") as r:
+            assert r.status == 200 and r.headers["Cache-Control"] == "no-store"
+            assert r.content_type == "text/plain"
+            text = await r.text()
+    assert 'geoedge_origin_server_requests_total{origin="origin-api"} 2\n' in text
+    assert 'geoedge_origin_server_healthy{origin="origin-api"} 1\n' in text
+    assert "/metrics" not in (await stats(client))["requests"]
+
+
 async def test_private(client: TestClient) -> None:
     sessions = set()
     for _ in range(2):

@@ -66,7 +66,9 @@ def prometheus(tmp_path: Path, demo):
     topology = load_topology(config)
     edges = [(f"{e.ipv4}:{ports.admin}", e.region, e.name) for e in topology.edges]
     conf = tmp_path / "prometheus.yml"
-    conf.write_text(dump_config(prometheus_config([f"127.0.0.1:{ports.metrics}"], edges, "1s")))
+    origins = [f"{o.host}:{o.port}" for o in topology.cdn.origins]
+    conf.write_text(dump_config(prometheus_config([f"127.0.0.1:{ports.metrics}"], edges, "1s",
+                                                  origins)))
     port = free_port()
     log = (tmp_path / "prometheus.log").open("w")
     proc = subprocess.Popen(
@@ -106,11 +108,12 @@ def test_prometheus_scrapes_the_demo(prometheus) -> None:
         assert out["status"] == "success", out
         return out["data"]["result"]
 
-    # every target (GeoDNS and the six edges' admin listeners) is scraped and up
-    up = poll(lambda: (r := series("up")) and len(r) == 7 and
+    # every target (GeoDNS, the six edges' admin listeners, the two origins) is scraped and up
+    up = poll(lambda: (r := series("up")) and len(r) == 9 and
               all(x["value"][1] == "1" for x in r) and r, 30)
     assert up, series("up")
-    assert {x["metric"]["job"] for x in up} == {"geodns", "edges"}
+    assert {x["metric"]["job"] for x in up} == {"geodns", "edges", "origins"}
+    # the origins count what reached them (the fetch below makes at least one request)
     # the queries above, counted by GeoDNS in C, labelled with the answered region
     expr = 'geoedge_dns_queries_total{proto="udp",qtype="A",rcode="NOERROR",region="eu-west"}'
     got = poll(lambda: (r := series(expr)) and float(r[0]["value"][1]) >= 5 and r, 30)
@@ -122,6 +125,9 @@ def test_prometheus_scrapes_the_demo(prometheus) -> None:
     hits = poll(lambda: (r := series(f'geoedge_requests_total{{edge="{edge.name}"}}'))
                 and float(r[0]["value"][1]) >= 1 and r, 30)
     assert hits and hits[0]["metric"]["region"] == "eu-west"
+    served = poll(lambda: (r := series("sum(geoedge_origin_server_requests_total)"))
+                  and float(r[0]["value"][1]) >= 1 and r, 30)
+    assert served, series("geoedge_origin_server_requests_total")
     # every expression of the Grafana dashboard is valid PromQL over these series
     dashboard = json.loads(DASHBOARD.read_text())
     for panel in dashboard["panels"]:

@@ -5,7 +5,8 @@ Rules:
 * ``prometheus_config(dns, edges, interval)`` is Prometheus's configuration (a document to
   write as JSON, which is YAML too) scraping GeoDNS's ``/metrics`` (``[dns] metrics_listen``)
   in job ``geodns`` and every edge's admin ``/metrics`` (``[edge] admin_listen``) in job
-  ``edges``, each edge target labelled with its ``region`` and ``edge_name``. Used by the
+  ``edges``, each edge target labelled with its ``region`` and ``edge_name``, and every
+  origin's ``/metrics`` (origin/api.py) in job ``origins``. Used by the
   compose file (below) and by the test that runs a real Prometheus against the local demo.
 * In the container deployment GeoDNS serves its metrics on ``0.0.0.0:9153`` and every edge
   its admin listener on ``0.0.0.0:9180``; service ``prometheus`` (port 9090 on the host's
@@ -31,17 +32,20 @@ SCRAPE_INTERVAL = "5s"
 
 
 def prometheus_config(dns: Sequence[str], edges: Sequence[tuple[str, str, str]],
-                      interval: str = SCRAPE_INTERVAL) -> dict[str, Any]:
-    """``dns``: GeoDNS HOST:PORT targets; ``edges``: (HOST:PORT, region, edge name)."""
-    return {
-        "global": {"scrape_interval": interval, "evaluation_interval": interval},
-        "scrape_configs": [
-            {"job_name": "geodns", "static_configs": [{"targets": list(dns)}]},
-            {"job_name": "edges", "static_configs": [
-                {"targets": [target], "labels": {"region": region, "edge_name": name}}
-                for target, region, name in edges]},
-        ],
-    }
+                      interval: str = SCRAPE_INTERVAL,
+                      origins: Sequence[str] = ()) -> dict[str, Any]:
+    """``dns``: GeoDNS HOST:PORT targets; ``edges``: (HOST:PORT, region, edge name);
+    ``origins``: the origins' HOST:PORT (their ``/metrics``)."""
+    jobs = [
+        {"job_name": "geodns", "static_configs": [{"targets": list(dns)}]},
+        {"job_name": "edges", "static_configs": [
+            {"targets": [target], "labels": {"region": region, "edge_name": name}}
+            for target, region, name in edges]},
+    ]
+    if origins:
+        jobs.append({"job_name": "origins", "static_configs": [{"targets": list(origins)}]})
+    return {"global": {"scrape_interval": interval, "evaluation_interval": interval},
+            "scrape_configs": jobs}
 
 
 def dump_config(config: dict[str, Any], header: Sequence[str] = ()) -> str:
@@ -59,7 +63,8 @@ def container_settings(out: dict[str, Any]) -> None:
 def container_prometheus(topology: Any) -> dict[str, Any]:
     """The scrape configuration of the compose deployment (``topology``: the container one)."""
     edges = [(f"edge-{e.name}:{ADMIN_PORT}", e.region, e.name) for e in topology.edges]
-    return prometheus_config([f"geodns:{METRICS_PORT}"], edges)
+    origins = [f"{o.name}:{o.port}" for o in topology.cdn.origins]
+    return prometheus_config([f"geodns:{METRICS_PORT}"], edges, origins=origins)
 
 
 def monitoring_services(backbone: str) -> dict[str, Any]:
