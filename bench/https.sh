@@ -100,7 +100,7 @@ sed -e "s#@ORIGIN_NAME@#origin-1#g" -e "s#@ORIGIN_HOST@#127.0.0.1#g" \
     -e "s#@ORIGIN_PORT@#$STATIC_PORT#g" "$ROOT/bench/edge/topology.toml.in" >"$WORK/edge.toml"
 taskset -c "$SERVER_CPU" "$GEOEDGE" edge --config "$WORK/edge.toml" --name "$EDGE_NAME" \
     --listen 127.0.0.1:0 --tls-listen "127.0.0.1:$EDGE_TLS_PORT" --tls-cert "$WORK/cert.pem" \
-    --tls-key "$WORK/key.pem" --log-level warning >"$WORK/edge.log" 2>&1 &
+    --tls-key "$WORK/key.pem" --log-level info >"$WORK/edge.log" 2>&1 &
 EDGE_PID=$!
 PIDS+=("$EDGE_PID")
 STOP_SIG[$EDGE_PID]=INT
