@@ -28,6 +28,8 @@ from edge.admin import Admin
 from edge.connlimit import ConnectionLimiter
 from edge.httpserver import HttpProtocol, Limits, Request, ResponseWriter
 from edge.proxy import EdgeApp
+from edge.purging import attach_purge_log
+from edge.shield import Shield, parent_servers
 from edge.tier.region import RegionTier
 from edge.upstream import OriginPool
 from geoconfig.cdnconfig import EdgeSettings
@@ -75,6 +77,8 @@ class RunningEdge:
             task.cancel()
         if self.app.tier is not None:
             await self.app.tier.stop()
+        if self.app.shield is not None:
+            await self.app.shield.stop()
         await self.pool.stop()
 
 
@@ -128,15 +132,20 @@ async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | No
     await pool.start()
     app = EdgeApp(name, settings, pool, clock)
     redis = topology.region(edge.region).redis
+    parent, parent_edges = parent_servers(topology, edge.region)
+    if parent is not None:
+        app.shield = Shield(edge.region, parent, parent_edges, settings, pool)
+        await app.shield.start()
     if redis is not None:
         tier = RegionTier(edge.region, redis, name, clock, app.make_entry)
-        tier.shared.on_purge = lambda kind, value, soft: app.admin.purge(kind, value, soft,
-                                                                        notify=False)
+        attach_purge_log(app, tier, topology.region(edge.region).edges, clock)
         app.admin.listeners.append(tier.purge)
         try:
             await tier.start()  # a Redis that is down is not an error: the breaker opens
         except BaseException:  # a bad tier setting (or a cancel): nothing is left running
             await tier.stop()
+            if app.shield is not None:
+                await app.shield.stop()
             await pool.stop()
             raise
         app.tier = tier
@@ -169,6 +178,8 @@ async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | No
             server.close()
         if app.tier is not None:
             await app.tier.stop()
+        if app.shield is not None:
+            await app.shield.stop()
         await pool.stop()
         raise
     bound = server.sockets[0].getsockname()
