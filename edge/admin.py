@@ -176,6 +176,8 @@ class Admin:
             await self._json(writer, 200, {"purged": n, "soft": soft})
             return
         n = self.purge(kind, value, soft, notify=False)
+        if kind == "url":
+            value = normalise_uri(value)  # as purge() applied it
         region = await self.region_purge(kind, value, soft, float(wait), purge_id)
         answer: dict[str, Any] = {"purged": n, "soft": soft}
         if "wait" in doc:

@@ -106,12 +106,14 @@ class PurgeLog:
         """Take the log's end as our position and start following; a Redis that is down is
         not an error (the follower keeps trying)."""
         self._client = log_client(self.settings, BLOCK + max(self.settings.timeout, 1.0))
-        with contextlib.suppress(*FAILURES):
+        try:
             async with asyncio.timeout(max(self.settings.timeout, 1.0)):
                 started = time.monotonic()
                 self._set_cursor(await self._last_id())
                 await self._ack()
                 self.on_sync(started + MAX_LAG)
+        except FAILURES:  # Redis is down: nothing to serve yet, nothing can be logged
+            self.on_sync(math.inf)
         self._task = asyncio.create_task(self._follow(), name="purge-log")
 
     async def stop(self) -> None:

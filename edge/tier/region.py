@@ -63,6 +63,7 @@ class RegionTier:
         self.shared = SharedTier(shared_settings(config), node, clock)
         self.log: PurgeLog | None = None  # set by start_edge before start()
         self.peers: tuple[str, ...] = ()  # every edge of the region (acknowledgements)
+        self.pending: list[tuple[str, str]] = []  # purges whose tier purge is under way
         self.background: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -94,6 +95,9 @@ class RegionTier:
             return None
         if decoded.key != key:
             return None
+        if any(purge_matches(kind, value, key, decoded.surrogate_keys)
+               for kind, value in self.pending):
+            return None  # purged here, and the tier's purge is still on its way
         entry = self.build(key, decoded.meta, decoded.body, decoded.surrogate_keys)
         entry.soft_purged = decoded.soft_purged or hit.soft
         return entry
@@ -147,18 +151,33 @@ class RegionTier:
 
     def purge(self, kind: str, value: str, soft: bool) -> None:
         """Apply a local purge to the region: its log and its tier (in the background)."""
-        self._spawn(self.region_purge(kind, value, soft, 0.0))
+        pending = (kind, value)
+        self.pending.append(pending)  # now: a lookup right after this must not see it
+
+        async def run() -> None:
+            try:
+                await self.region_purge(kind, value, soft, 0.0)
+            finally:
+                self.pending.remove(pending)
+
+        self._spawn(run())
 
     async def region_purge(self, kind: str, value: str, soft: bool, wait: float,
                            purge_id: str | None = None) -> dict[str, object]:
         """Log the purge (already applied here), purge the tier, then wait up to ``wait``
-        seconds for every edge of the region to acknowledge it."""
+        seconds for every edge of the region to acknowledge it. Until the tier's purge is
+        done, this edge's tier lookups treat what it covers as a miss (``pending``)."""
         entry_id = None
-        if self.log is not None:
-            entry_id = await self.log.append(kind, value, soft, purge_id)
-        call = {"url": self.shared.purge_url, "prefix": self.shared.purge_prefix,
-                "key": self.shared.purge_tag}[kind]
-        await call(value, soft)
+        pending = (kind, value)
+        self.pending.append(pending)
+        try:
+            if self.log is not None:
+                entry_id = await self.log.append(kind, value, soft, purge_id)
+            call = {"url": self.shared.purge_url, "prefix": self.shared.purge_prefix,
+                    "key": self.shared.purge_tag}[kind]
+            await call(value, soft)
+        finally:
+            self.pending.remove(pending)
         report: dict[str, object] = {"logged": entry_id}
         if entry_id is not None and self.log is not None and wait > 0:
             report["edges"] = await self.log.wait_acks(entry_id, self.peers, wait)
