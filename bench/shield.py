@@ -115,7 +115,10 @@ async def scenario(shield: bool, client_regions: tuple[str, ...], objects: int,
         config = workdir / f"topology-{time.monotonic_ns()}.toml"
         config.write_text(dump_toml(doc))
         edges: dict[str, list[str]] = {}
-        for region in doc["regions"]:
+        for region in doc["regions"]:  # the parent region first: children probe it at start
+            if region["name"] != "us-east":
+                for url in edges.get("us-east", []):
+                    await wait_up(url + "/healthz")
             for e in region["edges"]:
                 procs.append(subprocess.Popen(
                     [sys.executable, "-m", "geoedge.cli", "edge", "--config", str(config),
