@@ -895,8 +895,9 @@ async def test_tier_settings_prefix_database_and_object_limit(
     await pair.settle()
     h = hashlib.sha256(key_of("/small").encode()).hexdigest()[:32]
     with redis.Redis(port=redis_server.port, db=3, socket_timeout=2.0) as c:
-        assert sorted(c.keys("*")) == sorted(f"edge-test:{{{h}}}:{k}".encode()
-                                             for k in ("e:", "vary", "variants", "key"))
+        assert sorted(c.keys("*")) == sorted([*(f"edge-test:{{{h}}}:{k}".encode()
+                                                for k in ("e:", "vary", "variants", "key")),
+                                              b"edge-test:{purgelog}:acks"])  # purge log
     with redis.Redis(port=redis_server.port, db=0, socket_timeout=2.0) as c:
         assert c.dbsize() == 0
     assert (await pair.shared_stats(0))["store_skipped"] == 1
