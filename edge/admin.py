@@ -19,7 +19,12 @@ Rules:
   does the same by absolute URL, URL prefix, or surrogate key (``Surrogate-Key`` /
   ``Cache-Tag`` response headers). ``POST <admin_path>/drain`` and ``/undrain`` switch
   draining.
-- Every purge is also handed to ``on_purge`` listeners (the shared tier uses this).
+- Every purge is also handed to ``on_purge`` listeners (the shared tier uses this), and to
+  ``applied`` (the fill guard, edge/policy/tiering.py). With a region purge log
+  (``region_purge``, edge/tier/region.py) the purge API logs the purge, purges the tier and,
+  given ``"wait": seconds`` (0-60), waits for every edge of the region to acknowledge it
+  (``"id"``: the purge's id, so that the same purge sent to several edges is logged once);
+  with ``wait`` given the answer has ``"region": {"logged": id | null, "edges": {name: bool}}``.
 - The admin API is given what it reports on and purges (the edge's name and settings, its
   store, metrics, key function, origin pool, and its shared tier when there is one), never the
   proxy itself: this module does not import edge/proxy.py.
@@ -42,6 +47,9 @@ from edge.upstream import OriginPool
 from geoconfig.cdnconfig import EdgeSettings
 
 PurgeListener = Callable[[str, str, bool], None]  # (kind, value, soft)
+# (kind, value, soft, wait, purge id) -> the region's report (edge/tier/region.py region_purge)
+RegionPurge = Callable[[str, str, bool, float, str | None], Awaitable[dict[str, Any]]]
+MAX_PURGE_WAIT = 60.0  # seconds a purge request may ask to wait for the region's edges
 
 
 class Admin:
@@ -63,6 +71,8 @@ class Admin:
         # awaited after a purge asked of this edge, before it is answered (the other workers
         # of a multi-worker edge, edge/workerchannel.py)
         self.confirmers: list[Callable[[str, str, bool], Awaitable[None]]] = []
+        self.applied: PurgeListener = lambda kind, value, soft: None  # every purge applied here
+        self.region_purge: RegionPurge | None = None  # the region's purge log, when it has one
 
     def owns(self, target: str) -> bool:
         path = target.split("?", 1)[0]
@@ -121,6 +131,7 @@ class Admin:
         else:
             n = store.purge_tag(value, soft)
         self.metrics.inc("purges", n)
+        self.applied(kind, value, soft)
         if notify:
             for listener in self.listeners:
                 listener(kind, value, soft)
@@ -160,8 +171,31 @@ class Admin:
         kind, value = kinds[0], doc[kinds[0]]
         if kind in ("url", "prefix") and value.startswith("/"):
             value = url_key(value, request.host, request.scheme) or value
-        n = await self.purge_confirmed(kind, value, bool(doc.get("soft", False)))
-        await self._json(writer, 200, {"purged": n, "soft": bool(doc.get("soft", False))})
+        wait = doc.get("wait", 0)
+        if type(wait) not in (int, float) or not 0 <= wait <= MAX_PURGE_WAIT:
+            await self._json(writer, 400, {"error": f'"wait" must be a number of seconds, '
+                                                    f"0 to {MAX_PURGE_WAIT:g}"})
+            return
+        purge_id = doc.get("id")
+        if purge_id is not None and (not isinstance(purge_id, str)
+                                     or not 0 < len(purge_id) <= 64):
+            await self._json(writer, 400, {"error": '"id" must be a string of 1-64 characters'})
+            return
+        soft = bool(doc.get("soft", False))
+        if self.region_purge is None:
+            n = await self.purge_confirmed(kind, value, soft)
+            await self._json(writer, 200, {"purged": n, "soft": soft})
+            return
+        n = self.purge(kind, value, soft, notify=False)
+        if kind == "url":
+            value = normalise_uri(value)  # as purge() applied it
+        for confirm in self.confirmers:  # the other workers of this edge
+            await confirm(kind, value, soft)
+        region = await self.region_purge(kind, value, soft, float(wait), purge_id)
+        answer: dict[str, Any] = {"purged": n, "soft": soft}
+        if "wait" in doc:
+            answer["region"] = region
+        await self._json(writer, 200, answer)
 
     def _authorized(self, request: Request) -> bool:
         token = self.settings.purge_token

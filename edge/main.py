@@ -40,7 +40,9 @@ from edge.connlimit import ConnectionLimiter
 from edge.disk.tiered import close_store, start_store
 from edge.httpserver import HttpProtocol, Limits, Request, ResponseWriter
 from edge.proxy import EdgeApp
+from edge.purging import attach_purge_log
 from edge.reload import Reloader, cert_spec
+from edge.shield import Shield, parent_servers
 from edge.sites import SiteRouter
 from edge.tier.region import RegionTier
 from edge.tls import CertError, Contexts, TlsAcceptor, TlsListenError, h2_protocol
@@ -133,6 +135,8 @@ class RunningEdge:
             await self.app.tier.stop()
         if self.router is not None:
             await self.router.stop()
+        if self.app.shield is not None:
+            await self.app.shield.stop()
         await self.pool.stop()
         await asyncio.to_thread(close_store, self.app.store)
         if self.access is not None:
@@ -203,16 +207,21 @@ async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | No
         await pool.stop()
         raise OSError(exc.errno, f"edge.disk_path {settings.disk_path!r}: {exc.strerror}") from exc
     redis = topology.region(edge.region).redis
+    parent, parent_edges = parent_servers(topology, edge.region)
+    if parent is not None:
+        app.shield = Shield(edge.region, parent, parent_edges, settings, pool)
+        await app.shield.start()
     if redis is not None:
         node = name if worker is None else f"{name}/w{worker.index}"
         tier = RegionTier(edge.region, redis, node, clock, app.make_entry)
-        tier.shared.on_purge = lambda kind, value, soft: app.admin.purge(kind, value, soft,
-                                                                        notify=False)
+        attach_purge_log(app, tier, topology.region(edge.region).edges, clock)
         app.admin.listeners.append(tier.purge)
         try:
             await tier.start()  # a Redis that is down is not an error: the breaker opens
         except BaseException:  # a bad tier setting (or a cancel): nothing is left running
             await tier.stop()
+            if app.shield is not None:
+                await app.shield.stop()
             await pool.stop()
             close_store(app.store)
             if access is not None:
@@ -288,6 +297,8 @@ async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | No
             access.close()
         if app.tier is not None:
             await app.tier.stop()
+        if app.shield is not None:
+            await app.shield.stop()
         await pool.stop()
         close_store(app.store)
         raise

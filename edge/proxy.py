@@ -48,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -73,9 +74,11 @@ from edge.policy.hopbyhop import headers_to_store, strip_hop_by_hop
 from edge.policy.invalidation import invalidation_targets, is_unsafe
 from edge.policy.request import Lookup, conditional_headers, on_hit, on_miss, post_store_uri
 from edge.policy.response import Action, after_soft_purge, on_error, on_response, retention
+from edge.policy.tiering import PurgeHistory
 from edge.policy.vary import vary_fields, vary_key
 from edge.ranged import range_pass_wanted, ranged_response
 from edge.respond import DateCache, hit_bytes, serialize_stored_head, with_date
+from edge.shield import Shield
 from edge.store import Entry, MemoryStore
 from edge.tier.region import RegionTier
 from edge.upstream import OriginPool, UpstreamError, UpstreamResponse, UpstreamTimeout
@@ -106,6 +109,7 @@ class Outcome:
     stored: bool = False  # ``entry`` was (re)stored by this fetch
     error: int | None = None
     refetch: bool = False  # the validation failed: fetch again unconditionally
+    since: str | None = None  # the region's purge log position when the fill started
 
     @property
     def shareable(self) -> Entry | None:
@@ -149,6 +153,13 @@ class EdgeApp:
         self.admin = Admin(name, settings, self.store, self.metrics, self.key_for, pool,
                            tier=lambda: self.tier)
         self.tier: RegionTier | None = None  # the region's shared tier, set by start_edge
+        self.shield: Shield | None = None  # the parent region (edge/shield.py), set by start_edge
+        # purges applied here (a fill that a purge overtook is not stored, edge/policy/tiering)
+        self.purges = PurgeHistory()
+        self.admin.applied = self.purges.record
+        # memory hits are served unvalidated only while the purge log follower is in sync:
+        # until this time.monotonic() value (edge/tier/purgelog.py moves it on; no log: always)
+        self.trust_until = math.inf
         self.background: set[asyncio.Task[None]] = set()
         self._hit_member = f"{self.cache_name}; hit; ttl=".encode()
         self.flag_headers = SLOW_HEADERS
@@ -158,6 +169,10 @@ class EdgeApp:
         while True:
             await asyncio.sleep(interval)
             self.store.sweep(self.clock())
+
+    def _untrusted(self) -> bool:
+        """The purge log follower is behind: what is stored may have been purged since."""
+        return self.trust_until != math.inf and time.monotonic() >= self.trust_until
 
     # -- keys -----------------------------------------------------------------------------------
     def key_for(self, request: Request) -> str:
@@ -180,7 +195,8 @@ class EdgeApp:
             return None
         now = self.clock()
         entry = self.store.get(self.key_for(request), lambda: self.origin_view(request), now)
-        if entry is None or now >= entry.fast_until or entry.soft_purged:
+        if (entry is None or now >= entry.fast_until or entry.soft_purged
+                or self._untrusted()):
             return None
         age = entry.age(now)
         if entry.encoded is not None:  # the compressed variant it accepts (edge/compress.py)
@@ -246,7 +262,7 @@ class EdgeApp:
             await self._deliver(request, writer, await self._fetch(request, key, None, fwd))
             return
         decision = on_hit(headers, entry.meta, now, self.policy)
-        action = after_soft_purge(decision.action, entry.soft_purged)
+        action = after_soft_purge(decision.action, entry.soft_purged or self._untrusted())
         if action is Lookup.GATEWAY_TIMEOUT:
             await self._error(writer, 504, self._member(fwd="miss", detail="only-if-cached"))
         elif action in USABLE:
@@ -344,8 +360,9 @@ class EdgeApp:
         validate, or None (not there). ``collapsed``: we waited for another edge's fill."""
         assert self.tier is not None
         headers: Headers = tuple(request.headers)
+        mark = self.purges.mark()
         entry = await self.tier.lookup(key, self.origin_view(request))
-        if entry is None:
+        if entry is None or self.purges.purged_since(mark, key, entry.surrogate_keys):
             return None
         now = self.clock()
         self.store.put(entry, now)
@@ -383,7 +400,7 @@ class EdgeApp:
         except UpstreamError as exc:
             return self._failed(request, stale, fwd, exc), exc
         if self.tier is not None and outcome.stored and outcome.entry is not None:
-            self.tier.fill(outcome.entry, leased)
+            self.tier.fill(outcome.entry, leased, outcome.since)
         return outcome, None
 
     async def _fetch_origin(self, request: Request, key: str, stale: Entry | None,
@@ -396,9 +413,15 @@ class EdgeApp:
         if stale is not None and validating:
             headers += list(conditional_headers(stale.meta))
         request_time = self.clock()
-        resp = await self.pool.fetch("GET", request.target, headers, None, key=key,
-                                     client_ip=request.client_ip,
-                                     on_informational=request.interim)
+        mark = self.purges.mark()
+        if self.shield is not None:  # the parent region's edges (or the origin)
+            resp = await self.shield.fetch(request.target, headers, key=key,
+                                           client_ip=request.client_ip,
+                                           on_informational=request.interim)
+        else:
+            resp = await self.pool.fetch("GET", request.target, headers, None, key=key,
+                                         client_ip=request.client_ip,
+                                         on_informational=request.interim)
         request.origin = resp.origin  # the access log's
         outcome: Outcome | None = None
         try:
@@ -409,6 +432,12 @@ class EdgeApp:
                 resp.release()
         if outcome.refetch:  # the 304 does not select what we have: fetch it whole
             return await self._fetch_origin(request, key, None, fwd)
+        entry = outcome.entry
+        if outcome.stored and entry is not None:
+            outcome.since = mark.cursor
+            if self.purges.purged_since(mark, key, entry.surrogate_keys):
+                self.store.purge_key(key)  # a purge overtook this fill: keep nothing
+                outcome.stored = False
         return outcome
 
     async def _on_origin_response(self, request: Request, key: str, stale: Entry | None,

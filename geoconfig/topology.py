@@ -15,7 +15,7 @@ Shape (see ``examples/demo.toml`` for a complete file)::
     [geoip]    database ("" = the embedded GeoLite2-City), watch_interval, map_cache_dir
     [health]   path, interval, timeout, rise, fall, host, status, check, port, tls_verify,
                ca_file
-    [[regions]] name, latitude, longitude, countries, continents, weight,
+    [[regions]] name, latitude, longitude, countries, continents, redis, weight, parent,
                 edges = [{ name, ipv4, ipv6, port, check_address, weight }]
     [[pools]]  name, edges = ["EDGE", ...], health = { as [health], defaults from it }
     [[zones]]  origin, ttl, soa = {...}, records = [{ name, type, value, ttl }],
@@ -73,6 +73,7 @@ class RegionConfig:
     edges: tuple[Edge, ...]
     redis: RedisConfig | None = None  # the region's shared cache tier
     weight: int = 1  # 0: drained (answers go to the next region; not a health failure)
+    parent: str | None = None  # origin shield: misses go to this region's edges first
 
     @property
     def name(self) -> str:
@@ -391,7 +392,7 @@ def _regions(items: list) -> tuple[RegionConfig, ...]:
         t = check_keys(
             item, p,
             {"name", "latitude", "longitude", "countries", "continents", "edges", "redis",
-             "weight"},
+             "weight", "parent"},
             {"name", "latitude", "longitude", "edges"},
         )
         name = get(t, p, "name", str)
@@ -417,8 +418,29 @@ def _regions(items: list) -> tuple[RegionConfig, ...]:
         edges = _edges(get(t, p, "edges", list), join(p, "edges"), name, edge_names)
         region = Region(name, lat, lon, frozenset(countries), frozenset(continents))
         redis = parse_redis(t["redis"], join(p, "redis"), name) if "redis" in t else None
-        out.append(RegionConfig(region, edges, redis, _weight(t, p)))
+        parent = get(t, p, "parent", str, None)
+        out.append(RegionConfig(region, edges, redis, _weight(t, p), parent or None))
+    _check_parents(out)
     return tuple(out)
+
+
+def _check_parents(regions: list[RegionConfig]) -> None:
+    """``parent`` names another region, and following parents never comes back (no cycle)."""
+    parents = {rc.name: rc.parent for rc in regions}
+    for i, rc in enumerate(regions):
+        if rc.parent is None:
+            continue
+        key = join(join("regions", i), "parent")
+        if rc.parent == rc.name:
+            raise ConfigError(key, f"a region cannot be its own parent ({rc.name!r})")
+        if rc.parent not in parents:
+            raise ConfigError(key, f"{rc.parent!r} is not one of the regions {list(parents)}")
+        seen, at = {rc.name}, rc.parent
+        while at is not None:
+            if at in seen:
+                raise ConfigError(key, f"parents form a cycle through {at!r}")
+            seen.add(at)
+            at = parents[at]
 
 
 def _edges(items: list, path: str, region: str, seen: set[str]) -> tuple[Edge, ...]:

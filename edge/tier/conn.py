@@ -164,3 +164,22 @@ class Cluster(Conn):
         return aioredis.Redis(host=host, port=port,
                               socket_connect_timeout=max(self.settings.timeout, 0.5),
                               retry=Retry(NoBackoff(), 0))  # the listener loop retries itself
+
+
+def log_client(settings: SharedSettings, socket_timeout: float) -> Any:
+    """A redis-py client for the purge log (edge/tier/purgelog.py): blocking XREAD needs a
+    socket timeout longer than the block, so it gets a client (and connections) of its own."""
+    if settings.cluster_nodes:
+        parts = (node.rpartition(":") for node in settings.cluster_nodes)
+        return RedisCluster(startup_nodes=[ClusterNode(h, int(p)) for h, _, p in parts],
+                            socket_timeout=socket_timeout,
+                            socket_connect_timeout=max(settings.timeout, 0.5),
+                            retry=Retry(NoBackoff(), 0))
+    u = urlsplit(settings.url or "")
+    return aioredis.Redis(host=u.hostname or "127.0.0.1", port=u.port or 6379,
+                          db=int(u.path.strip("/") or 0),
+                          username=unquote(u.username) if u.username else None,
+                          password=unquote(u.password) if u.password else None,
+                          ssl=u.scheme == "rediss", socket_timeout=socket_timeout,
+                          socket_connect_timeout=max(settings.timeout, 0.5),
+                          retry=Retry(NoBackoff(), 0))

@@ -234,6 +234,11 @@ class SharedTier:
             total += await self._op(run, 0, bulk=True)
         return total
 
+    async def remove(self, primary: str) -> int:
+        """Drop every variant of a primary key without publishing (a fill taking back what
+        it stored); the number of entries."""
+        return await self._purge_many([primary], False)
+
     async def _purged(self, kind: str, value: str, soft: bool, count: int) -> int:
         self.counts["purges"] += 1
         self.counts["purged"] += count

@@ -1,10 +1,10 @@
 """The container deployment, generated from the topology file so the two cannot drift.
 
-``python -m geoedge.deploy.compose [--config examples/demo.toml] [--out-dir .] [--check]`` writes
-``docker-compose.yml``, ``deploy/topology.toml`` and ``deploy/prometheus/prometheus.yml`` under
-``--out-dir``; with ``--check`` it writes nothing and exits 1 (printing a diff) when the files
-there differ from what it would write. The tests run the same comparison, so an edit to the
-topology file without regenerating fails the suite.
+``python -m geoedge.deploy.compose [--config examples/demo.toml] [--out-dir .] [--check]
+[--redis-cluster]`` writes ``docker-compose.yml``, ``deploy/topology.toml`` and
+``deploy/prometheus/prometheus.yml`` under ``--out-dir``; with ``--check`` it writes nothing
+and exits 1 (printing a diff) when the files there differ from what it would write. The tests
+run the same comparison, so an edit to the topology file without regenerating fails the suite.
 
 Rules:
 
@@ -34,6 +34,13 @@ Rules:
   the origins by name, ``edge-<name>``, and ``client`` (sleeps; for ``docker compose exec``).
   Every service but the client has a healthcheck; edges wait for healthy origins and Redis.
   ``prometheus`` and ``grafana`` (geoedge/deploy/monitoring.py) watch them all.
+* ``--redis-cluster``: each region's tier is a Redis Cluster of ``CLUSTER_MASTERS`` masters
+  with one replica each (services ``redis-<region>-1`` .. ``-6``, cluster-enabled, on the
+  region's network) created by a one-shot ``redis-<region>-init`` service (``redis-cli
+  --cluster create ... --cluster-replicas 1``, skipped when the cluster is already up); the
+  region's ``redis`` becomes ``cluster = ["redis-<region>-1:6379", ...]`` and the edges wait
+  for the init service to complete. Without it (the default, and the committed files) each
+  region has one standalone ``redis-<region>``.
 * Output is deterministic: services, networks and keys in a fixed order, values in the order
   of the input file, written by the small TOML and YAML emitters of ``writers.py`` (stdlib
   only).
@@ -66,6 +73,7 @@ CERTS_VOLUME = "certs"
 CERTS_DIR = "/certs"  # the Dockerfile creates it, owned by the image's user
 REDIS_IMAGE = "redis:7-alpine"
 REDIS_PORT = 6379
+CLUSTER_MASTERS = 3  # per region with --redis-cluster, each with one replica
 DNS_PORT = 53
 DNS_PUBLISH_HOST = "127.0.0.1"
 CONTAINER_CONFIG = "/etc/geoedge/topology.toml"  # where the Dockerfile copies TOPOLOGY_FILE
@@ -112,7 +120,13 @@ def region_network(name: str) -> str:
 
 # ---- the container topology -------------------------------------------------------------------
 
-def container_topology(raw: dict[str, Any], topology: Topology) -> dict[str, Any]:
+def cluster_nodes(region: str) -> list[str]:
+    """The Redis Cluster services of a region (``--redis-cluster``), as HOST:PORT."""
+    return [f"redis-{region}-{i}:{REDIS_PORT}" for i in range(1, 2 * CLUSTER_MASTERS + 1)]
+
+
+def container_topology(raw: dict[str, Any], topology: Topology,
+                       redis_cluster: bool = False) -> dict[str, Any]:
     """The input's raw TOML with container addresses (see the module rules)."""
     if len(topology.regions) > 254:
         raise ConfigError("regions", "at most 254 regions fit the container address scheme")
@@ -125,7 +139,9 @@ def container_topology(raw: dict[str, Any], topology: Topology) -> dict[str, Any
             key = f"regions[{n - 1}].edges"
             edge["ipv4"] = host_address(n, _fixed_host(m, key))
         redis = {k: v for k, v in table.get("redis", {}).items() if k not in ("url", "cluster")}
-        table["redis"] = {"url": f"redis://redis-{rc.name}:{REDIS_PORT}/0", **redis}
+        where: dict[str, Any] = ({"cluster": cluster_nodes(rc.name)} if redis_cluster else
+                                 {"url": f"redis://redis-{rc.name}:{REDIS_PORT}/0"})
+        table["redis"] = {**where, **redis}
         table["edges"] = table.pop("edges")  # after redis, as in the input's comments
     for k, origin in enumerate(out.get("origins", []), 1):
         origin["host"] = host_address(0, _fixed_host(k, "origins"))
@@ -191,6 +207,9 @@ def build_compose(topology: Topology) -> dict[str, Any]:
     services["certs"] = _certs_service(topology)
 
     for rc, network in zip(topology.regions, regions, strict=True):
+        if rc.redis is not None and rc.redis.cluster:
+            services.update(_cluster_services(rc.name, network))
+            continue
         services[f"redis-{rc.name}"] = {
             "image": REDIS_IMAGE,
             "command": ["redis-server", "--save", "", "--appendonly", "no"],
@@ -216,9 +235,15 @@ def build_compose(topology: Topology) -> dict[str, Any]:
                                         *_tls_args()])
             service["networks"] = {network: {"ipv4_address": edge.ipv4}, BACKBONE: {}}
             service["volumes"] = [f"{CERTS_VOLUME}:{CERTS_DIR}:ro"]
-            depends = [o.name for o in topology.cdn.origins] + [f"redis-{rc.name}"]
+            depends = [o.name for o in topology.cdn.origins]
+            clustered = rc.redis is not None and bool(rc.redis.cluster)
+            if not clustered:
+                depends.append(f"redis-{rc.name}")
             service["depends_on"] = {d: {"condition": "service_healthy"} for d in depends}
             service["depends_on"]["certs"] = {"condition": "service_completed_successfully"}
+            if clustered:
+                service["depends_on"][f"redis-{rc.name}-init"] = {
+                    "condition": "service_completed_successfully"}
             service["healthcheck"] = _http_check(edge.port, topology.health.path)
             service["stop_grace_period"] = grace
             services[name] = service
@@ -233,7 +258,9 @@ def build_compose(topology: Topology) -> dict[str, Any]:
     services["client"] = client
     services.update(monitoring.monitoring_services(BACKBONE))
 
-    expected = 5 + len(topology.regions) + len(topology.cdn.origins) + len(topology.edges)
+    clusters = sum(1 for rc in topology.regions if rc.redis is not None and rc.redis.cluster)
+    expected = (5 + len(topology.regions) + len(topology.cdn.origins) + len(topology.edges)
+                + clusters * 2 * CLUSTER_MASTERS)
     if len(services) != expected:
         raise ConfigError("origins", "an origin's name clashes with another service's name "
                                      f"({', '.join(services)})")
@@ -261,6 +288,35 @@ def _tls_args() -> list[str]:
             "--tls-key", f"{CERTS_DIR}/edge.key"]
 
 
+def _cluster_services(region: str, network: str) -> dict[str, Any]:
+    """Six cluster-enabled nodes and the one-shot service that joins them (3 + 3 replicas)."""
+    out: dict[str, Any] = {}
+    nodes = cluster_nodes(region)
+    for node in nodes:
+        out[node.rpartition(":")[0]] = {
+            "image": REDIS_IMAGE,
+            "command": ["redis-server", "--cluster-enabled", "yes", "--cluster-config-file",
+                        "nodes.conf", "--cluster-node-timeout", "5000", "--save", "",
+                        "--appendonly", "no"],
+            "networks": {network: {}},
+            "healthcheck": {"test": ["CMD", "redis-cli", "ping"], **HEALTHCHECK},
+        }
+    # CLUSTER MEET needs addresses: resolve the service names first (musl's getent)
+    addresses = " ".join(f"$$(getent hosts {n.rpartition(':')[0]} | cut -d' ' -f1):{REDIS_PORT}"
+                         for n in nodes)
+    first = nodes[0].rpartition(":")[0]
+    script = (f"redis-cli -h {first} cluster info | grep -q cluster_state:ok || "
+              f"redis-cli --cluster create {addresses} --cluster-replicas 1 --cluster-yes")
+    out[f"redis-{region}-init"] = {
+        "image": REDIS_IMAGE,
+        "command": ["sh", "-c", script],
+        "networks": {network: {}},
+        "depends_on": {n.rpartition(":")[0]: {"condition": "service_healthy"} for n in nodes},
+        "restart": "on-failure",
+    }
+    return out
+
+
 def _network(n: int) -> dict[str, Any]:
     return {"ipam": {"config": [{"subnet": subnet(n), "ip_range": dynamic_range(n)}]}}
 
@@ -278,7 +334,7 @@ def _header(source: str) -> list[str]:
     ]
 
 
-def generate(config: Path, source: str) -> dict[str, str]:
+def generate(config: Path, source: str, redis_cluster: bool = False) -> dict[str, str]:
     """The generated files' text by path relative to the output directory.
 
     ``source`` is how the header names the input (e.g. ``examples/demo.toml``).
@@ -286,7 +342,7 @@ def generate(config: Path, source: str) -> dict[str, str]:
     topology = load_topology(config)
     with config.open("rb") as f:
         raw = tomllib.load(f)
-    container = container_topology(raw, topology)
+    container = container_topology(raw, topology, redis_cluster)
     parsed = parse_topology(container, source=CONTAINER_CONFIG)
     header = _header(source)
     return {
@@ -330,9 +386,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="directory to write into (default: the current one)")
     parser.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 when the files differ from the generated ones")
+    parser.add_argument("--redis-cluster", action="store_true",
+                        help="run each region's tier as a Redis Cluster, 3 masters + 3 "
+                             "replicas (default: one standalone Redis per region)")
     args = parser.parse_args(argv)
     try:
-        files = generate(args.config, _source_name(args.config, args.out_dir))
+        files = generate(args.config, _source_name(args.config, args.out_dir),
+                         args.redis_cluster)
     except ConfigError as exc:
         print(f"geoedge.deploy.compose: config error: {exc}", file=sys.stderr)
         return 2
