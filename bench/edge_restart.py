@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,35 +24,8 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-HERE = Path(__file__).resolve().parent
-GEOEDGE = str(Path(sys.executable).with_name("geoedge"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def topology(origin_port: int, disk: Path) -> str:
-    text = (HERE / "edge" / "topology.toml.in").read_text()
-    text = (text.replace("@ORIGIN_NAME@", "origin-1").replace("@ORIGIN_HOST@", "127.0.0.1")
-            .replace("@ORIGIN_PORT@", str(origin_port)))
-    return text.replace("[edge]\n", f'[edge]\ndisk_path = "{disk}"\ndrain_timeout = 0.1\n', 1)
-
-
-async def wait_healthy(port: int, timeout: float = 60.0) -> float:
-    start = time.monotonic()
-    async with aiohttp.ClientSession() as s:
-        while time.monotonic() - start < timeout:
-            try:
-                async with s.get(f"http://127.0.0.1:{port}/healthz") as r:
-                    if r.status == 200:
-                        return time.monotonic() - start
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise SystemExit(f"the edge did not answer /healthz within {timeout} s")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from edgeproc import GEOEDGE, free_port, topology, wait_healthy
 
 
 async def one_pass(port: int, objects: int, concurrency: int) -> tuple[float, int]:
@@ -99,7 +71,7 @@ async def main() -> None:
     await web.TCPSite(runner, "127.0.0.1", origin_port).start()
     with tempfile.TemporaryDirectory() as tmp:
         conf = Path(tmp) / "topology.toml"
-        conf.write_text(topology(origin_port, Path(tmp) / "cache"))
+        conf.write_text(topology(origin_port, edge=f'disk_path = "{Path(tmp) / "cache"}"\n'))
         port = free_port()
         cmd = [GEOEDGE, "edge", "--config", str(conf), "--name", "us-east-1",
                "--listen", f"127.0.0.1:{port}", "--log-level", "warning"]

@@ -17,49 +17,16 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-GEOEDGE = str(Path(sys.executable).with_name("geoedge"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def topology(origin_port: int, redis_port: int) -> str:
-    text = (HERE / "edge" / "topology.toml.in").read_text()
-    text = (text.replace("@ORIGIN_NAME@", "origin-1").replace("@ORIGIN_HOST@", "127.0.0.1")
-            .replace("@ORIGIN_PORT@", str(origin_port)))
-    marker = 'continents = ["NA", "SA"]\n'
-    text = text.replace(marker, marker + f'redis = {{ url = "redis://127.0.0.1:{redis_port}" }}\n',
-                        1)
-    return text.replace("[edge]\n", "[edge]\ndrain_timeout = 0.1\n", 1)
-
-
-async def wait_healthy(port: int, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as s:
-        while time.monotonic() < deadline:
-            try:
-                async with s.get(f"http://127.0.0.1:{port}/healthz") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise SystemExit(f"the edge did not answer /healthz within {timeout} s")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from edgeproc import GEOEDGE, free_port, topology, wait_healthy
 
 
 async def warm(port: int, count: int = 200) -> None:
@@ -116,7 +83,8 @@ async def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             conf = Path(tmp) / "topology.toml"
-            conf.write_text(topology(origin_port, redis_port))
+            conf.write_text(topology(
+                origin_port, us_east=f'redis = {{ url = "redis://127.0.0.1:{redis_port}" }}\n'))
             for n in (int(w) for w in args.workers.split(",")):
                 port = free_port()
                 proc = subprocess.Popen([GEOEDGE, "edge", "--config", str(conf), "--name",
