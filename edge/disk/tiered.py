@@ -4,8 +4,8 @@ Rules:
 
 - Reads try memory first; a memory miss that the disk holds is rebuilt with the proxy's
   ``make_entry`` (the same Age and freshness as before the restart: ``meta.response_time``
-  is stored) and promoted into memory. The request's selecting headers are computed at most
-  once per lookup.
+  is stored) and promoted into memory. The request's selecting headers come from the caller,
+  which computes them once per request (``EdgeApp.origin_view`` keeps them on the request).
 - Writes go to both (the disk in its writer thread); ``put`` is True when either kept the
   entry, so an object too large for memory is still cached, on disk.
 - Purges, removals, sweeps and ``clear`` apply to both; the count returned is the larger of
@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from edge.disk.store import DiskStore
-from edge.store import Entry, Headers, HeadersSource, MemoryStore
+from edge.store import Entry, HeadersSource, MemoryStore
 from edge.tier.entrycodec import DecodedEntry
 
 __all__ = ["TieredStore", "rebuilder"]
@@ -42,18 +42,10 @@ class TieredStore:
         self.max_variants = memory.max_variants
 
     def get(self, key: str, request_headers: HeadersSource, now: float) -> Entry | None:
-        computed: list[Headers] = []
-
-        def headers() -> Headers:
-            if not computed:
-                computed.append(request_headers() if callable(request_headers)
-                                else request_headers)
-            return computed[0]
-
-        entry = self.memory.get(key, headers, now)
+        entry = self.memory.get(key, request_headers, now)
         if entry is not None:
             return entry
-        found = self.disk.get(key, headers, now)
+        found = self.disk.get(key, request_headers, now)
         if found is None:
             return None
         decoded, soft = found
