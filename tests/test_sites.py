@@ -52,6 +52,12 @@ def test_no_default_site_selects_nothing():
     assert SiteTable.build([(["a.test"], 1)]).select("b.test") is None
 
 
+@pytest.mark.parametrize("authority", ["a.test", "A.TEST:8080", "[::1]:80", ""])
+def test_without_sites_every_host_is_the_default_sites(authority: str):
+    assert SiteTable.build([], default="dflt").select(authority) == "dflt"
+    assert SiteTable.build([]).select(authority) is None
+
+
 def header_of(headers: dict[str, str]):
     return lambda name: headers.get(name)
 

@@ -53,6 +53,8 @@ class SiteTable(Generic[T]):
         return table
 
     def select(self, authority: str) -> T | None:
+        if not self.exact and not self.wildcards:  # no [[sites]]: every host is the default's
+            return self.default
         host = host_only(authority.lower())
         hit = self.exact.get(host)
         if hit is not None:
