@@ -164,6 +164,7 @@ class _Supervisor:
         self.count, self.log_level, self.admin_listen = count, log_level, admin_listen
         self.state = _State()
         self.selector = selectors.DefaultSelector()
+        self.worst = 0  # the highest exit status of a worker asked to stop
 
     def command(self, index: int, fd: int, discard: bool) -> list[str]:
         argv = [sys.executable, "-m", "edge.worker", "--config", self.config, "--name",
@@ -292,7 +293,6 @@ class _Supervisor:
         state.due[worker.index] = (time.monotonic() + delay, delay)
 
     def run(self) -> int:
-        self.worst = 0
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_r, False)
         os.set_blocking(wake_w, False)

@@ -65,8 +65,8 @@ class _Meta:
 
 @dataclass(slots=True)
 class DiskStats:
-    objects: int = 0
-    bytes: int = 0
+    """Counters; the objects and bytes held are ``len(store)`` and ``store.size_bytes``."""
+
     loaded: bool = False
     writes: int = 0
     write_errors: int = 0
