@@ -349,18 +349,7 @@ async def _serve(topology: Topology, name: str, listen: tuple[str, int] | None,
         where = ", ".join(format_host_port(h, p) for h, p in [(host, port), *also_listen])
         print(f"geoedge: cannot listen for edge {name} on {where}: {reason}", file=sys.stderr)
         return 2
-    log.info("serving edge %s on %s port %d (%d origins, lb %s)", name, running.host,
-             running.port, len(topology.cdn.origins), topology.cdn.edge.lb)
-    for extra in running.also:
-        log.info("serving edge %s also on %s port %d", name,
-                 *extra.sockets[0].getsockname()[:2])
-    if running.admin_address is not None:
-        log.info("admin listener (/metrics, stats) on %s port %d", *running.admin_address)
-    if running.tls_port is not None:
-        log.info("HTTPS on port %d (ALPN %s)", running.tls_port, ", ".join(alpn_protocols()))
-    if running.access is not None:
-        log.info("access log %s (%s); SIGUSR1 reopens it", running.access.path,
-                 running.access.fmt)
+    # the signal handlers before the "serving" line: whoever waits for that line may signal
     loop = asyncio.get_running_loop()
     assert running.router is not None
     reloader = Reloader(topology.source, topology, running.router, running.acceptor,
@@ -380,6 +369,18 @@ async def _serve(topology: Topology, name: str, listen: tuple[str, int] | None,
     access = running.access  # SIGUSR1 (log rotation) never kills an edge, with a log or not
     loop.add_signal_handler(signal.SIGUSR1, access.reopen if access is not None else
                             lambda: log.info("SIGUSR1: no access log to reopen"))
+    log.info("serving edge %s on %s port %d (%d origins, lb %s)", name, running.host,
+             running.port, len(topology.cdn.origins), topology.cdn.edge.lb)
+    for extra in running.also:
+        log.info("serving edge %s also on %s port %d", name,
+                 *extra.sockets[0].getsockname()[:2])
+    if running.admin_address is not None:
+        log.info("admin listener (/metrics, stats) on %s port %d", *running.admin_address)
+    if running.tls_port is not None:
+        log.info("HTTPS on port %d (ALPN %s)", running.tls_port, ", ".join(alpn_protocols()))
+    if running.access is not None:
+        log.info("access log %s (%s); SIGUSR1 reopens it", running.access.path,
+                 running.access.fmt)
     if worker is not None:  # a worker whose supervisor is gone stops
         running.app.background.add(loop.create_task(orphaned(os.getppid(), stop)))
         if worker.channel_fd is not None:

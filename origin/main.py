@@ -43,12 +43,12 @@ async def serve(app: web.Application, name: str, host: str, port: int,
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
-        for address in runner.addresses:
-            log.info("serving origin %s on %s port %d", name, address[0], address[1])
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT):  # before "serving": it may be signalled
             loop.add_signal_handler(sig, stop.set)
+        for address in runner.addresses:
+            log.info("serving origin %s on %s port %d", name, address[0], address[1])
         await stop.wait()
         log.info("origin %s stopping", name)
     finally:
