@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from edge.policy.headers import Headers, get_all, get_first, split_list
+from edge.policy.headers import Headers, get_all, get_first, split_list, weighted_members
 from geoconfig.compressconfig import CompressionSettings
 
 __all__ = ["IDENTITY", "choose", "codings_for", "encoded_headers", "media_type_listed",
@@ -102,22 +102,9 @@ def encoded_headers(headers: Headers, coding: str) -> Headers:
 def parse_accept_encoding(value: str) -> dict[str, float]:
     """Coding (lower case, aliases resolved) -> q; a bad or out-of-range q counts as 0."""
     out: dict[str, float] = {}
-    for member in split_list(value):
-        name, *params = (p.strip() for p in member.split(";"))
-        q = 1.0
-        for param in params:
-            key, _, raw = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    q = float(raw.strip())
-                except ValueError:
-                    q = 0.0
-                if not 0.0 <= q <= 1.0:
-                    q = 0.0
-        name = name.lower()
-        if name:
-            name = _ALIASES.get(name, name)
-            out[name] = max(q, out.get(name, 0.0)) if name in out else q
+    for name, q in weighted_members(value):
+        name = _ALIASES.get(name, name)
+        out[name] = max(q, out[name]) if name in out else q
     return out
 
 

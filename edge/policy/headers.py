@@ -11,10 +11,15 @@ Rules (RFC 9110):
   NOT valid for Set-Cookie (RFC 9110 §5.3 note), which callers read with ``get_all``.
 * ``split_list`` splits a ``#element`` list (RFC 9110 §5.6.1) on commas outside quoted-strings,
   drops empty elements and surrounding whitespace, and never raises.
+* ``weighted_members`` reads a list of ``token;q=qvalue`` members (Accept-Encoding,
+  Accept-Language: RFC 9110 §12.4.2): the names lower-cased, q = 1 when absent, and a q that is
+  not a qvalue (``0``, ``0.5``, ``1.000``...; not ``1.5``, ``.5``, ``1e0`` or ``nan``) counts
+  as 0, so a malformed preference never selects anything.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 
 Headers = tuple[tuple[str, str], ...]
@@ -29,6 +34,7 @@ __all__ = [
     "remove",
     "set_header",
     "split_list",
+    "weighted_members",
 ]
 
 
@@ -114,3 +120,22 @@ def split_list(value: str | None) -> list[str]:
             buf.append(ch)
     items.append("".join(buf).strip(" \t"))
     return [item for item in items if item]
+
+
+_QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")
+
+
+def weighted_members(value: str) -> list[tuple[str, float]]:
+    """``name;q=x`` members of a list, in order: (lower-case name, q); a bad q is 0."""
+    out = []
+    for member in split_list(value):
+        name, *params = (p.strip() for p in member.split(";"))
+        q = 1.0
+        for param in params:
+            key, _, raw = param.partition("=")
+            if key.strip().lower() == "q":
+                raw = raw.strip()
+                q = float(raw) if _QVALUE.fullmatch(raw) else 0.0
+        if name:
+            out.append((name.lower(), q))
+    return out

@@ -38,7 +38,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 
-from edge.policy.headers import Headers, get_all, split_list
+from edge.policy.headers import Headers, get_all, split_list, weighted_members
 
 __all__ = [
     "normalise_accept_encoding",
@@ -124,23 +124,6 @@ def vary_key(
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
 
-def _members(value: str) -> list[tuple[str, float]]:
-    out = []
-    for member in split_list(value):
-        name, *params = (p.strip() for p in member.split(";"))
-        q = 1.0
-        for param in params:
-            key, _, raw = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    q = float(raw.strip())
-                except ValueError:
-                    q = 0.0
-        if name:
-            out.append((name.lower(), q if 0.0 <= q <= 1.0 else 0.0))
-    return out
-
-
 def normalise_accept_encoding(values: Iterable[str]) -> str | None:
     """The forwarded Accept-Encoding for these request lines; None when absent."""
     lines = list(values)
@@ -148,7 +131,7 @@ def normalise_accept_encoding(values: Iterable[str]) -> str | None:
         return None
     q: dict[str, float] = {}
     star: float | None = None
-    for name, weight in _members(",".join(lines)):
+    for name, weight in weighted_members(",".join(lines)):
         name = _ALIASES.get(name, name)
         if name == "*":
             star = weight
@@ -160,7 +143,7 @@ def normalise_accept_encoding(values: Iterable[str]) -> str | None:
 
 def normalise_accept_language(values: Iterable[str]) -> str | None:
     """The forwarded Accept-Language for these request lines; None when nothing is left."""
-    members = [(n, w) for n, w in _members(",".join(values)) if w > 0]
+    members = [(n, w) for n, w in weighted_members(",".join(values)) if w > 0]
     members.sort(key=lambda m: -m[1])
     tags = list(dict.fromkeys(n for n, _ in members))
     return ", ".join(tags) if tags else None
