@@ -11,85 +11,19 @@ installs it) it fails instead. No sleeps: readiness and results are polled with 
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import socket
-import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import dns.message
-import dns.query
-import dns.rdataclass
 import pytest
 from dnsutil import ServerThread, demo_engine, dig
+from unboundutil import CONF, free_port, running_unbound, unbound_binary
 
 from geodns.wire import parse_query
 
 EU, US, AP = ["127.0.2.1", "127.0.2.2"], ["127.0.1.1", "127.0.1.2"], ["127.0.3.1", "127.0.3.2"]
-
-
-def unbound_binary() -> str:
-    binary = shutil.which("unbound") or (
-        "/usr/sbin/unbound" if os.access("/usr/sbin/unbound", os.X_OK) else None)
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("unbound is missing under CI (.ci/run installs the Debian package)")
-        pytest.skip("unbound is not installed (apt-get install unbound)")
-    version = subprocess.run([binary, "-V"], capture_output=True, text=True, timeout=20,
-                             check=False).stdout
-    if "subnetcache" not in version:
-        if os.environ.get("CI"):
-            pytest.fail("this unbound is built without the subnetcache module")
-        pytest.skip("this unbound is built without the subnetcache module (--enable-subnet)")
-    return binary
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1 (unbound binds it itself just after)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind(("127.0.0.1", 0))
-            port = u.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise OSError("no free port")
-
-
-CONF = """server:
-    interface: 127.0.0.1
-    port: {port}
-    do-ip6: no
-    username: ""
-    chroot: ""
-    directory: "{dir}"
-    pidfile: "{dir}/unbound.pid"
-    use-syslog: no
-    logfile: ""
-    verbosity: 1
-    do-daemonize: no
-    do-not-query-localhost: no
-    qname-minimisation: no
-    prefetch: no
-    num-threads: 1
-    module-config: "subnetcache iterator"
-    send-client-subnet: 127.0.0.1
-    client-subnet-always-forward: yes
-    max-client-subnet-ipv4: 24
-    max-client-subnet-ipv6: 56
-    domain-insecure: "example.test"
-    local-zone: "test." nodefault  # unbound serves .test itself by default (RFC 6761)
-stub-zone:
-    name: "example.test"
-    stub-addr: 127.0.0.1@{geoedge}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -118,34 +52,10 @@ def geoedge() -> Iterator[tuple[ServerThread, list[tuple[str, bytes]]]]:
 def unbound(geoedge, tmp_path_factory) -> Iterator[int]:
     binary = unbound_binary()
     work = tmp_path_factory.mktemp("unbound")
-    port = free_port()
     conf = Path(work) / "unbound.conf"
-    conf.write_text(CONF.format(port=port, dir=work, geoedge=geoedge[0].port))
-    check = subprocess.run([binary.replace("unbound", "unbound-checkconf"), str(conf)],
-                           capture_output=True, text=True, timeout=20, check=False)
-    assert check.returncode == 0, check.stdout + check.stderr
-    proc = subprocess.Popen([binary, "-d", "-c", str(conf)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    try:
-        # ready when it answers its own CHAOS id.server (never sent to geoedge)
-        probe = dns.message.make_query("id.server", "TXT", dns.rdataclass.CH)
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"unbound exited: {proc.stdout.read() if proc.stdout else ''}")
-            try:
-                dns.query.udp(probe, "127.0.0.1", port=port, timeout=0.5)
-                break
-            except (TimeoutError, dns.exception.Timeout, ConnectionRefusedError):
-                assert time.monotonic() < deadline, "unbound did not start answering"
+    conf.write_text(CONF.format(port=free_port(), dir=work, geoedge=geoedge[0].port))
+    with running_unbound(binary, conf) as port:
         yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def answer(out: str) -> tuple[list[str], int | None]:

@@ -6,8 +6,6 @@ signature geoedge's transport alters on the way out is bogus (SERVFAIL, EDE "DNS
 from __future__ import annotations
 
 import re
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import dns.rdatatype
 import pytest
 from dnssecutil import signed_topology
 from dnsutil import ServerThread, dig
-from test_dns_unbound import CONF, free_port, unbound_binary
+from unboundutil import CONF, free_port, running_unbound, unbound_binary
 
 from geodns.dnssec import keys
 from geodns.main import load_engine
@@ -61,39 +59,16 @@ def geoedge(tmp_path_factory) -> Iterator[tuple[int, str]]:
 def unbound(geoedge, tmp_path_factory) -> Iterator[int]:
     binary = unbound_binary()
     work = tmp_path_factory.mktemp("unbound")
-    port = free_port()
     conf = Path(work) / "unbound.conf"
-    text = CONF.format(port=port, dir=work, geoedge=geoedge[0])
+    text = CONF.format(port=free_port(), dir=work, geoedge=geoedge[0])
     text = text.replace('module-config: "subnetcache iterator"',
                         'module-config: "subnetcache validator iterator"')
     text = text.replace('    domain-insecure: "example.test"\n',
                         f'    trust-anchor: "{geoedge[1]}"\n    val-log-level: 2\n'
                         '    ede: yes\n')
     conf.write_text(text)
-    check = subprocess.run([binary.replace("unbound", "unbound-checkconf"), str(conf)],
-                           capture_output=True, text=True, timeout=20, check=False)
-    assert check.returncode == 0, check.stdout + check.stderr
-    proc = subprocess.Popen([binary, "-d", "-c", str(conf)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    try:
-        probe = dns.message.make_query("id.server", "TXT", dns.rdataclass.CH)
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"unbound exited: {proc.stdout.read() if proc.stdout else ''}")
-            try:
-                dns.query.udp(probe, "127.0.0.1", port=port, timeout=0.5)
-                break
-            except (TimeoutError, dns.exception.Timeout, ConnectionRefusedError):
-                assert time.monotonic() < deadline, "unbound did not start answering"
+    with running_unbound(binary, conf) as port:
         yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def flags(out: str) -> set[str]:
