@@ -18,8 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from demoutil import free_port
 from dnsutil import ServerThread, demo_engine, dig
-from unboundutil import CONF, free_port, running_unbound, unbound_binary
+from unboundutil import CONF, running_unbound, unbound_binary
 
 from geodns.wire import parse_query
 

@@ -14,9 +14,10 @@ import dns.query
 import dns.rdataclass
 import dns.rdatatype
 import pytest
+from demoutil import free_port
 from dnssecutil import signed_topology
 from dnsutil import ServerThread, dig
-from unboundutil import CONF, free_port, running_unbound, unbound_binary
+from unboundutil import CONF, running_unbound, unbound_binary
 
 from geodns.dnssec import keys
 from geodns.main import load_engine

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -42,21 +41,6 @@ def unbound_binary() -> str:
             pytest.fail("this unbound is built without the subnetcache module")
         pytest.skip("this unbound is built without the subnetcache module (--enable-subnet)")
     return binary
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1 (unbound binds it itself just after)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind(("127.0.0.1", 0))
-            port = u.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise OSError("no free port")
 
 
 CONF = """server:
