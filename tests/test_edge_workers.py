@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -248,3 +249,46 @@ async def test_a_stuck_worker_delays_a_purge_and_loses_its_disk_cache(config,
                 os.kill(pid, signal.SIGCONT)
         assert edge.stop() == 0
         await origin.stop()
+
+
+async def test_sighup_reloads_every_worker(config) -> None:
+    """SIGHUP to the supervisor: every worker reloads the file (a new site, with an origin of
+    its own, is served by whichever worker a connection lands on); a bad file is rejected by
+    every worker, which keeps serving."""
+    origin, other = (TestOrigin(n, FakeClock(time.time())) for n in ("origin-1", "origin-2"))
+    await origin.start()
+    await other.start()
+    origin.route("/before", headers=[("Cache-Control", "max-age=3600")], body=b"default")
+    for i in range(12):
+        other.route(f"/n/{i}", headers=[("Cache-Control", "max-age=3600")], body=b"new site")
+    path = config(origin)
+    edge = Edge(path, 2)
+    try:
+        port, _ = await _started(edge, 2)
+        assert await _get_host(port, "new.test", "/before") == (200, b"default")
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+        data["sites"] = [{"name": "new", "hosts": ["new.test"],
+                          "origins": [{"name": "o2", "host": "127.0.0.1", "port": other.port}]}]
+        path.write_text(dump_toml(data))
+        edge.proc.send_signal(signal.SIGHUP)
+        await edge.wait_for(r"reloaded \S+ \(SIGHUP\): 1 sites", 2)
+        for i in range(12):  # new connections: the kernel spreads them over both workers
+            assert await _get_host(port, "new.test", f"/n/{i}") == (200, b"new site")
+        path.write_text(path.read_text() + "\n[edge]\nnot_a_knob = 1\n")
+        edge.proc.send_signal(signal.SIGHUP)
+        await edge.wait_for(r"reload \(SIGHUP\) rejected", 2)
+        for i in range(12):
+            assert await _get_host(port, "new.test", f"/n/{i}") == (200, b"new site")
+        assert edge.proc.poll() is None
+    finally:
+        assert edge.stop() == 0
+        await origin.stop()
+        await other.stop()
+
+
+async def _get_host(port: int, host: str, path: str) -> tuple[int, bytes]:
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as s, asyncio.timeout(WAIT), s.get(
+            f"http://127.0.0.1:{port}{path}", headers={"Host": host}) as r:
+        return r.status, await r.read()
