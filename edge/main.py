@@ -214,7 +214,8 @@ async def start_edge(topology: Topology, name: str, listen: tuple[str, int] | No
     if redis is not None:
         node = name if worker is None else f"{name}/w{worker.index}"
         tier = RegionTier(edge.region, redis, node, clock, app.make_entry)
-        attach_purge_log(app, tier, topology.region(edge.region).edges, clock)
+        attach_purge_log(app, tier, topology.region(edge.region).edges, clock,
+                         None if worker is None else (worker.index, worker.count))
         app.admin.listeners.append(tier.purge)
         try:
             await tier.start()  # a Redis that is down is not an error: the breaker opens

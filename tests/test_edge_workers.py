@@ -292,3 +292,32 @@ async def _get_host(port: int, host: str, path: str) -> tuple[int, bytes]:
     async with aiohttp.ClientSession(connector=connector) as s, asyncio.timeout(WAIT), s.get(
             f"http://127.0.0.1:{port}{path}", headers={"Host": host}) as r:
         return r.status, await r.read()
+
+
+async def test_each_worker_acknowledges_the_purge_log(config, redis_server) -> None:  # noqa: F811
+    """The region's purge log is acknowledged per worker (us-east-1/w0, /w1) with the count
+    (us-east-1/workers): the edge counts as confirmed once both have applied the entry."""
+    origin = TestOrigin("origin-1", FakeClock(time.time()))
+    await origin.start()
+    origin.route("/q", headers=[("Cache-Control", "max-age=3600")], body=b"Q")
+    edge = Edge(config(origin), 2)
+    try:
+        port, _ = await _started(edge, 2)
+        assert await _get(port, "/q") == (200, b"Q")
+        async with aiohttp.ClientSession() as s, asyncio.timeout(WAIT + 5), s.post(
+                f"http://127.0.0.1:{port}/.geoedge/purge",
+                json={"url": f"http://{HOST}/q", "wait": 2},
+                headers={"Host": HOST, "Authorization": "Bearer test-purge-token"}) as r:
+            assert r.status == 200, await r.text()
+            doc = await r.json()
+        # us-east-2 is in the region but not running
+        assert doc["region"]["edges"] == {"us-east-1": True, "us-east-2": False}, doc
+        with redis_server.client() as c:
+            key = next(iter(c.scan_iter("*{purgelog}:acks")))
+            acks = {k.decode(): v.decode() for k, v in c.hgetall(key).items()}
+        assert acks["us-east-1/workers"] == "2"
+        assert {"us-east-1/w0", "us-east-1/w1"} <= set(acks), acks
+        assert "us-east-1" not in acks
+    finally:
+        assert edge.stop() == 0
+        await origin.stop()

@@ -33,6 +33,7 @@ from redisutil import RedisServer
 
 from edge.main import RunningEdge, start_edge
 from edge.policy.tiering import PurgeHistory, cdn_loop_ids, purge_matches, use_parent
+from edge.tier.purgelog import confirmed
 from geoconfig.httpdate import format_http_date
 from geoconfig.topology import parse_topology
 from geoconfig.validate import ConfigError
@@ -429,3 +430,22 @@ async def test_purge_racing_with_a_fill_in_one_region_tier(world) -> None:
     await w.settle()
     assert w.local("us-east-2", "/t") is None
     assert not w.tier_keys("us-east")
+
+
+@pytest.mark.parametrize(("acks", "node", "expected"), [
+    ({"e1": "5-0"}, "e1", True),
+    ({"e1": "4-9"}, "e1", False),
+    ({"e1": "5-1", "e1/workers": "1"}, "e1", True),
+    ({}, "e1", False),
+    # two workers: both must have applied it; the edge's own field does not count then
+    ({"e1/workers": "2", "e1/w0": "5-0", "e1/w1": "6-0"}, "e1", True),
+    ({"e1/workers": "2", "e1/w0": "5-0", "e1/w1": "4-0", "e1": "9-0"}, "e1", False),
+    ({"e1/workers": "2", "e1/w0": "5-0"}, "e1", False),
+    # a worker left from an earlier run with more workers is not asked
+    ({"e1/workers": "2", "e1/w0": "5-0", "e1/w1": "5-0", "e1/w2": "1-0"}, "e1", True),
+    # unreadable fields: not confirmed, never an error
+    ({"e1": "garbage"}, "e1", False),
+    ({"e1/workers": "x", "e1": "5-0"}, "e1", True),
+])
+def test_confirmed(acks: dict[str, str], node: str, expected: bool) -> None:
+    assert confirmed((5, 0), acks, node) is expected

@@ -4,7 +4,9 @@ Rules:
 
 - Layout (``P`` = the tier's prefix; one hash tag, so both keys share a cluster slot):
     P{purgelog}:log   stream, one entry per purge: kind, value, soft ("1"/"0"), from (node)
-    P{purgelog}:acks  hash, node -> id of the last log entry that node has applied
+    P{purgelog}:acks  hash, node -> id of the last log entry that node has applied, and
+                      node/workers -> how many processes the edge runs; an edge of N > 1
+                      workers (edge/workers.py) acknowledges per worker, node/w0..node/wN-1
     P{purgelog}:id:I  the entry id of purge I (``geoedge purge`` sends one purge, with its
                       id, to every edge; the first to append it logs it), PX = ID_TTL_MS
   The stream id (``<ms>-<n>``) is the purge's sequence number. The log keeps the last
@@ -15,7 +17,8 @@ Rules:
 - Every edge follows the log with ``XREAD BLOCK`` from the last id it applied, applies each
   entry to its in-process store (``apply(kind, value, soft)``; entries it appended itself are
   already applied) and acknowledges with ``HSET acks``. ``wait_acks(id, timeout)`` tells which
-  of the region's edges have acknowledged an id (polled, bounded by ``timeout``).
+  of the region's edges have acknowledged an id (polled, bounded by ``timeout``): an edge of
+  several workers when every one of its workers has (``confirmed``, pure).
 - Catching up: the follower's position survives a lost connection, so an edge whose Redis
   was away (or whose process was stopped) reads every purge it missed when it returns. An edge
   that starts without a position (a fresh process: its store is empty) starts at the log's
@@ -82,12 +85,37 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else str(value)
 
 
+def confirmed(want: tuple[int, int], acks: dict[str, str], node: str) -> bool:
+    """Has ``node`` (an edge's name) applied log entry ``want``, by the ``acks`` hash: the
+    field ``node``, or with ``node/workers`` = N > 1 every one of ``node/w0``..``node/wN-1``
+    (pure; a field that is not a stream id counts as not applied)."""
+    try:
+        workers = int(acks.get(f"{node}/workers") or 1)
+    except ValueError:
+        workers = 1
+    fields = [node] if workers <= 1 else [f"{node}/w{i}" for i in range(workers)]
+    for name in fields:
+        try:
+            if parse_id(acks[name]) < want:
+                return False
+        except (KeyError, ValueError):
+            return False
+    return True
+
+
 class PurgeLog:
     def __init__(self, settings: SharedSettings, node: str, clock: Callable[[], float],
                  apply: Apply, on_sync: Callable[[float], None] | None = None,
-                 on_cursor: Callable[[str], None] | None = None) -> None:
+                 on_cursor: Callable[[str], None] | None = None,
+                 worker: tuple[int, int] | None = None) -> None:
+        """``node``: the edge's name (the log's ``from``); ``worker``: (index, count) when
+        the edge runs several worker processes, each acknowledging for itself."""
         self.settings = settings
         self.node = node
+        # the field this process acknowledges in, and how many processes the edge runs
+        self.ack_field, self.workers = node, 1
+        if worker is not None and worker[1] > 1:
+            self.ack_field, self.workers = f"{node}/w{worker[0]}", worker[1]
         self.clock = clock
         self.apply = apply
         self.on_sync = on_sync or (lambda until: None)
@@ -163,10 +191,10 @@ class PurgeLog:
                 return done
             with contextlib.suppress(*FAILURES):
                 async with asyncio.timeout(max(self.settings.timeout, 1.0)):
-                    values = await self._client.hmget(self.acks, pending)
-                for node, value in zip(pending, values, strict=True):
-                    if value is not None and parse_id(value) >= want:
-                        done[node] = True
+                    acks = {_text(k): _text(v) for k, v in
+                            (await self._client.hgetall(self.acks)).items()}
+                for node in pending:
+                    done[node] = confirmed(want, acks, node)
             if all(done.values()) or loop.time() >= deadline:
                 return done
             await asyncio.sleep(ACK_POLL)
@@ -189,7 +217,8 @@ class PurgeLog:
 
     async def _ack(self) -> None:
         if self.cursor is not None:
-            await self._client.hset(self.acks, self.node, self.cursor)
+            await self._client.hset(self.acks, mapping={
+                self.ack_field: self.cursor, f"{self.node}/workers": self.workers})
 
     async def _resync(self) -> None:
         """Before following again: a position the log no longer reaches back to (or none)
