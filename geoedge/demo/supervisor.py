@@ -16,6 +16,10 @@ Rules:
   reported and restarted after a backoff (``backoff`` seconds doubling to 30 s; reset once it
   has run for a minute). Each spawn has one watcher; a watcher whose process has been
   replaced meanwhile (a console ``start`` during the backoff) does nothing more.
+- Two hooks (both optional): ``group_ready(services)`` runs after each role's processes have
+  all passed their probes in ``start_all`` (the demo joins its Redis Clusters there; a
+  StartError from it fails the start), and ``before_restart(service)`` runs before a crashed
+  process's backoff (the demo waits there until a crashed cluster master's replica took over).
 - ``stop`` sends SIGTERM when ``graceful`` (edges then finish their in-flight requests;
   geoedge.demo.drain moves clients away before), SIGINT otherwise; a process still
   running after its grace period gets SIGKILL. Stopped processes are not restarted until
@@ -33,7 +37,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +45,8 @@ from geoedge.demo.probes import ready
 from geoedge.demo.services import Service
 
 Report = Callable[[str], None]
+Hook = Callable[[list[Service]], Awaitable[None]]
+RestartHook = Callable[[Service], Awaitable[None]]
 
 READY_POLL = 0.1      # seconds between readiness probes while starting
 BACKOFF_MAX = 30.0
@@ -98,13 +104,16 @@ def log_tail(path: Path, lines: int = 8) -> str:
 class Supervisor:
     def __init__(self, services: list[Service], log_dir: Path, report: Report,
                  ready_timeout: float = 30.0, grace: float = 10.0,
-                 backoff: float = 0.5) -> None:
+                 backoff: float = 0.5, group_ready: Hook | None = None,
+                 before_restart: RestartHook | None = None) -> None:
         self.services = services
         self.log_dir = log_dir
         self.report = report
         self.ready_timeout = ready_timeout
         self.grace = grace  # seconds a graceful stop may take (in-flight requests) before SIGKILL
         self.backoff = backoff
+        self.group_ready = group_ready
+        self.before_restart = before_restart
         self.running = {s.name: Running(s, backoff=backoff) for s in services}
         self.stopping = False
         self.watchers: set[asyncio.Task[None]] = set()
@@ -135,6 +144,8 @@ class Supervisor:
         try:
             for group in self._groups():
                 await asyncio.gather(*(self.start(s) for s in group))
+                if self.group_ready is not None:
+                    await self.group_ready(group)
         except StartError:
             await self.stop_all()
             raise
@@ -214,6 +225,8 @@ class Supervisor:
         self.report(f"!!  {service.name} exited with code {code} after {lived:.1f} s; "
                     f"restarting in {delay:.1f} s (restart #{run.restarts})\n"
                     f"{log_tail(self.log_path(service))}")
+        if self.before_restart is not None:
+            await self.before_restart(service)
         await asyncio.sleep(delay)
         if not self._current(run, proc):
             return
