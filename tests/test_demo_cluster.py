@@ -26,7 +26,7 @@ from redisutil import RedisServer
 from geoconfig.topology import load_topology, parse_topology
 from geoconfig.validate import ConfigError
 from geoedge.demo import cluster, clusterjoin
-from geoedge.demo.services import plan
+from geoedge.demo.services import plan, select
 from geoedge.demo.tiers import tier_mode
 
 REGIONS = ("us-east", "eu-west", "ap-southeast")
@@ -68,6 +68,17 @@ def test_plan_without_the_flag_is_unchanged() -> None:
     assert not any(s.cluster for s in plain)
     no_binary = plan(topology, DEMO, None, Path("/tmp/d"), redis_cluster=True)
     assert [s.role for s in no_binary].count("redis") == 0
+
+
+@pytest.mark.parametrize(("target", "names"), [
+    ("redis-eu-west", [f"redis-eu-west-{i}" for i in range(1, 7)]),  # the whole cluster
+    ("redis-eu-west-2", ["redis-eu-west-2"]),
+    ("eu-west", ["eu-west-1", "eu-west-2"]),
+])
+def test_select_with_the_flag(target: str, names: list[str]) -> None:
+    services = plan(load_topology(DEMO), DEMO, "redis-server", Path("/tmp/d"),
+                    redis_cluster=True)
+    assert [s.name for s in select(services, target)] == names
 
 
 def _demo_with(old: str, new: str) -> str:

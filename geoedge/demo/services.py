@@ -199,8 +199,12 @@ def _cluster_nodes(topology: Topology, binary: str, data_dir: Path,
 
 
 def select(services: list[Service], target: str) -> list[Service]:
-    """The services a console command names: a service name, or a region's edges."""
+    """The services a console command names: a service name, ``redis-<region>`` for all
+    nodes of the region's Redis Cluster, or a region's edges."""
     exact = [s for s in services if s.name == target]
     if exact:
         return exact
+    nodes = [s for s in services if s.cluster and f"redis-{s.cluster}" == target]
+    if nodes:
+        return nodes
     return [s for s in services if s.region == target and s.role == "edge"]

@@ -117,4 +117,5 @@ def cluster_tour(services: list[Service]) -> str:
 Redis Cluster (each region's tier: 3 masters + 3 replicas):
   redis-cli -c -h {host} -p {port} cluster nodes    # who is master, who replicates whom
 Type `kill redis-{name}-N` below (N a master's number): no request fails, its replica is
-promoted within a few seconds, and the supervisor brings the node back as a replica."""
+promoted within a few seconds, and the supervisor brings the node back as a replica
+(`redis-{name}` names all six nodes: `stop redis-{name}` takes the region's tier away)."""
