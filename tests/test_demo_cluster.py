@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from demoutil import DEMO, DemoProcess, alive, demo_config
+from demoutil import DEMO, DemoPorts, DemoProcess, alive, demo_config
 from redisutil import RedisServer
 
 from geoconfig.topology import load_topology, parse_topology
@@ -272,12 +272,28 @@ def cluster_base_port() -> int:
     raise RuntimeError("no free run of ports for the cluster nodes")
 
 
-def cluster_demo_config(tmp_path: Path) -> tuple[Path, int, int]:
-    """(the demo's config on free ports, its edges' port, the clusters' first port)."""
+def cluster_demo_config(tmp_path: Path) -> tuple[Path, DemoPorts, int]:
+    """(the demo's config on free ports, its ports, the clusters' first port). The tier's
+    timeout is 1 s, not 0.05: on this busy 2-core machine an edge's first command to a
+    master (a new connection) can take longer, and the edge then rightly asks the origin."""
     config, ports = demo_config(tmp_path)
     base = cluster_base_port()
-    config.write_text(config.read_text().replace(f":{ports.redis}/0", f":{base}/0"))
-    return config, ports.edge, base
+    config.write_text(config.read_text().replace(f':{ports.redis}/0" }}',
+                                                 f':{base}/0", timeout = 1.0 }}'))
+    assert load_topology(config).regions[1].redis.timeout == 1.0
+    return config, ports, base
+
+
+def edge_stats(address: str, admin_port: int) -> str:
+    """The edge's /.geoedge/stats, for an assertion's message."""
+    conn = http.client.HTTPConnection(address, admin_port, timeout=5)
+    try:
+        conn.request("GET", "/.geoedge/stats")
+        return conn.getresponse().read().decode(errors="replace")
+    except (OSError, http.client.HTTPException) as exc:
+        return f"no stats: {exc}"
+    finally:
+        conn.close()
 
 
 def region_client(region: int, port: int) -> redis.Redis:
@@ -359,17 +375,18 @@ def entry_keys(region: int, base: int, region_name: str) -> dict[str, int]:
 
 @pytest.fixture
 def cluster_demo(tmp_path: Path):
-    config, edge_port, base = cluster_demo_config(tmp_path)
+    config, ports, base = cluster_demo_config(tmp_path)
     proc = DemoProcess(config, args=("--redis-cluster", "--dashboard", "off"))
     try:
         proc.wait_for(r"All 27 processes are up", 180)
-        yield proc, edge_port, base
+        yield proc, ports, base
     finally:
         proc.close()
 
 
 def test_cluster_demo_end_to_end(cluster_demo) -> None:
-    proc, edge_port, base = cluster_demo
+    proc, ports, base = cluster_demo
+    edge_port = ports.edge
     out = proc.output
     assert ("Shared tier: a Redis Cluster per region, 3 masters + 3 replicas each "
             "(18 redis-server)") in out
@@ -388,7 +405,8 @@ def test_cluster_demo_end_to_end(cluster_demo) -> None:
     assert stored, "nothing of eu-west-1's in the eu-west cluster"
     assert entry_keys(1, base, "eu-west") == entry_keys(3, base, "eu-west") == {}
     status, cs = get("127.0.2.2", edge_port, "/index.html")
-    assert status == 200 and cs.startswith("geoedge-eu-west-redis; hit; "), cs
+    assert status == 200 and cs.startswith("geoedge-eu-west-redis; hit; "), (
+        cs, edge_stats("127.0.2.2", ports.admin))
 
     # a master holding an entry is killed while both edges serve: no request fails, its
     # replica is promoted (with the entry), the supervisor brings the node back as a replica
