@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import random
 import re
 import signal
 import socket
@@ -251,23 +252,23 @@ def test_join_by_hand_without_redis_cli() -> None:
 # --- the real demo ------------------------------------------------------------------------------
 
 def _free(port: int) -> bool:
-    for kind in (socket.SOCK_STREAM,):
-        with socket.socket(socket.AF_INET, kind) as s:
-            try:
-                s.bind(("0.0.0.0", port))
-            except OSError:
-                return False
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as redis-server binds
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
     return True
 
 
 def cluster_base_port() -> int:
-    """A port p below 55000 with p .. p+5 and their bus ports free on every address."""
+    """A port p with p .. p+5 and their bus ports free on every address, all below the
+    ephemeral range (32768 up), so no outgoing connection of the busy machine takes one."""
+    rng = random.Random()
     for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("0.0.0.0", 0))
-            base = s.getsockname()[1]
-        if base < 55000 and all(_free(base + i) and _free(base + i + cluster.BUS_OFFSET)
-                                for i in range(cluster.NODES)):
+        base = rng.randrange(10000, 32768 - cluster.BUS_OFFSET - cluster.NODES)
+        if all(_free(base + i) and _free(base + i + cluster.BUS_OFFSET)
+               for i in range(cluster.NODES)):
             return base
     raise RuntimeError("no free run of ports for the cluster nodes")
 
