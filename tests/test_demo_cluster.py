@@ -17,6 +17,7 @@ import signal
 import socket
 import threading
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ from geoconfig.topology import load_topology, parse_topology
 from geoconfig.validate import ConfigError
 from geoedge.demo import cluster, clusterjoin
 from geoedge.demo.services import plan, select
+from geoedge.demo.supervisor import address_in_use
 from geoedge.demo.tiers import tier_mode
 
 REGIONS = ("us-east", "eu-west", "ap-southeast")
@@ -98,11 +100,23 @@ def _demo_with(old: str, new: str) -> str:
 ])
 def test_plan_refuses_cluster_ports_that_collide(old: str, new: str, key: str,
                                                   message: str) -> None:
-    import tomllib
     topology = parse_topology(tomllib.loads(_demo_with(old, new)), str(DEMO))
     with pytest.raises(ConfigError) as caught:
         plan(topology, DEMO, "redis-server", Path("/tmp/d"), redis_cluster=True)
     assert caught.value.key == key and message in str(caught.value)
+
+
+def test_a_taken_bus_port_is_in_use(tmp_path: Path) -> None:
+    base = cluster_base_port()
+    topology = parse_topology(tomllib.loads(DEMO.read_text().replace(":6379/0", f":{base}/0")),
+                              str(DEMO))
+    node = plan(topology, DEMO, "redis-server", tmp_path, redis_cluster=True)[8]  # eu-west-3
+    assert node.also_ports == (base + 2 + cluster.BUS_OFFSET,)
+    assert not address_in_use(node)
+    with socket.socket() as taken:
+        taken.bind(("127.0.2.10", base + 2 + cluster.BUS_OFFSET))
+        taken.listen()
+        assert address_in_use(node)
 
 
 def test_tier_mode_lines() -> None:

@@ -56,6 +56,7 @@ class Service:
     probe: Probe
     metrics: str = ""  # the Prometheus endpoint's URL (GeoDNS, edges' admin listeners)
     cluster: str = ""  # a Redis Cluster node: the cluster's name (its region's)
+    also_ports: tuple[int, ...] = ()  # more TCP ports it listens on, on the probe's host
 
 
 def redis_address(url: str, key: str) -> tuple[str, int]:
@@ -194,7 +195,8 @@ def _cluster_nodes(topology: Topology, binary: str, data_dir: Path,
             out.append(Service(
                 name, "redis", rc.name,
                 cluster_argv(binary, host, port, str(data_dir / name)),
-                format_host_port(host, port), Probe("redis", host, port), cluster=rc.name))
+                format_host_port(host, port), Probe("redis", host, port), cluster=rc.name,
+                also_ports=(port + BUS_OFFSET,)))
     return out
 
 

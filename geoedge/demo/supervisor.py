@@ -77,16 +77,19 @@ def next_backoff(current: float, lived: float, initial: float) -> tuple[float, f
 
 def address_in_use(service: Service) -> bool:
     """True when another process holds the service's port on its address (TCP, and UDP for
-    DNS). An address this host does not have here is not "in use": the process will say."""
+    DNS), or one of its ``also_ports`` (TCP: a cluster node's bus port). An address this host
+    does not have here is not "in use": the process will say."""
     probe = service.probe
     family = socket.AF_INET6 if ":" in probe.host else socket.AF_INET
     kinds = (socket.SOCK_STREAM, socket.SOCK_DGRAM) if probe.kind == "dns" else (
         socket.SOCK_STREAM,)
-    for kind in kinds:
+    wanted = [(kind, probe.port) for kind in kinds]
+    wanted += [(socket.SOCK_STREAM, port) for port in service.also_ports]
+    for kind, port in wanted:
         with socket.socket(family, kind) as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
             try:
-                s.bind((probe.host, probe.port))
+                s.bind((probe.host, port))
             except OSError as exc:
                 if exc.errno == errno.EADDRINUSE:
                     return True
