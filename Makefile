@@ -2,8 +2,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# make demo REDIS_CLUSTER=1 (or make demo-cluster): each region's tier as a Redis Cluster
+REDIS_CLUSTER ?=
 
-.PHONY: demo test lint venv clean
+.PHONY: demo demo-cluster test lint venv clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -27,7 +29,10 @@ $(VENV)/.installed-test: $(VENV)/.installed
 venv: $(VENV)/.installed
 
 demo: $(VENV)/.installed-demo
-	$(BIN)/geoedge demo --config examples/demo.toml
+	$(BIN)/geoedge demo --config examples/demo.toml$(if $(REDIS_CLUSTER), --redis-cluster)
+
+demo-cluster:
+	$(MAKE) demo REDIS_CLUSTER=1
 
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check .

@@ -155,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dashboard", default="127.0.0.1:8088", metavar="HOST:PORT|off",
                       help="serve the live web dashboard here (default 127.0.0.1:8088, "
                            "another free port when that one is taken; off: none)")
+    demo.add_argument("--redis-cluster", action="store_true",
+                      help="run each region's shared tier as a Redis Cluster of 3 masters + "
+                           "3 replicas (18 redis-server processes) instead of one Redis")
     return parser
 
 
@@ -325,7 +328,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             print(f"geoedge demo: {exc}", file=sys.stderr)
             return 2
-    return run_demo(args.config, dashboard=dashboard)
+    return run_demo(args.config, dashboard=dashboard, redis_cluster=args.redis_cluster)
 
 
 if __name__ == "__main__":

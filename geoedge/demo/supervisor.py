@@ -16,6 +16,10 @@ Rules:
   reported and restarted after a backoff (``backoff`` seconds doubling to 30 s; reset once it
   has run for a minute). Each spawn has one watcher; a watcher whose process has been
   replaced meanwhile (a console ``start`` during the backoff) does nothing more.
+- Two hooks (both optional): ``group_ready(services)`` runs after each role's processes have
+  all passed their probes in ``start_all`` (the demo joins its Redis Clusters there; a
+  StartError from it fails the start), and ``before_restart(service)`` runs before a crashed
+  process's backoff (the demo waits there until a crashed cluster master's replica took over).
 - ``stop`` sends SIGTERM when ``graceful`` (edges then finish their in-flight requests;
   geoedge.demo.drain moves clients away before), SIGINT otherwise; a process still
   running after its grace period gets SIGKILL. Stopped processes are not restarted until
@@ -33,7 +37,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +45,8 @@ from geoedge.demo.probes import ready
 from geoedge.demo.services import Service
 
 Report = Callable[[str], None]
+Hook = Callable[[list[Service]], Awaitable[None]]
+RestartHook = Callable[[Service], Awaitable[None]]
 
 READY_POLL = 0.1      # seconds between readiness probes while starting
 BACKOFF_MAX = 30.0
@@ -71,16 +77,19 @@ def next_backoff(current: float, lived: float, initial: float) -> tuple[float, f
 
 def address_in_use(service: Service) -> bool:
     """True when another process holds the service's port on its address (TCP, and UDP for
-    DNS). An address this host does not have here is not "in use": the process will say."""
+    DNS), or one of its ``also_ports`` (TCP: a cluster node's bus port). An address this host
+    does not have here is not "in use": the process will say."""
     probe = service.probe
     family = socket.AF_INET6 if ":" in probe.host else socket.AF_INET
     kinds = (socket.SOCK_STREAM, socket.SOCK_DGRAM) if probe.kind == "dns" else (
         socket.SOCK_STREAM,)
-    for kind in kinds:
+    wanted = [(kind, probe.port) for kind in kinds]
+    wanted += [(socket.SOCK_STREAM, port) for port in service.also_ports]
+    for kind, port in wanted:
         with socket.socket(family, kind) as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
             try:
-                s.bind((probe.host, probe.port))
+                s.bind((probe.host, port))
             except OSError as exc:
                 if exc.errno == errno.EADDRINUSE:
                     return True
@@ -98,13 +107,16 @@ def log_tail(path: Path, lines: int = 8) -> str:
 class Supervisor:
     def __init__(self, services: list[Service], log_dir: Path, report: Report,
                  ready_timeout: float = 30.0, grace: float = 10.0,
-                 backoff: float = 0.5) -> None:
+                 backoff: float = 0.5, group_ready: Hook | None = None,
+                 before_restart: RestartHook | None = None) -> None:
         self.services = services
         self.log_dir = log_dir
         self.report = report
         self.ready_timeout = ready_timeout
         self.grace = grace  # seconds a graceful stop may take (in-flight requests) before SIGKILL
         self.backoff = backoff
+        self.group_ready = group_ready
+        self.before_restart = before_restart
         self.running = {s.name: Running(s, backoff=backoff) for s in services}
         self.stopping = False
         self.watchers: set[asyncio.Task[None]] = set()
@@ -135,6 +147,8 @@ class Supervisor:
         try:
             for group in self._groups():
                 await asyncio.gather(*(self.start(s) for s in group))
+                if self.group_ready is not None:
+                    await self.group_ready(group)
         except StartError:
             await self.stop_all()
             raise
@@ -214,6 +228,8 @@ class Supervisor:
         self.report(f"!!  {service.name} exited with code {code} after {lived:.1f} s; "
                     f"restarting in {delay:.1f} s (restart #{run.restarts})\n"
                     f"{log_tail(self.log_path(service))}")
+        if self.before_restart is not None:
+            await self.before_restart(service)
         await asyncio.sleep(delay)
         if not self._current(run, proc):
             return
