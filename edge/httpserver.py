@@ -48,6 +48,11 @@ import httptools
 from edge.connlimit import ConnectionLimiter, Verdict
 from edge.policy.target import BadTarget, parse_target
 
+try:  # the optional C parser for plain GET/HEAD heads (edge/_fasthttp.c, built by setup.py)
+    from edge._fasthttp import parse as fast_parse
+except ImportError:  # no compiler at install time: every request goes through llhttp
+    fast_parse = None
+
 log = logging.getLogger("geoedge.edge.http")
 
 
@@ -237,6 +242,8 @@ class HttpProtocol(asyncio.Protocol):
         self._paused = False
         self.scheme = "http"
         self._writer: ResponseWriter | None = None  # the response in progress
+        self._parse = fast_parse  # None: llhttp only (the module's, read when made)
+        self._flag_names = tuple(self._flags)
         self._reset_message()
 
     # -- connection ---------------------------------------------------------------------------
@@ -357,6 +364,11 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        if self._parse is not None and not self._header_bytes:  # llhttp between messages
+            offset = self._plain(data, self._parse)
+            if offset >= len(data):
+                return
+            data = data[offset:]  # from the first request the C parser left to llhttp
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -368,6 +380,60 @@ class HttpProtocol(asyncio.Protocol):
                 self.data_received(data[offset:])
         except httptools.HttpParserError:  # also wraps exceptions raised in our callbacks
             self._fail(self._error_status or 400)
+
+    def _plain(self, data: bytes, parse: Callable[..., tuple | None]) -> int:  # type: ignore[type-arg]
+        """Parse and dispatch the plain GET/HEAD requests at the start of ``data`` with the C
+        parser (edge/_fasthttp.c), which accepts only heads that llhttp and the Python path
+        would take as they are and leaves the rest to them; the offset where it stopped
+        (``len(data)``: all of it, or the connection is done). What each request then goes
+        through is what ``on_message_complete`` and ``_run_queue`` do."""
+        lim = self.limits
+        size = len(data)
+        offset = 0
+        handled = False
+        out: list[bytes] = []  # the hits answered in this read, written at once
+        while offset < size:
+            got = parse(data, offset, self.scheme, self._flag_names, lim.max_url_bytes,
+                        lim.max_header_bytes, lim.max_header_count)
+            if got is None:
+                break
+            offset, method, target, headers, lower, authority, flagged, key, wire = got
+            request = Request(method, target, "1.1", headers, self.client_ip, True, b"",
+                              authority, flagged, key, self.scheme, wire_bytes=wire,
+                              _lower=lower)
+            handled = True
+            self._requests += 1
+            if self._requests >= lim.keepalive_requests:
+                request.keep_alive = False
+            transport = self.transport
+            if self.busy or self.queue or transport is None:  # behind others: in order
+                self.queue.append(request)
+                self._queued_bytes += wire
+                if transport is not None and (len(self.queue) > 32 or (
+                        self._queued_bytes > lim.max_buffered_bytes)):
+                    transport.pause_reading()
+                continue
+            raw = self.handler.fast(request)
+            if raw is not None:
+                if request.keep_alive:
+                    out.append(raw)
+                    continue
+                out.append(raw)
+                transport.write(b"".join(out))
+                transport.close()
+                return size
+            if out:
+                transport.write(out[0] if len(out) == 1 else b"".join(out))
+                out = []
+            if wire > lim.max_buffered_bytes:
+                transport.pause_reading()
+            self.busy = True
+            self.loop.create_task(self._slow(request))
+        if out and self.transport is not None:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if handled and not self.busy:
+            self._run_queue()
+        return offset
 
     def _reset_message(self) -> None:
         self._url = b""
