@@ -429,10 +429,14 @@ class HttpProtocol(asyncio.Protocol):
                 transport.pause_reading()
             self.busy = True
             self.loop.create_task(self._slow(request))
-        if out and self.transport is not None:
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
-        if handled and not self.busy:
-            self._run_queue()
+        transport = self.transport
+        if out and transport is not None:
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if handled and not self.busy and transport is not None:
+            if self.queue or self._deferred or not transport.is_reading():
+                self._run_queue()
+            else:  # all answered: the connection is idle (_run_queue's end, inline)
+                self._arm_at(self.loop.time() + lim.keepalive_timeout)
         return offset
 
     def _reset_message(self) -> None:

@@ -143,6 +143,12 @@ class SiteRouter:
         kept = {id(r.app) for r in routes}
         retired = [r for r in self.routes if id(r.app) not in kept and r.app is not self.base]
         self.routes = routes
+        # no [[sites]]: every request is the default site's, which neither redirects nor adds
+        # HSTS, so its app answers fast() itself (one call less per hit); else fast() below
+        if default is not None and not self.table.exact and not self.table.wildcards:
+            self.fast = default.app.fast  # type: ignore[method-assign]
+        else:
+            self.__dict__.pop("fast", None)
         for route in retired:
             self._retire(route.pool, route.app.settings.read_timeout)
 
