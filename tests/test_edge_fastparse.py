@@ -245,3 +245,29 @@ async def test_same_bytes_with_and_without_the_extension(edge_env, monkeypatch):
         answers.append(await exchange(env, b"".join(reqs) + close))  # pipelined
     assert answers[0] == answers[2] and answers[1] == answers[3]
     assert b"; hit; ttl=55" in answers[0][0] and b"HTTP/1.1 304" in answers[0][2]
+
+
+# -- the access log's hit line is record()'s ----------------------------------------------------
+@pytest.mark.parametrize("fmt", ["combined", "json"])
+@pytest.mark.parametrize("extra", [
+    [],
+    [("User-Agent", "Mozilla/5.0 (X11)"), ("Referer", "https://r.test/?a=1")],
+    [("User-Agent", 'say "hi"\\'), ("Referer", "caf\xe9\x01")],
+    [("user-agent", "a"), ("User-Agent", "b")],
+])
+def test_access_log_hit_line_is_the_record_line(tmp_path, fmt, extra):
+    from edge.accesslog import AccessLog
+
+    lines = []
+    for way in ("record", "hit"):
+        log = AccessLog(str(tmp_path / f"{way}.log"), fmt, "e-1", "r", clock=lambda: 1.5e9)
+        log._add = lines.append  # type: ignore[method-assign]
+        request = Request("GET", "/a?b", "1.1", [("Host", "h.test"), *extra], "192.0.2.1",
+                          host="h.test", key="http://h.test/a?b")
+        if way == "record":
+            log.record(request, 200, 1234, "geoedge-e-1; hit; ttl=5", "", 0.0000123,
+                       0.0000123, "hit")
+        else:
+            log.hit(request, 200, 1234, "geoedge-e-1; hit; ttl=5", 0.0000123)
+        log.close()
+    assert lines[0] == lines[1]
