@@ -244,6 +244,7 @@ class HttpProtocol(asyncio.Protocol):
         self._writer: ResponseWriter | None = None  # the response in progress
         self._parse = fast_parse  # None: llhttp only (the module's, read when made)
         self._flag_names = tuple(self._flags)
+        self._parts = hasattr(handler, "fast_parts")  # fast() as (head, body): see _plain
         self._reset_message()
 
     # -- connection ---------------------------------------------------------------------------
@@ -413,17 +414,25 @@ class HttpProtocol(asyncio.Protocol):
                         self._queued_bytes > lim.max_buffered_bytes)):
                     transport.pause_reading()
                 continue
-            raw = self.handler.fast(request)
-            if raw is not None:
-                if request.keep_alive:
+            if self._parts:  # head and body apart: written together (writev), not joined
+                parts = self.handler.fast_parts(request)  # type: ignore[attr-defined]
+                if parts is not None:
+                    out.append(parts[0])
+                    if parts[1]:
+                        out.append(parts[1])
+            else:
+                raw = self.handler.fast(request)
+                parts = None if raw is None else (raw, b"")
+                if raw is not None:
                     out.append(raw)
+            if parts is not None:
+                if request.keep_alive:
                     continue
-                out.append(raw)
-                transport.write(b"".join(out))
+                transport.writelines(out)
                 transport.close()
                 return size
             if out:
-                transport.write(out[0] if len(out) == 1 else b"".join(out))
+                transport.writelines(out)
                 out = []
             if wire > lim.max_buffered_bytes:
                 transport.pause_reading()
@@ -431,7 +440,10 @@ class HttpProtocol(asyncio.Protocol):
             self.loop.create_task(self._slow(request))
         transport = self.transport
         if out and transport is not None:
-            transport.write(out[0] if len(out) == 1 else b"".join(out))
+            if len(out) == 1:
+                transport.write(out[0])
+            else:
+                transport.writelines(out)
         if handled and not self.busy and transport is not None:
             if self.queue or self._deferred or not transport.is_reading():
                 self._run_queue()

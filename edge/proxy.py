@@ -190,8 +190,14 @@ class EdgeApp:
 
     # -- the fast path: fresh hits, no request directives ----------------------------------------
     def fast(self, request: Request) -> bytes | None:
-        """The complete response to a plain fresh hit, or None: the full path decides (also
-        for a connection's last request, whose answer says Connection: close)."""
+        """The complete response to a plain fresh hit, or None: the full path decides."""
+        parts = self.fast_parts(request)
+        return None if parts is None else parts[0] + parts[1]
+
+    def fast_parts(self, request: Request) -> tuple[bytes, bytes] | None:
+        """``fast()`` as the response head (blank line included) and its body (b"" for HEAD):
+        what the HTTP/1.1 server writes without joining them. None also for a connection's
+        last request (keepalive_requests), whose answer must say Connection: close."""
         target = request.target
         if (request.flagged or not request.keep_alive or request.method not in BODYLESS
                 or request.version not in ("1.1", "2")
@@ -213,12 +219,12 @@ class EdgeApp:
         metrics["hits"] += 1
         self.metrics.status[entry.meta.status] += 1
         # hit_bytes(), inline: Age and our member, then the body (none for HEAD)
-        tail = b"Age: %d\r\nCache-Status: %b%d\r\n\r\n" % (
-            int(age), self._hit_member, int(entry.lifetime - age))
+        head = b"%bAge: %d\r\nCache-Status: %b%d\r\n\r\n" % (
+            entry.head, int(age), self._hit_member, int(entry.lifetime - age))
         if request.method == "GET":
             metrics["bytes_sent"] += len(entry.body)
-            return b"".join((entry.head, tail, entry.body))
-        return entry.head + tail
+            return head, entry.body
+        return head, b""
 
     # -- the full path ----------------------------------------------------------------------------
     async def handle(self, request: Request, writer: ResponseWriter) -> None:

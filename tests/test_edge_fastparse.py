@@ -34,6 +34,9 @@ class Transport:
     def write(self, data: bytes) -> None:
         pass
 
+    def writelines(self, data: list[bytes]) -> None:
+        pass
+
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return ("192.0.2.7", 4242) if name == "peername" else default
 
