@@ -23,6 +23,10 @@
  *   field) are None: llhttp's path answers 414/431.
  * - an incomplete head is None (llhttp gets it and keeps its timeouts).
  *
+ * parse_request(..., client_ip) makes the Request itself instead of the tuple: (end, Request),
+ * every field at the default configure(Request, defaults) was given, then the parsed ones set
+ * (version "1.1", scheme and client_ip as passed); no dataclass __init__ runs per request.
+ *
  * headers is the list of (name, value) str as received; lower the dict Request.header()
  * builds (lower-case names, repeated fields joined with ", "); flagged whether a field named
  * in flags (lower-case bytes) is present; key scheme://authority/target; wire_bytes the count
@@ -30,6 +34,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <string.h>
 
 #define MAX_FIELDS 128
@@ -131,10 +136,75 @@ typedef struct {
     Py_ssize_t nlen, vlen;
 } Field;
 
+/* The Request type (edge/httpserver.py, a slots dataclass) that parse_request fills: the offset
+ * of every slot and its default, and which slots the parser sets. */
+#define MAX_SLOTS 64
+static PyTypeObject *req_type;
+static Py_ssize_t slot_offsets[MAX_SLOTS];
+static PyObject *slot_defaults[MAX_SLOTS];
+static int nslots;
+enum { F_METHOD, F_TARGET, F_VERSION, F_HEADERS, F_CLIENT_IP, F_HOST, F_FLAGGED, F_KEY, F_SCHEME,
+       F_WIRE, F_LOWER, NSET };
+static const char *set_names[NSET] = {"method", "target", "version", "headers", "client_ip",
+                                      "host", "flagged", "key", "scheme", "wire_bytes", "_lower"};
+static Py_ssize_t set_offsets[NSET];
+static PyObject *s_11;
+
+static PyObject *configure(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *type, *defaults, *name, *value;
+    Py_ssize_t pos = 0;
+    int found[NSET] = {0};
+    if (!PyArg_ParseTuple(args, "O!O!", &PyType_Type, &type, &PyDict_Type, &defaults))
+        return NULL;
+    if (PyDict_GET_SIZE(defaults) > MAX_SLOTS) {
+        PyErr_SetString(PyExc_ValueError, "too many fields");
+        return NULL;
+    }
+    for (int i = 0; i < nslots; i++)
+        Py_CLEAR(slot_defaults[i]);
+    Py_CLEAR(req_type);
+    nslots = 0;
+    while (PyDict_Next(defaults, &pos, &name, &value)) {
+        PyObject *descr = PyObject_GetAttr(type, name);
+        if (descr == NULL)
+            return NULL;
+        if (!Py_IS_TYPE(descr, &PyMemberDescr_Type)
+            || ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX) {
+            Py_DECREF(descr);
+            PyErr_Format(PyExc_TypeError, "%R is not an object slot", name);
+            return NULL;
+        }
+        Py_ssize_t offset = ((PyMemberDescrObject *)descr)->d_member->offset;
+        Py_DECREF(descr);
+        for (int j = 0; j < NSET; j++)
+            if (PyUnicode_CompareWithASCIIString(name, set_names[j]) == 0) {
+                set_offsets[j] = offset;
+                found[j] = 1;
+            }
+        slot_offsets[nslots] = offset;
+        Py_INCREF(value);
+        slot_defaults[nslots++] = value;
+    }
+    for (int j = 0; j < NSET; j++)
+        if (!found[j]) {
+            PyErr_Format(PyExc_TypeError, "no field %s", set_names[j]);
+            return NULL;
+        }
+    Py_INCREF(type);
+    req_type = (PyTypeObject *)type;
+    Py_RETURN_NONE;
+}
+
+static void set_slot(PyObject *obj, Py_ssize_t offset, PyObject *value) { /* steals value */
+    PyObject **at = (PyObject **)((char *)obj + offset);
+    Py_XSETREF(*at, value);
+}
+
 static PyObject *build(const char *buf, Py_ssize_t end, PyObject *method, const char *t0,
                        Py_ssize_t tlen, Field *fields, int nf, const char *auth,
                        Py_ssize_t alen, const char *scheme, Py_ssize_t slen, int flagged,
-                       Py_ssize_t wire) {
+                       Py_ssize_t wire, PyObject *scheme_obj, PyObject *client_ip) {
     PyObject *target = NULL, *headers = NULL, *lower = NULL, *authority = NULL, *key = NULL;
     PyObject *result = NULL;
     char lname[64];
@@ -185,6 +255,46 @@ static PyObject *build(const char *buf, Py_ssize_t end, PyObject *method, const 
         if (!ok)
             goto done;
     }
+    if (client_ip != NULL) { /* parse_request: (end, Request) */
+        PyObject *e = PyLong_FromSsize_t(end), *w = PyLong_FromSsize_t(wire);
+        PyObject *req = req_type->tp_alloc(req_type, 0);
+        if (!e || !w || !req) {
+            Py_XDECREF(e);
+            Py_XDECREF(w);
+            Py_XDECREF(req);
+            goto done;
+        }
+        for (int i = 0; i < nslots; i++) {
+            Py_INCREF(slot_defaults[i]);
+            set_slot(req, slot_offsets[i], slot_defaults[i]);
+        }
+        Py_INCREF(method);
+        set_slot(req, set_offsets[F_METHOD], method);
+        set_slot(req, set_offsets[F_TARGET], target);
+        Py_INCREF(s_11);
+        set_slot(req, set_offsets[F_VERSION], s_11);
+        set_slot(req, set_offsets[F_HEADERS], headers);
+        Py_INCREF(client_ip);
+        set_slot(req, set_offsets[F_CLIENT_IP], client_ip);
+        set_slot(req, set_offsets[F_HOST], authority);
+        PyObject *fl = flagged ? Py_True : Py_False;
+        Py_INCREF(fl);
+        set_slot(req, set_offsets[F_FLAGGED], fl);
+        set_slot(req, set_offsets[F_KEY], key);
+        Py_INCREF(scheme_obj);
+        set_slot(req, set_offsets[F_SCHEME], scheme_obj);
+        set_slot(req, set_offsets[F_WIRE], w);
+        set_slot(req, set_offsets[F_LOWER], lower);
+        result = PyTuple_New(2);
+        if (result == NULL) {
+            Py_DECREF(e);
+            Py_DECREF(req);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(result, 0, e);
+        PyTuple_SET_ITEM(result, 1, req);
+        return result;
+    }
     result = PyTuple_New(9);
     if (result == NULL)
         goto done;
@@ -217,13 +327,12 @@ done:
     return NULL;
 }
 
-static PyObject *fast_parse(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    (void)self;
-    if (nargs != 7 || !PyBytes_Check(args[0]) || !PyUnicode_Check(args[2])
+static PyObject *parse_head(PyObject *const *args, Py_ssize_t nargs, PyObject *client_ip) {
+    if (nargs < 7 || !PyBytes_Check(args[0]) || !PyUnicode_Check(args[2])
         || !PyTuple_Check(args[3])) {
         PyErr_SetString(PyExc_TypeError,
                         "parse(data: bytes, offset, scheme: str, flags: tuple[bytes], max_url, "
-                        "max_header_bytes, max_header_count)");
+                        "max_header_bytes, max_header_count[, client_ip])");
         return NULL;
     }
     Py_ssize_t off = PyLong_AsSsize_t(args[1]);
@@ -350,13 +459,42 @@ static PyObject *fast_parse(PyObject *self, PyObject *const *args, Py_ssize_t na
     if (!norm_authority(host, hostlen, default_port, auth, &alen))
         Py_RETURN_NONE;
     return build(buf, (const char *)p - buf, method, (const char *)t0, tlen, fields, nf, auth,
-                 alen, scheme, slen, flagged, hbytes);
+                 alen, scheme, slen, flagged, hbytes, args[2], client_ip);
+}
+
+static PyObject *fast_parse(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "parse() takes 7 arguments");
+        return NULL;
+    }
+    return parse_head(args, nargs, NULL);
+}
+
+static PyObject *fast_parse_request(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 8 || !PyUnicode_Check(args[7])) {
+        PyErr_SetString(PyExc_TypeError, "parse_request() takes 8 arguments");
+        return NULL;
+    }
+    if (req_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "configure() first");
+        return NULL;
+    }
+    return parse_head(args, nargs, args[7]);
 }
 
 static PyMethodDef methods[] = {
     {"parse", (PyCFunction)(void (*)(void))fast_parse, METH_FASTCALL,
      "parse(data, offset, scheme, flags, max_url, max_header_bytes, max_header_count): one "
      "plain GET/HEAD head as a tuple, or None (see the module's source)."},
+    {"parse_request", (PyCFunction)(void (*)(void))fast_parse_request, METH_FASTCALL,
+     "parse_request(data, offset, scheme, flags, max_url, max_header_bytes, max_header_count, "
+     "client_ip): parse()'s head as (end, Request), the Request made as configure() says, or "
+     "None."},
+    {"configure", configure, METH_VARARGS,
+     "configure(Request, defaults): the slots dataclass parse_request makes, and every field's "
+     "default (a dict by field name)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -370,7 +508,8 @@ PyMODINIT_FUNC PyInit__fasthttp(void) {
     init_tables();
     s_GET = PyUnicode_InternFromString("GET");
     s_HEAD = PyUnicode_InternFromString("HEAD");
-    if (s_GET == NULL || s_HEAD == NULL)
+    s_11 = PyUnicode_InternFromString("1.1");
+    if (s_GET == NULL || s_HEAD == NULL || s_11 == NULL)
         return NULL;
     return PyModule_Create(&module);
 }

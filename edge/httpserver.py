@@ -39,7 +39,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from http import HTTPStatus
 from typing import Protocol
 
@@ -49,9 +49,9 @@ from edge.connlimit import ConnectionLimiter, Verdict
 from edge.policy.target import BadTarget, parse_target
 
 try:  # the optional C parser for plain GET/HEAD heads (edge/_fasthttp.c, built by setup.py)
-    from edge._fasthttp import parse as fast_parse
+    from edge import _fasthttp
 except ImportError:  # no compiler at install time: every request goes through llhttp
-    fast_parse = None
+    _fasthttp = None
 
 log = logging.getLogger("geoedge.edge.http")
 
@@ -91,6 +91,22 @@ class Request:
     @property
     def path(self) -> str:
         return self.target.split("?", 1)[0]
+
+
+def _c_parser() -> Callable[..., tuple[int, Request] | None] | None:
+    """edge._fasthttp.parse_request, told how to make a Request (None: no extension)."""
+    if _fasthttp is None:
+        return None
+    defaults = {}
+    for f in fields(Request):
+        if f.default_factory is not MISSING:  # a default to copy per request: not in C
+            return None
+        defaults[f.name] = None if f.default is MISSING else f.default
+    _fasthttp.configure(Request, defaults)
+    return _fasthttp.parse_request  # type: ignore[no-any-return]
+
+
+fast_parse = _c_parser()  # HttpProtocol reads it when made (tests set it to None)
 
 
 class Handler(Protocol):
@@ -382,7 +398,7 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserError:  # also wraps exceptions raised in our callbacks
             self._fail(self._error_status or 400)
 
-    def _plain(self, data: bytes, parse: Callable[..., tuple | None]) -> int:  # type: ignore[type-arg]
+    def _plain(self, data: bytes, parse: Callable[..., tuple[int, Request] | None]) -> int:
         """Parse and dispatch the plain GET/HEAD requests at the start of ``data`` with the C
         parser (edge/_fasthttp.c), which accepts only heads that llhttp and the Python path
         would take as they are and leaves the rest to them; the offset where it stopped
@@ -395,13 +411,11 @@ class HttpProtocol(asyncio.Protocol):
         out: list[bytes] = []  # the hits answered in this read, written at once
         while offset < size:
             got = parse(data, offset, self.scheme, self._flag_names, lim.max_url_bytes,
-                        lim.max_header_bytes, lim.max_header_count)
+                        lim.max_header_bytes, lim.max_header_count, self.client_ip)
             if got is None:
                 break
-            offset, method, target, headers, lower, authority, flagged, key, wire = got
-            request = Request(method, target, "1.1", headers, self.client_ip, True, b"",
-                              authority, flagged, key, self.scheme, wire_bytes=wire,
-                              _lower=lower)
+            offset, request = got
+            wire = request.wire_bytes
             handled = True
             self._requests += 1
             if self._requests >= lim.keepalive_requests:
