@@ -2,7 +2,12 @@
 
 Rules (RFC 9112, and what nginx does):
 
-- Requests are parsed by llhttp; a parse error gets 400 and the connection is closed. The
+- Requests are parsed by llhttp; a parse error gets 400 and the connection is closed. Between
+  messages, the plain GET/HEAD heads that make up cache hits are first offered to the optional
+  C parser (edge/_fasthttp.c, one call per head): it takes only heads that llhttp and the rules
+  below would take as they are, and leaves anything else, and any incomplete head, to llhttp
+  (and stops for good after a request that ends the connection). Hits answered from one read
+  are written at once, head and body side by side (``fast_parts``: one writev, no copy). The
   target and Host are validated and normalised by ``edge.policy.target`` (400, or 501 for
   CONNECT, and close); the handler sees only the normalised form and the key built from it.
 - Sizes: a target longer than ``max_url_bytes`` gets 414; request line plus headers larger
@@ -571,6 +576,8 @@ class HttpProtocol(asyncio.Protocol):
                           parsed.authority, self._flagged, parsed.key, parsed.scheme,
                           wire_bytes=wire)
         self._reset_message()
+        if not request.keep_alive:  # llhttp takes nothing after it: nor does the C parser
+            self._parse = None
         self._requests += 1
         if self._requests >= self.limits.keepalive_requests:
             request.keep_alive = False

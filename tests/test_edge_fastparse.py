@@ -71,9 +71,10 @@ class Recorder:
         raise AssertionError("not reached")
 
 
-def requests_of(data: bytes, c_parser: bool, scheme: str = "http") -> tuple[list[Request], bool]:
-    """The requests a connection makes of ``data`` (and whether it closed), with or without
-    the C parser."""
+def requests_of(data: bytes | list[bytes], c_parser: bool,
+                scheme: str = "http") -> tuple[list[Request], bool]:
+    """The requests a connection makes of ``data`` (one read, or a list of reads) and whether
+    it closed, with or without the C parser."""
     recorder = Recorder()
     proto = HttpProtocol(recorder, LIMITS)  # type: ignore[arg-type]
     proto.scheme = scheme
@@ -81,7 +82,8 @@ def requests_of(data: bytes, c_parser: bool, scheme: str = "http") -> tuple[list
         proto._parse = None
     transport = Transport()
     proto.connection_made(transport)  # type: ignore[arg-type]
-    proto.data_received(data)
+    for chunk in [data] if isinstance(data, bytes) else data:
+        proto.data_received(chunk)
     if proto._timer is not None:
         proto._timer.cancel()
     return recorder.seen, transport.closed or proto.closing
@@ -94,7 +96,7 @@ def view(request: Request) -> dict[str, Any]:
     return out
 
 
-def same(data: bytes, scheme: str = "http") -> list[Request]:
+def same(data: bytes | list[bytes], scheme: str = "http") -> list[Request]:
     with_c, closed_c = requests_of(data, True, scheme)
     without, closed = requests_of(data, False, scheme)
     assert [view(r) for r in with_c] == [view(r) for r in without]
@@ -166,6 +168,7 @@ async def test_unusual_heads_are_left_to_llhttp(data):
     same(data)
     same(PLAIN[0] + data)  # after a plain request on the same connection
     same(PLAIN[0] + data + PLAIN[1])
+    same([PLAIN[0], data, PLAIN[1]])  # in reads of their own
 
 
 @pytest.mark.parametrize(("limits", "data"), [
