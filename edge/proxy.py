@@ -196,10 +196,10 @@ class EdgeApp:
 
     def fast_parts(self, request: Request) -> tuple[bytes, bytes] | None:
         """``fast()`` as the response head (blank line included) and its body (b"" for HEAD):
-        what the HTTP/1.1 server writes without joining them. None also for a connection's
-        last request (keepalive_requests), whose answer must say Connection: close."""
+        what the HTTP/1.1 server writes without joining them. The last response of a
+        connection says Connection: close, as the full path's does."""
         target = request.target
-        if (request.flagged or not request.keep_alive or request.method not in BODYLESS
+        if (request.flagged or request.method not in BODYLESS
                 or request.version not in ("1.1", "2")
                 or (target.startswith(("/healthz", "/metrics", self.admin.path))
                     and self.admin.owns(target))):
@@ -219,8 +219,9 @@ class EdgeApp:
         metrics["hits"] += 1
         self.metrics.status[entry.meta.status] += 1
         # hit_bytes(), inline: Age and our member, then the body (none for HEAD)
-        head = b"%bAge: %d\r\nCache-Status: %b%d\r\n\r\n" % (
-            entry.head, int(age), self._hit_member, int(entry.lifetime - age))
+        head = b"%b%bAge: %d\r\nCache-Status: %b%d\r\n\r\n" % (
+            entry.head, b"" if request.keep_alive else b"Connection: close\r\n", int(age),
+            self._hit_member, int(entry.lifetime - age))
         if request.method == "GET":
             metrics["bytes_sent"] += len(entry.body)
             return head, entry.body

@@ -277,3 +277,26 @@ def test_access_log_hit_line_is_the_record_line(tmp_path, fmt, extra):
             log.hit(request, 200, 1234, "geoedge-e-1; hit; ttl=5", 0.0000123)
         log.close()
     assert lines[0] == lines[1]
+
+
+async def test_a_connections_last_hit_says_close_as_the_full_path_does(edge_env, monkeypatch):
+    env = await edge_env(keepalive_requests=2)
+    env.origin.route("/b", headers=[("Cache-Control", "max-age=60")], body=b"B")
+    host = env.host.encode()
+    get = b"GET /b HTTP/1.1\r\nHost: " + host + b"\r\n\r\n"
+    close = b"GET /b HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n"
+    await env.raw(close)  # the fill
+    env.clock.advance(5)
+    runs = []
+    for fast in (True, False):
+        if not fast:  # the full path answers everything
+            monkeypatch.setattr(env.edge.router, "fast_parts", lambda r: None)
+            monkeypatch.setattr(env.edge.router, "fast", lambda r: None)
+        before = dict(env.app.metrics.counts)
+        answers = [await env.raw(get + get), await env.raw(close)]
+        counts = {k: v - before.get(k, 0) for k, v in env.app.metrics.counts.items()}
+        runs.append((answers, counts))
+    assert runs[0] == runs[1]
+    (two, closed), counts = runs[0]
+    assert two.count(b"Connection: close\r\n") == 1 and b"Connection: close\r\n" in closed
+    assert counts["hits"] == counts["requests"] == 3
