@@ -107,7 +107,11 @@ def _c_parser() -> Callable[..., tuple[int, Request] | None] | None:
         if f.default_factory is not MISSING:  # a default to copy per request: not in C
             return None
         defaults[f.name] = None if f.default is MISSING else f.default
-    _fasthttp.configure(Request, defaults)
+    try:
+        _fasthttp.configure(Request, defaults)
+    except (TypeError, ValueError):  # a Request the C side cannot fill (not plain slots)
+        log.warning("edge._fasthttp cannot make this Request: llhttp parses every request")
+        return None
     return _fasthttp.parse_request  # type: ignore[no-any-return]
 
 
