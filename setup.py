@@ -18,12 +18,21 @@ class BuildExt(build_ext):
     def run(self) -> None:
         for stale in (HERE / "geodns").glob("_fastudp*.so"):
             stale.unlink()
+        for stale in (HERE / "edge").glob("_fasthttp*.so"):  # edge/httpserver.py's parser
+            stale.unlink()
         super().run()
 
 
 setup(
     cmdclass={"build_ext": BuildExt},
     ext_modules=[
+        # the edge's one-call request-head parser; without it edge/httpserver.py uses llhttp
+        Extension(
+            "edge._fasthttp",
+            sources=["edge/_fasthttp.c"],
+            extra_compile_args=["-std=c99", "-O2", "-Wall", "-Wextra"],
+            optional=True,
+        ),
         Extension(
             "geodns._fastudp",
             sources=["geodns/_fastudp.c"],

@@ -31,6 +31,8 @@
 #   EDGE_BENCH_COALESCE_ROUNDS=3   coalescing bursts per cache, each for a fresh URL
 #   EDGE_BENCH_SERVER_CPU=0 EDGE_BENCH_CLIENT_CPU=1
 #   EDGE_BENCH_NGINX_SENDFILE=on   the proxy_cache's sendfile (off: read + writev)
+#   EDGE_BENCH_HEADERS=wrk    wrk: wrk's bare GET (Host only); browser: bench/edge/browser.lua,
+#                             a browser's header fields, a different User-Agent every request
 #   EDGE_BENCH_ACCESS_LOG=0   1: both caches write an access log (nginx: combined, buffer=64k
 #                             flush=1s; geoedge: [edge] access_log, combined), checked to grow
 #   EDGE_BENCH_KEEP=0         1: keep the temp dir (configs, logs, raw wrk output)
@@ -56,6 +58,7 @@ CLIENT_CPU=${EDGE_BENCH_CLIENT_CPU:-1}
 KEEP=${EDGE_BENCH_KEEP:-0}
 NGINX_SENDFILE=${EDGE_BENCH_NGINX_SENDFILE:-on}
 ACCESS_LOG=${EDGE_BENCH_ACCESS_LOG:-0}
+HEADERS=${EDGE_BENCH_HEADERS:-wrk}
 EDGE_NAME=us-east-1
 TARGET_RATIO=0.5
 SIZES=(1k 64k)
@@ -79,6 +82,9 @@ done
     die "EDGE_BENCH_CONNECTIONS must be > 0 and EDGE_BENCH_COALESCE_COUNT 1..10000"
 [[ $NGINX_SENDFILE == on || $NGINX_SENDFILE == off ]] ||
     die "EDGE_BENCH_NGINX_SENDFILE must be on or off"
+[[ $HEADERS == wrk || $HEADERS == browser ]] || die "EDGE_BENCH_HEADERS must be wrk or browser"
+WRK_SCRIPT=()
+[[ $HEADERS == browser ]] && WRK_SCRIPT=(-s "$HERE/browser.lua")
 for s in $SERVERS; do
     [[ $s == nginx || $s == geoedge ]] || die "unknown server '$s' in EDGE_BENCH_SERVERS"
 done
@@ -269,7 +275,7 @@ run_wrk() {  # $1 server, $2 size, $3 seconds, $4 round
     o0=$(origin_hits)
     cpu0=$(cpu_seconds "${SERVER_PID[$server]}")
     times=$( { TIMEFORMAT='%U %S %R'; time taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNECTIONS" \
-        -d"${secs}s" --timeout 5s --latency "$url" >"$out" 2>&1; } 2>&1 ) ||
+        -d"${secs}s" --timeout 5s --latency "${WRK_SCRIPT[@]}" "$url" >"$out" 2>&1; } 2>&1 ) ||
         { cat "$out" >&2; die "wrk failed against $url"; }
     cpu1=$(cpu_seconds "${SERVER_PID[$server]}")
     o1=$(origin_hits)
@@ -370,7 +376,9 @@ echo "- nginx $NGINX_VERSION, wrk $WRK_VERSION, geoedge $GEOEDGE_VERSION ($GIT_R
 echo "- nginx proxy_cache: 1 worker, sendfile $NGINX_SENDFILE, tcp_nopush off," \
     "proxy_cache_lock on; geoedge edge: [edge] defaults"
 echo "- wrk -t1 -c$CONNECTIONS -d${DURATION}s --latency, $ROUNDS round(s) alternating" \
-    "nginx/geoedge, median round by req/s shown"
+    "nginx/geoedge, median round by req/s shown; requests: $( [[ $HEADERS == browser ]] &&
+    echo "a browser's header fields, a new User-Agent each (bench/edge/browser.lua)" ||
+    echo "wrk's bare GET (Host only)")"
 echo "- load average before: ${LOAD_BEFORE##*load average: }; after:" \
     "${LOAD_AFTER##*load average: }; CPU pressure (PSI some avg60) before: $PSI_BEFORE%;" \
     "after: $PSI_AFTER%"

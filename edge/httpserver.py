@@ -2,7 +2,12 @@
 
 Rules (RFC 9112, and what nginx does):
 
-- Requests are parsed by llhttp; a parse error gets 400 and the connection is closed. The
+- Requests are parsed by llhttp; a parse error gets 400 and the connection is closed. Between
+  messages, the plain GET/HEAD heads that make up cache hits are first offered to the optional
+  C parser (edge/_fasthttp.c, one call per head): it takes only heads that llhttp and the rules
+  below would take as they are, and leaves anything else, and any incomplete head, to llhttp
+  (and stops for good after a request that ends the connection). Hits answered from one read
+  are written at once, head and body side by side (``fast_parts``: one writev, no copy). The
   target and Host are validated and normalised by ``edge.policy.target`` (400, or 501 for
   CONNECT, and close); the handler sees only the normalised form and the key built from it.
 - Sizes: a target longer than ``max_url_bytes`` gets 414; request line plus headers larger
@@ -39,7 +44,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from http import HTTPStatus
 from typing import Protocol
 
@@ -47,6 +52,11 @@ import httptools
 
 from edge.connlimit import ConnectionLimiter, Verdict
 from edge.policy.target import BadTarget, parse_target
+
+try:  # the optional C parser for plain GET/HEAD heads (edge/_fasthttp.c, built by setup.py)
+    from edge import _fasthttp
+except ImportError:  # no compiler at install time: every request goes through llhttp
+    _fasthttp = None
 
 log = logging.getLogger("geoedge.edge.http")
 
@@ -86,6 +96,26 @@ class Request:
     @property
     def path(self) -> str:
         return self.target.split("?", 1)[0]
+
+
+def _c_parser() -> Callable[..., tuple[int, Request] | None] | None:
+    """edge._fasthttp.parse_request, told how to make a Request (None: no extension)."""
+    if _fasthttp is None:
+        return None
+    defaults = {}
+    for f in fields(Request):
+        if f.default_factory is not MISSING:  # a default to copy per request: not in C
+            return None
+        defaults[f.name] = None if f.default is MISSING else f.default
+    try:
+        _fasthttp.configure(Request, defaults)
+    except (TypeError, ValueError):  # a Request the C side cannot fill (not plain slots)
+        log.warning("edge._fasthttp cannot make this Request: llhttp parses every request")
+        return None
+    return _fasthttp.parse_request  # type: ignore[no-any-return]
+
+
+fast_parse = _c_parser()  # HttpProtocol reads it when made (tests set it to None)
 
 
 class Handler(Protocol):
@@ -237,6 +267,9 @@ class HttpProtocol(asyncio.Protocol):
         self._paused = False
         self.scheme = "http"
         self._writer: ResponseWriter | None = None  # the response in progress
+        self._parse = fast_parse  # None: llhttp only (the module's, read when made)
+        self._flag_names = tuple(self._flags)
+        self._parts = hasattr(handler, "fast_parts")  # fast() as (head, body): see _plain
         self._reset_message()
 
     # -- connection ---------------------------------------------------------------------------
@@ -357,6 +390,11 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        if self._parse is not None and not self._header_bytes:  # llhttp between messages
+            offset = self._plain(data, self._parse)
+            if offset >= len(data):
+                return
+            data = data[offset:]  # from the first request the C parser left to llhttp
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -368,6 +406,73 @@ class HttpProtocol(asyncio.Protocol):
                 self.data_received(data[offset:])
         except httptools.HttpParserError:  # also wraps exceptions raised in our callbacks
             self._fail(self._error_status or 400)
+
+    def _plain(self, data: bytes, parse: Callable[..., tuple[int, Request] | None]) -> int:
+        """Parse and dispatch the plain GET/HEAD requests at the start of ``data`` with the C
+        parser (edge/_fasthttp.c), which accepts only heads that llhttp and the Python path
+        would take as they are and leaves the rest to them; the offset where it stopped
+        (``len(data)``: all of it, or the connection is done). What each request then goes
+        through is what ``on_message_complete`` and ``_run_queue`` do."""
+        lim = self.limits
+        size = len(data)
+        offset = 0
+        handled = False
+        out: list[bytes] = []  # the hits answered in this read, written at once
+        while offset < size:
+            got = parse(data, offset, self.scheme, self._flag_names, lim.max_url_bytes,
+                        lim.max_header_bytes, lim.max_header_count, self.client_ip)
+            if got is None:
+                break
+            offset, request = got
+            wire = request.wire_bytes
+            handled = True
+            self._requests += 1
+            if self._requests >= lim.keepalive_requests:
+                request.keep_alive = False
+            transport = self.transport
+            if self.busy or self.queue or transport is None:  # behind others: in order
+                self.queue.append(request)
+                self._queued_bytes += wire
+                if transport is not None and (len(self.queue) > 32 or (
+                        self._queued_bytes > lim.max_buffered_bytes)):
+                    transport.pause_reading()
+                continue
+            if self._parts:  # head and body apart: written together (writev), not joined
+                parts = self.handler.fast_parts(request)  # type: ignore[attr-defined]
+                if parts is not None:
+                    out.append(parts[0])
+                    if parts[1]:
+                        out.append(parts[1])
+            else:
+                raw = self.handler.fast(request)
+                parts = None if raw is None else (raw, b"")
+                if raw is not None:
+                    out.append(raw)
+            if parts is not None:
+                if request.keep_alive:
+                    continue
+                transport.writelines(out)
+                transport.close()
+                return size
+            if out:
+                transport.writelines(out)
+                out = []
+            if wire > lim.max_buffered_bytes:
+                transport.pause_reading()
+            self.busy = True
+            self.loop.create_task(self._slow(request))
+        transport = self.transport
+        if out and transport is not None:
+            if len(out) == 1:
+                transport.write(out[0])
+            else:
+                transport.writelines(out)
+        if handled and not self.busy and transport is not None:
+            if self.queue or self._deferred or not transport.is_reading():
+                self._run_queue()
+            else:  # all answered: the connection is idle (_run_queue's end, inline)
+                self._arm_at(self.loop.time() + lim.keepalive_timeout)
+        return offset
 
     def _reset_message(self) -> None:
         self._url = b""
@@ -475,6 +580,8 @@ class HttpProtocol(asyncio.Protocol):
                           parsed.authority, self._flagged, parsed.key, parsed.scheme,
                           wire_bytes=wire)
         self._reset_message()
+        if not request.keep_alive:  # llhttp takes nothing after it: nor does the C parser
+            self._parse = None
         self._requests += 1
         if self._requests >= self.limits.keepalive_requests:
             request.keep_alive = False

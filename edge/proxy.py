@@ -190,27 +190,42 @@ class EdgeApp:
 
     # -- the fast path: fresh hits, no request directives ----------------------------------------
     def fast(self, request: Request) -> bytes | None:
-        if (request.method not in ("GET", "HEAD") or request.version not in ("1.1", "2")
-                or request.flagged or self.admin.owns(request.target)):
+        """The complete response to a plain fresh hit, or None: the full path decides."""
+        parts = self.fast_parts(request)
+        return None if parts is None else parts[0] + parts[1]
+
+    def fast_parts(self, request: Request) -> tuple[bytes, bytes] | None:
+        """``fast()`` as the response head (blank line included) and its body (b"" for HEAD):
+        what the HTTP/1.1 server writes without joining them. The last response of a
+        connection says Connection: close, as the full path's does."""
+        target = request.target
+        if (request.flagged or request.method not in BODYLESS
+                or request.version not in ("1.1", "2")
+                or (target.startswith(("/healthz", "/metrics", self.admin.path))
+                    and self.admin.owns(target))):
             return None
         now = self.clock()
         entry = self.store.get(self.key_for(request), lambda: self.origin_view(request), now)
-        if (entry is None or now >= entry.fast_until or entry.soft_purged
-                or self._untrusted()):
+        if entry is None or now >= entry.fast_until or entry.soft_purged:
             return None
-        age = entry.age(now)
+        trust = self.trust_until
+        if trust != math.inf and time.monotonic() >= trust:  # _untrusted(), inline
+            return None
+        age = entry.initial_age + max(0.0, now - entry.meta.response_time)  # entry.age(now)
         if entry.encoded is not None:  # the compressed variant it accepts (edge/compress.py)
             entry = self.compressor.pick(request, entry)
-        member = self._hit_member + b"%d" % int(entry.lifetime - age)
         metrics = self.metrics.counts
         metrics["requests"] += 1
         metrics["hits"] += 1
-        with_body = request.method == "GET"
-        if with_body:
-            metrics["bytes_sent"] += len(entry.body)
         self.metrics.status[entry.meta.status] += 1
-        return hit_bytes(entry.head, int(age), member, entry.body,
-                         with_body)
+        # hit_bytes(), inline: Age and our member, then the body (none for HEAD)
+        head = b"%b%bAge: %d\r\nCache-Status: %b%d\r\n\r\n" % (
+            entry.head, b"" if request.keep_alive else b"Connection: close\r\n", int(age),
+            self._hit_member, int(entry.lifetime - age))
+        if request.method == "GET":
+            metrics["bytes_sent"] += len(entry.body)
+            return head, entry.body
+        return head, b""
 
     # -- the full path ----------------------------------------------------------------------------
     async def handle(self, request: Request, writer: ResponseWriter) -> None:

@@ -143,6 +143,14 @@ class SiteRouter:
         kept = {id(r.app) for r in routes}
         retired = [r for r in self.routes if id(r.app) not in kept and r.app is not self.base]
         self.routes = routes
+        # no [[sites]]: every request is the default site's, which neither redirects nor adds
+        # HSTS, so its app answers fast() itself (one call less per hit); else fast() below
+        if default is not None and not self.table.exact and not self.table.wildcards:
+            self.fast = default.app.fast  # type: ignore[method-assign]
+            self.fast_parts = default.app.fast_parts  # type: ignore[method-assign]
+        else:
+            self.__dict__.pop("fast", None)
+            self.__dict__.pop("fast_parts", None)
         for route in retired:
             self._retire(route.pool, route.app.settings.read_timeout)
 
@@ -197,6 +205,16 @@ class SiteRouter:
         if data is not None and route.hsts and request.scheme == "https":
             return with_header(data, route.hsts)
         return data
+
+    def fast_parts(self, request: Request) -> tuple[bytes, bytes] | None:
+        """``fast()`` as head and body (EdgeApp.fast_parts)."""
+        route = self.table.select(request.host)
+        if route is None or (route.redirect and request.scheme == "http"):
+            return None
+        parts = route.app.fast_parts(request)
+        if parts is not None and route.hsts and request.scheme == "https":
+            return with_header(parts[0], route.hsts), parts[1]
+        return parts
 
     async def handle(self, request: Request, writer: ResponseWriter) -> None:
         base = self.base
