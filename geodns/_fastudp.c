@@ -64,6 +64,9 @@
 #define DGRAM_MAX 65535 /* the largest datagram we read, as recvfrom(65535) in Python */
 #define HEADER_LEN 12   /* shorter datagrams are never looked up */
 #define ID_LEN 2
+/* receive buffers are DGRAM_MAX bytes, BUF_STRIDE apart: not a multiple of 4096, so their
+   starts (where the datagram and its answer are) do not all fall in the same cache set */
+#define BUF_STRIDE (65536 + 64)
 
 typedef struct {
     struct mmsghdr in[BATCH_MAX];
@@ -73,7 +76,7 @@ typedef struct {
     struct iovec out_iov[BATCH_MAX][2];
     PyObject *keep[BATCH_MAX]; /* strong references to what out_iov points into */
     int nout;
-    unsigned char *bufs; /* BATCH_MAX buffers of DGRAM_MAX bytes */
+    unsigned char *bufs; /* `batch` buffers of DGRAM_MAX bytes, BUF_STRIDE apart */
     PyObject *rrl;       /* serve()'s rrl (borrowed), or NULL: see _rrl.h */
 } Batch;
 
@@ -103,7 +106,7 @@ static int
 receive(int fd, Batch *b, int batch)
 {
     for (int i = 0; i < batch; i++) {
-        b->in_iov[i].iov_base = b->bufs + (size_t)i * DGRAM_MAX;
+        b->in_iov[i].iov_base = b->bufs + (size_t)i * BUF_STRIDE;
         b->in_iov[i].iov_len = DGRAM_MAX;
         memset(&b->in[i], 0, sizeof b->in[i]);
         b->in[i].msg_hdr.msg_name = &b->addr[i];
@@ -168,6 +171,21 @@ queue(Batch *b, int i, PyObject *response, int with_id)
     b->out[k].msg_hdr.msg_namelen = b->in[i].msg_hdr.msg_namelen;
     b->out[k].msg_hdr.msg_iov = iov;
     b->out[k].msg_hdr.msg_iovlen = (size_t)n;
+}
+
+/* Queue `len` bytes at p, inside datagram i's own receive buffer, as its answer. */
+static void
+queue_raw(Batch *b, int i, unsigned char *p, size_t len)
+{
+    int k = b->nout++;
+    b->out_iov[k][0].iov_base = p;
+    b->out_iov[k][0].iov_len = len;
+    b->keep[k] = NULL;
+    memset(&b->out[k], 0, sizeof b->out[k]);
+    b->out[k].msg_hdr.msg_name = &b->addr[i];
+    b->out[k].msg_hdr.msg_namelen = b->in[i].msg_hdr.msg_namelen;
+    b->out[k].msg_hdr.msg_iov = b->out_iov[k];
+    b->out[k].msg_hdr.msg_iovlen = 1;
 }
 
 static void
@@ -238,188 +256,6 @@ answer_in_python(Batch *b, int i, PyObject *answer)
     }
     queue(b, i, response, 0);
     return 0;
-}
-
-static int state_ok(PyObject *st);
-static PyObject *build_common(const unsigned char *d, Py_ssize_t n, PyObject *st);
-/* counters and the query log (_obs.h): obs is NULL when off */
-static void *obs_arg(PyObject *capsule);
-static int obs_log_on(void *obs);
-static int obs_answered(void *obs, int path, const unsigned char *q, Py_ssize_t qn,
-                        PyObject *resp, int with_id, const struct sockaddr_storage *ss,
-                        const struct sockaddr_storage *local, const struct timespec *now);
-static void obs_batch_done(void *obs, const struct timespec *start);
-
-/* Answer one batch of n datagrams. 1: woken by shutdown; 0: go on; -1: a Python error is set
-   (the answers prepared before it have been sent). */
-static int
-answer_batch(int fd, Batch *b, int n, PyObject *cache_of, PyObject *answer,
-             PyObject *send_failed, PyObject *fast_of, void *obs,
-             const struct sockaddr_storage *local, const struct timespec *now)
-{
-    int woken = n == 0, failed = 0;
-    PyObject *fast = NULL; /* the engine's fast state for this batch, or NULL */
-    if (fast_of != NULL && n > 0) {
-        fast = PyObject_CallNoArgs(fast_of);
-        if (fast == NULL)
-            failed = 1;
-        else if (!state_ok(fast))
-            Py_CLEAR(fast); /* None (no map yet): every miss goes to Python */
-    }
-    PyObject *cache = failed ? NULL : PyObject_CallNoArgs(cache_of); /* this batch only */
-    if (cache != NULL && !PyDict_Check(cache)) {
-        PyErr_Format(PyExc_TypeError, "cache_of() must return a dict, not %.100s",
-                     Py_TYPE(cache)->tp_name);
-        Py_CLEAR(cache);
-    }
-    if (cache == NULL)
-        failed = 1;
-    for (int i = 0; i < n && !failed; i++) {
-        unsigned int len = b->in[i].msg_len;
-        PyObject *value = NULL; /* borrowed from the cache */
-        if (b->in[i].msg_hdr.msg_namelen == 0) { /* no sender: woken by shutdown */
-            woken = 1;
-            continue;
-        }
-        if (len >= HEADER_LEN) {
-            PyObject *key = PyBytes_FromStringAndSize(
-                (const char *)b->in_iov[i].iov_base + ID_LEN, (Py_ssize_t)(len - ID_LEN));
-            if (key == NULL) {
-                failed = 1;
-                break;
-            }
-            value = PyDict_GetItemWithError(cache, key);
-            Py_DECREF(key);
-            if (value == NULL && PyErr_Occurred()) {
-                failed = 1;
-                break;
-            }
-        }
-        if (value != NULL && PyBytes_CheckExact(value)) {
-            if (obs != NULL && obs_answered(obs, 0, b->in_iov[i].iov_base, len, value, 1,
-                                            &b->addr[i], local, now) < 0) {
-                failed = 1;
-                break;
-            }
-            queue(b, i, value, 1); /* borrowed: copied, or a reference taken */
-            continue;
-        }
-        if (fast != NULL) {
-            PyObject *built = build_common(b->in_iov[i].iov_base, (Py_ssize_t)len, fast);
-            if (built == NULL) {
-                failed = 1;
-                break;
-            }
-            if (built != Py_None) {
-                if (obs != NULL && obs_answered(obs, 1, b->in_iov[i].iov_base, len, built, 0,
-                                                &b->addr[i], local, now) < 0)
-                    failed = 1;
-                queue(b, i, built, 0); /* the new reference is handed over */
-                if (failed)
-                    break;
-                continue;
-            }
-            Py_DECREF(built);
-        }
-        int queued = b->nout;
-        if (answer_in_python(b, i, answer) < 0)
-            failed = 1;
-        else if (obs != NULL &&
-                 obs_answered(obs, 2, b->in_iov[i].iov_base, len,
-                              b->nout > queued ? b->keep[queued] : NULL, 0, &b->addr[i],
-                              local, now) < 0)
-            failed = 1;
-    }
-    Py_XDECREF(cache);
-    Py_XDECREF(fast);
-    if (failed) {
-#if PY_VERSION_HEX >= 0x030C0000
-        PyObject *exc = PyErr_GetRaisedException();
-        send_queued(fd, b, send_failed);
-        PyErr_SetRaisedException(exc);
-#else
-        PyObject *type, *val, *tb;
-        PyErr_Fetch(&type, &val, &tb);
-        send_queued(fd, b, send_failed);
-        PyErr_Restore(type, val, tb);
-#endif
-        return -1;
-    }
-    send_queued(fd, b, send_failed);
-    return woken;
-}
-
-static PyObject *
-serve(PyObject *module, PyObject *args, PyObject *kwargs)
-{
-    static char *keywords[] = {"fd", "cache_of", "answer", "send_failed", "batch", "fast_of",
-                               "rrl", "obs", NULL};
-    int fd, batch = BATCH_MAX, rc = 0;
-    PyObject *cache_of, *answer, *send_failed, *fast_of = Py_None, *rrl = Py_None;
-    PyObject *obs_capsule = Py_None;
-    (void)module;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOOO|iOOO:serve", keywords, &fd, &cache_of,
-                                     &answer, &send_failed, &batch, &fast_of, &rrl,
-                                     &obs_capsule))
-        return NULL;
-    if (rrl != Py_None && !PyObject_TypeCheck(rrl, &RrlType))
-        return PyErr_Format(PyExc_TypeError, "rrl must be an Rrl or None");
-    void *obs = obs_arg(obs_capsule);
-    if (obs == NULL && obs_capsule != Py_None)
-        return NULL;
-    struct sockaddr_storage local; /* the socket's own address, for the query log */
-    socklen_t local_len = sizeof local;
-    memset(&local, 0, sizeof local);
-    if (obs != NULL && getsockname(fd, (struct sockaddr *)&local, &local_len) < 0)
-        return PyErr_SetFromErrno(PyExc_OSError);
-    if (fast_of == Py_None)
-        fast_of = NULL;
-    else if (!PyCallable_Check(fast_of))
-        return PyErr_Format(PyExc_TypeError, "fast_of must be callable or None");
-    if (!PyCallable_Check(cache_of) || !PyCallable_Check(answer) ||
-        !PyCallable_Check(send_failed)) {
-        PyErr_SetString(PyExc_TypeError, "cache_of, answer and send_failed must be callable");
-        return NULL;
-    }
-    if (fd < 0)
-        return PyErr_Format(PyExc_ValueError, "invalid file descriptor %d", fd);
-    /* a non-blocking socket would never see the shutdown that wakes the loop (recvmmsg gives
-       EAGAIN, not 0): it would spin instead of returning */
-    int flags = fcntl(fd, F_GETFL);
-    if (flags < 0)
-        return PyErr_SetFromErrno(PyExc_OSError);
-    if (flags & O_NONBLOCK)
-        return PyErr_Format(PyExc_ValueError, "fd %d is non-blocking; serve needs a blocking "
-                                              "socket", fd);
-    if (batch < 1 || batch > BATCH_MAX)
-        return PyErr_Format(PyExc_ValueError, "batch must be 1..%d, got %d", BATCH_MAX, batch);
-    Batch *b = PyMem_Calloc(1, sizeof *b);
-    if (b == NULL)
-        return PyErr_NoMemory();
-    b->bufs = PyMem_Malloc((size_t)batch * DGRAM_MAX);
-    if (b->bufs == NULL) {
-        PyMem_Free(b);
-        return PyErr_NoMemory();
-    }
-    b->rrl = rrl == Py_None ? NULL : rrl; /* the caller's reference outlives serve() */
-    while (rc == 0) {
-        int n = receive(fd, b, batch);
-        struct timespec start, now = {0, 0};
-        if (obs != NULL && n > 0) {
-            clock_gettime(CLOCK_MONOTONIC, &start);
-            if (obs_log_on(obs))
-                clock_gettime(CLOCK_REALTIME, &now);
-        }
-        rc = n < 0 ? -1 : answer_batch(fd, b, n, cache_of, answer, send_failed, fast_of, obs,
-                                       &local, &now);
-        if (obs != NULL && n > 0)
-            obs_batch_done(obs, &start);
-    }
-    PyMem_Free(b->bufs);
-    PyMem_Free(b);
-    if (rc < 0)
-        return NULL;
-    Py_RETURN_NONE;
 }
 
 static unsigned int
@@ -542,6 +378,212 @@ scan_common(PyObject *module, PyObject *arg)
 }
 
 #include "_coldpath.h"
+#include "_fastidx.h"
+
+/* counters and the query log (_obs.h): obs is NULL when off */
+static void *obs_arg(PyObject *capsule);
+static int obs_log_on(void *obs);
+static int obs_answered(void *obs, int path, const unsigned char *q, Py_ssize_t qn,
+                        PyObject *resp, int with_id, const struct sockaddr_storage *ss,
+                        const struct sockaddr_storage *local, const struct timespec *now);
+static void obs_batch_done(void *obs, const struct timespec *start);
+
+/* Answer one batch of n datagrams. 1: woken by shutdown; 0: go on; -1: a Python error is set
+   (the answers prepared before it have been sent). */
+static int
+answer_batch(int fd, Batch *b, int n, PyObject *cache_of, PyObject *answer,
+             PyObject *send_failed, PyObject *fast_of, void *obs,
+             const struct sockaddr_storage *local, const struct timespec *now)
+{
+    int woken = n == 0, failed = 0;
+    PyObject *fast = NULL; /* the capsule of the compiled fast state for this batch, or NULL */
+    Fast *fc = NULL;
+    if (fast_of != NULL && n > 0) {
+        PyObject *st = PyObject_CallNoArgs(fast_of);
+        if (st == NULL)
+            failed = 1;
+        else if (state_ok(st)) { /* else None (no map yet): every miss goes to Python */
+            fast = fast_for(st);
+            if (fast == NULL)
+                failed = 1;
+            else
+                fc = PyCapsule_GetPointer(fast, "geodns.fast");
+        }
+        Py_XDECREF(st);
+    }
+    PyObject *cache = failed ? NULL : PyObject_CallNoArgs(cache_of); /* this batch only */
+    if (cache != NULL && !PyDict_Check(cache)) {
+        PyErr_Format(PyExc_TypeError, "cache_of() must return a dict, not %.100s",
+                     Py_TYPE(cache)->tp_name);
+        Py_CLEAR(cache);
+    }
+    if (cache == NULL)
+        failed = 1;
+    for (int i = 0; i < n && !failed; i++) {
+        unsigned int len = b->in[i].msg_len;
+        PyObject *value = NULL; /* borrowed from the cache */
+        if (b->in[i].msg_hdr.msg_namelen == 0) { /* no sender: woken by shutdown */
+            woken = 1;
+            continue;
+        }
+        if (len >= HEADER_LEN) {
+            PyObject *key = PyBytes_FromStringAndSize(
+                (const char *)b->in_iov[i].iov_base + ID_LEN, (Py_ssize_t)(len - ID_LEN));
+            if (key == NULL) {
+                failed = 1;
+                break;
+            }
+            value = PyDict_GetItemWithError(cache, key);
+            Py_DECREF(key);
+            if (value == NULL && PyErr_Occurred()) {
+                failed = 1;
+                break;
+            }
+        }
+        if (value != NULL && PyBytes_CheckExact(value)) {
+            if (obs != NULL && obs_answered(obs, 0, b->in_iov[i].iov_base, len, value, 1,
+                                            &b->addr[i], local, now) < 0) {
+                failed = 1;
+                break;
+            }
+            queue(b, i, value, 1); /* borrowed: copied, or a reference taken */
+            continue;
+        }
+        int declined = 0; /* the compiled state leaves it to Python */
+        if (fc != NULL && fc->ok && obs == NULL) { /* written behind the query in its buffer */
+            Plan p;
+            unsigned char *buf = b->in_iov[i].iov_base;
+            int r = fast_plan(fc, buf, (Py_ssize_t)len, &p);
+            if (r < 0) {
+                failed = 1;
+                break;
+            }
+            size_t at = ((size_t)len + 63) & ~(size_t)63;
+            if (r > 0 && at + (size_t)p.total <= DGRAM_MAX) {
+                fast_write(&p, buf, buf + at, fc->max_udp);
+                queue_raw(b, i, buf + at, (size_t)p.total);
+                continue;
+            }
+            declined = r == 0;
+        }
+        if (fc != NULL && !declined) {
+            PyObject *built = build_fast(fc, b->in_iov[i].iov_base, (Py_ssize_t)len);
+            if (built == NULL) {
+                failed = 1;
+                break;
+            }
+            if (built != Py_None) {
+                if (obs != NULL && obs_answered(obs, 1, b->in_iov[i].iov_base, len, built, 0,
+                                                &b->addr[i], local, now) < 0)
+                    failed = 1;
+                queue(b, i, built, 0); /* the new reference is handed over */
+                if (failed)
+                    break;
+                continue;
+            }
+            Py_DECREF(built);
+        }
+        int queued = b->nout;
+        if (answer_in_python(b, i, answer) < 0)
+            failed = 1;
+        else if (obs != NULL &&
+                 obs_answered(obs, 2, b->in_iov[i].iov_base, len,
+                              b->nout > queued ? b->keep[queued] : NULL, 0, &b->addr[i],
+                              local, now) < 0)
+            failed = 1;
+    }
+    Py_XDECREF(cache);
+    Py_XDECREF(fast);
+    if (failed) {
+#if PY_VERSION_HEX >= 0x030C0000
+        PyObject *exc = PyErr_GetRaisedException();
+        send_queued(fd, b, send_failed);
+        PyErr_SetRaisedException(exc);
+#else
+        PyObject *type, *val, *tb;
+        PyErr_Fetch(&type, &val, &tb);
+        send_queued(fd, b, send_failed);
+        PyErr_Restore(type, val, tb);
+#endif
+        return -1;
+    }
+    send_queued(fd, b, send_failed);
+    return woken;
+}
+
+static PyObject *
+serve(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"fd", "cache_of", "answer", "send_failed", "batch", "fast_of",
+                               "rrl", "obs", NULL};
+    int fd, batch = BATCH_MAX, rc = 0;
+    PyObject *cache_of, *answer, *send_failed, *fast_of = Py_None, *rrl = Py_None;
+    PyObject *obs_capsule = Py_None;
+    (void)module;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOOO|iOOO:serve", keywords, &fd, &cache_of,
+                                     &answer, &send_failed, &batch, &fast_of, &rrl,
+                                     &obs_capsule))
+        return NULL;
+    if (rrl != Py_None && !PyObject_TypeCheck(rrl, &RrlType))
+        return PyErr_Format(PyExc_TypeError, "rrl must be an Rrl or None");
+    void *obs = obs_arg(obs_capsule);
+    if (obs == NULL && obs_capsule != Py_None)
+        return NULL;
+    struct sockaddr_storage local; /* the socket's own address, for the query log */
+    socklen_t local_len = sizeof local;
+    memset(&local, 0, sizeof local);
+    if (obs != NULL && getsockname(fd, (struct sockaddr *)&local, &local_len) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    if (fast_of == Py_None)
+        fast_of = NULL;
+    else if (!PyCallable_Check(fast_of))
+        return PyErr_Format(PyExc_TypeError, "fast_of must be callable or None");
+    if (!PyCallable_Check(cache_of) || !PyCallable_Check(answer) ||
+        !PyCallable_Check(send_failed)) {
+        PyErr_SetString(PyExc_TypeError, "cache_of, answer and send_failed must be callable");
+        return NULL;
+    }
+    if (fd < 0)
+        return PyErr_Format(PyExc_ValueError, "invalid file descriptor %d", fd);
+    /* a non-blocking socket would never see the shutdown that wakes the loop (recvmmsg gives
+       EAGAIN, not 0): it would spin instead of returning */
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    if (flags & O_NONBLOCK)
+        return PyErr_Format(PyExc_ValueError, "fd %d is non-blocking; serve needs a blocking "
+                                              "socket", fd);
+    if (batch < 1 || batch > BATCH_MAX)
+        return PyErr_Format(PyExc_ValueError, "batch must be 1..%d, got %d", BATCH_MAX, batch);
+    Batch *b = PyMem_Calloc(1, sizeof *b);
+    if (b == NULL)
+        return PyErr_NoMemory();
+    b->bufs = PyMem_Malloc((size_t)batch * BUF_STRIDE);
+    if (b->bufs == NULL) {
+        PyMem_Free(b);
+        return PyErr_NoMemory();
+    }
+    b->rrl = rrl == Py_None ? NULL : rrl; /* the caller's reference outlives serve() */
+    while (rc == 0) {
+        int n = receive(fd, b, batch);
+        struct timespec start, now = {0, 0};
+        if (obs != NULL && n > 0) {
+            clock_gettime(CLOCK_MONOTONIC, &start);
+            if (obs_log_on(obs))
+                clock_gettime(CLOCK_REALTIME, &now);
+        }
+        rc = n < 0 ? -1 : answer_batch(fd, b, n, cache_of, answer, send_failed, fast_of, obs,
+                                       &local, &now);
+        if (obs != NULL && n > 0)
+            obs_batch_done(obs, &start);
+    }
+    PyMem_Free(b->bufs);
+    PyMem_Free(b);
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 #include "_obs.h"
 
 static PyMethodDef methods[] = {
