@@ -14,8 +14,8 @@ $(BIN)/python:
 	  { echo "could not create a venv: on Debian/Ubuntu run 'sudo apt-get install python3-venv'"; exit 1; }
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml setup.py geodns/_fastudp.c geodns/_coldpath.h geodns/_rrl.h geodns/_obs.h \
-		edge/_fasthttp.c
+$(VENV)/.installed: $(BIN)/python pyproject.toml setup.py geodns/_fastudp.c geodns/_coldpath.h geodns/_fastidx.h \
+		geodns/_rrl.h geodns/_obs.h edge/_fasthttp.c
 	$(BIN)/pip install --quiet -e .
 	@touch $@
 

@@ -262,16 +262,3 @@ done:
     Py_DECREF(qname);
     return result;
 }
-
-static PyObject *
-answer_common(PyObject *module, PyObject *args)
-{
-    PyObject *data, *st;
-    (void)module;
-    if (!PyArg_ParseTuple(args, "SO:answer_common", &data, &st))
-        return NULL;
-    if (!state_ok(st))
-        return PyErr_Format(PyExc_TypeError, "answer_common(): not a fast state");
-    return build_common((const unsigned char *)PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data),
-                        st);
-}

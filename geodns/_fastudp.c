@@ -1,7 +1,8 @@
 /* geodns._fastudp: the UDP loop of geodns/server.py in C, answering cached queries itself.
 
-   serve(fd, cache_of, answer, send_failed, batch=64) serves one blocking UDP socket (IPv4 or
-   IPv6) until it is shut down, then returns None.
+   serve(fd, cache_of, answer, send_failed, batch=64, fast_of=None, rrl=None, obs=None,
+   watch=None) serves one blocking UDP socket (IPv4 or IPv6) until it is shut down, then
+   returns None.
 
    Rules:
    - Receive: recvmmsg() with MSG_WAITFORONE takes up to `batch` datagrams (blocking, with the
@@ -9,12 +10,19 @@
    - Each batch, `cache_of()` is called once for the engine's current UDP response cache (a dict:
      query bytes after the ID -> response bytes after the ID, or a dict of per-client answers).
      The dict is held only for that batch, so a swapped or cleared cache is seen at the next one.
+     With `watch` (the server: `watch.engine` is its engine), cache_of() and fast_of() are
+     called only when watch.engine, its wire_udp, templates or maps.active is not the object it
+     was at the last call, and otherwise their last results serve the batch: what they return
+     is made from those attributes alone, so it is the same; the steady state runs no Python.
    - A datagram of at least 12 bytes whose bytes after the ID are a key with a `bytes` value is
      answered here: the query's 2-byte ID followed by that value. No DNS parsing happens here: a
      key can only match the byte-identical query (flags included) that produced the answer.
    - With `fast_of` (called once per batch for the engine's fast state, or None), a datagram
      that is not cached is answered by build_common (_coldpath.h) when it can be: the cold
-     path, in C, for a client subnet never seen before.
+     path, in C, for a client subnet never seen before; through the state compiled for C
+     (_fastidx.h). Without `obs`, that comes first, before the cache: it gives the bytes Python
+     would build now, in less time than making and hashing the cache key; the answer is written
+     behind the query in the datagram's receive buffer, without a bytes object.
    - Every other datagram (shorter, not cached, per-client answers) goes to
      `answer(data, client_ip, False)`, exactly like the pure-Python loop; it returns the
      response bytes or None (no answer). An exception from it (or from `cache_of`) is raised
@@ -64,6 +72,9 @@
 #define DGRAM_MAX 65535 /* the largest datagram we read, as recvfrom(65535) in Python */
 #define HEADER_LEN 12   /* shorter datagrams are never looked up */
 #define ID_LEN 2
+/* receive buffers are DGRAM_MAX bytes, BUF_STRIDE apart: not a multiple of 4096, so their
+   starts (where the datagram and its answer are) do not all fall in the same cache set */
+#define BUF_STRIDE (65536 + 64)
 
 typedef struct {
     struct mmsghdr in[BATCH_MAX];
@@ -73,7 +84,8 @@ typedef struct {
     struct iovec out_iov[BATCH_MAX][2];
     PyObject *keep[BATCH_MAX]; /* strong references to what out_iov points into */
     int nout;
-    unsigned char *bufs; /* BATCH_MAX buffers of DGRAM_MAX bytes */
+    int used; /* entries filled by the last recvmmsg */
+    unsigned char *bufs; /* `batch` buffers of DGRAM_MAX bytes, BUF_STRIDE apart */
     PyObject *rrl;       /* serve()'s rrl (borrowed), or NULL: see _rrl.h */
 } Batch;
 
@@ -98,12 +110,11 @@ client_ip(const struct sockaddr_storage *ss)
     return PyUnicode_FromString(text);
 }
 
-/* Up to `batch` datagrams; 0 means woken without any. -1 with a Python error set. */
-static int
-receive(int fd, Batch *b, int batch)
+static void
+receive_init(Batch *b, int batch)
 {
     for (int i = 0; i < batch; i++) {
-        b->in_iov[i].iov_base = b->bufs + (size_t)i * DGRAM_MAX;
+        b->in_iov[i].iov_base = b->bufs + (size_t)i * BUF_STRIDE;
         b->in_iov[i].iov_len = DGRAM_MAX;
         memset(&b->in[i], 0, sizeof b->in[i]);
         b->in[i].msg_hdr.msg_name = &b->addr[i];
@@ -111,14 +122,27 @@ receive(int fd, Batch *b, int batch)
         b->in[i].msg_hdr.msg_iov = &b->in_iov[i];
         b->in[i].msg_hdr.msg_iovlen = 1;
     }
+}
+
+/* Up to `batch` datagrams; 0 means woken without any. -1 with a Python error set. The kernel
+   changes only the received entries' msg_len, msg_namelen and msg_flags: the entries of the
+   last receive get their name length back, the rest are as receive_init left them. */
+static int
+receive(int fd, Batch *b, int batch)
+{
+    for (int i = 0; i < b->used; i++)
+        b->in[i].msg_hdr.msg_namelen = sizeof b->addr[i];
+    b->used = 0;
     for (;;) {
         int n, err;
         Py_BEGIN_ALLOW_THREADS
         n = recvmmsg(fd, b->in, (unsigned int)batch, MSG_WAITFORONE, NULL);
         err = errno;
         Py_END_ALLOW_THREADS
-        if (n >= 0)
+        if (n >= 0) {
+            b->used = n;
             return n;
+        }
         if (err == EINTR) {
             if (PyErr_CheckSignals() < 0)
                 return -1;
@@ -168,6 +192,21 @@ queue(Batch *b, int i, PyObject *response, int with_id)
     b->out[k].msg_hdr.msg_namelen = b->in[i].msg_hdr.msg_namelen;
     b->out[k].msg_hdr.msg_iov = iov;
     b->out[k].msg_hdr.msg_iovlen = (size_t)n;
+}
+
+/* Queue `len` bytes at p, inside datagram i's own receive buffer, as its answer. */
+static void
+queue_raw(Batch *b, int i, unsigned char *p, size_t len)
+{
+    int k = b->nout++;
+    b->out_iov[k][0].iov_base = p;
+    b->out_iov[k][0].iov_len = len;
+    b->keep[k] = NULL;
+    memset(&b->out[k], 0, sizeof b->out[k]);
+    b->out[k].msg_hdr.msg_name = &b->addr[i];
+    b->out[k].msg_hdr.msg_namelen = b->in[i].msg_hdr.msg_namelen;
+    b->out[k].msg_hdr.msg_iov = b->out_iov[k];
+    b->out[k].msg_hdr.msg_iovlen = 1;
 }
 
 static void
@@ -238,188 +277,6 @@ answer_in_python(Batch *b, int i, PyObject *answer)
     }
     queue(b, i, response, 0);
     return 0;
-}
-
-static int state_ok(PyObject *st);
-static PyObject *build_common(const unsigned char *d, Py_ssize_t n, PyObject *st);
-/* counters and the query log (_obs.h): obs is NULL when off */
-static void *obs_arg(PyObject *capsule);
-static int obs_log_on(void *obs);
-static int obs_answered(void *obs, int path, const unsigned char *q, Py_ssize_t qn,
-                        PyObject *resp, int with_id, const struct sockaddr_storage *ss,
-                        const struct sockaddr_storage *local, const struct timespec *now);
-static void obs_batch_done(void *obs, const struct timespec *start);
-
-/* Answer one batch of n datagrams. 1: woken by shutdown; 0: go on; -1: a Python error is set
-   (the answers prepared before it have been sent). */
-static int
-answer_batch(int fd, Batch *b, int n, PyObject *cache_of, PyObject *answer,
-             PyObject *send_failed, PyObject *fast_of, void *obs,
-             const struct sockaddr_storage *local, const struct timespec *now)
-{
-    int woken = n == 0, failed = 0;
-    PyObject *fast = NULL; /* the engine's fast state for this batch, or NULL */
-    if (fast_of != NULL && n > 0) {
-        fast = PyObject_CallNoArgs(fast_of);
-        if (fast == NULL)
-            failed = 1;
-        else if (!state_ok(fast))
-            Py_CLEAR(fast); /* None (no map yet): every miss goes to Python */
-    }
-    PyObject *cache = failed ? NULL : PyObject_CallNoArgs(cache_of); /* this batch only */
-    if (cache != NULL && !PyDict_Check(cache)) {
-        PyErr_Format(PyExc_TypeError, "cache_of() must return a dict, not %.100s",
-                     Py_TYPE(cache)->tp_name);
-        Py_CLEAR(cache);
-    }
-    if (cache == NULL)
-        failed = 1;
-    for (int i = 0; i < n && !failed; i++) {
-        unsigned int len = b->in[i].msg_len;
-        PyObject *value = NULL; /* borrowed from the cache */
-        if (b->in[i].msg_hdr.msg_namelen == 0) { /* no sender: woken by shutdown */
-            woken = 1;
-            continue;
-        }
-        if (len >= HEADER_LEN) {
-            PyObject *key = PyBytes_FromStringAndSize(
-                (const char *)b->in_iov[i].iov_base + ID_LEN, (Py_ssize_t)(len - ID_LEN));
-            if (key == NULL) {
-                failed = 1;
-                break;
-            }
-            value = PyDict_GetItemWithError(cache, key);
-            Py_DECREF(key);
-            if (value == NULL && PyErr_Occurred()) {
-                failed = 1;
-                break;
-            }
-        }
-        if (value != NULL && PyBytes_CheckExact(value)) {
-            if (obs != NULL && obs_answered(obs, 0, b->in_iov[i].iov_base, len, value, 1,
-                                            &b->addr[i], local, now) < 0) {
-                failed = 1;
-                break;
-            }
-            queue(b, i, value, 1); /* borrowed: copied, or a reference taken */
-            continue;
-        }
-        if (fast != NULL) {
-            PyObject *built = build_common(b->in_iov[i].iov_base, (Py_ssize_t)len, fast);
-            if (built == NULL) {
-                failed = 1;
-                break;
-            }
-            if (built != Py_None) {
-                if (obs != NULL && obs_answered(obs, 1, b->in_iov[i].iov_base, len, built, 0,
-                                                &b->addr[i], local, now) < 0)
-                    failed = 1;
-                queue(b, i, built, 0); /* the new reference is handed over */
-                if (failed)
-                    break;
-                continue;
-            }
-            Py_DECREF(built);
-        }
-        int queued = b->nout;
-        if (answer_in_python(b, i, answer) < 0)
-            failed = 1;
-        else if (obs != NULL &&
-                 obs_answered(obs, 2, b->in_iov[i].iov_base, len,
-                              b->nout > queued ? b->keep[queued] : NULL, 0, &b->addr[i],
-                              local, now) < 0)
-            failed = 1;
-    }
-    Py_XDECREF(cache);
-    Py_XDECREF(fast);
-    if (failed) {
-#if PY_VERSION_HEX >= 0x030C0000
-        PyObject *exc = PyErr_GetRaisedException();
-        send_queued(fd, b, send_failed);
-        PyErr_SetRaisedException(exc);
-#else
-        PyObject *type, *val, *tb;
-        PyErr_Fetch(&type, &val, &tb);
-        send_queued(fd, b, send_failed);
-        PyErr_Restore(type, val, tb);
-#endif
-        return -1;
-    }
-    send_queued(fd, b, send_failed);
-    return woken;
-}
-
-static PyObject *
-serve(PyObject *module, PyObject *args, PyObject *kwargs)
-{
-    static char *keywords[] = {"fd", "cache_of", "answer", "send_failed", "batch", "fast_of",
-                               "rrl", "obs", NULL};
-    int fd, batch = BATCH_MAX, rc = 0;
-    PyObject *cache_of, *answer, *send_failed, *fast_of = Py_None, *rrl = Py_None;
-    PyObject *obs_capsule = Py_None;
-    (void)module;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOOO|iOOO:serve", keywords, &fd, &cache_of,
-                                     &answer, &send_failed, &batch, &fast_of, &rrl,
-                                     &obs_capsule))
-        return NULL;
-    if (rrl != Py_None && !PyObject_TypeCheck(rrl, &RrlType))
-        return PyErr_Format(PyExc_TypeError, "rrl must be an Rrl or None");
-    void *obs = obs_arg(obs_capsule);
-    if (obs == NULL && obs_capsule != Py_None)
-        return NULL;
-    struct sockaddr_storage local; /* the socket's own address, for the query log */
-    socklen_t local_len = sizeof local;
-    memset(&local, 0, sizeof local);
-    if (obs != NULL && getsockname(fd, (struct sockaddr *)&local, &local_len) < 0)
-        return PyErr_SetFromErrno(PyExc_OSError);
-    if (fast_of == Py_None)
-        fast_of = NULL;
-    else if (!PyCallable_Check(fast_of))
-        return PyErr_Format(PyExc_TypeError, "fast_of must be callable or None");
-    if (!PyCallable_Check(cache_of) || !PyCallable_Check(answer) ||
-        !PyCallable_Check(send_failed)) {
-        PyErr_SetString(PyExc_TypeError, "cache_of, answer and send_failed must be callable");
-        return NULL;
-    }
-    if (fd < 0)
-        return PyErr_Format(PyExc_ValueError, "invalid file descriptor %d", fd);
-    /* a non-blocking socket would never see the shutdown that wakes the loop (recvmmsg gives
-       EAGAIN, not 0): it would spin instead of returning */
-    int flags = fcntl(fd, F_GETFL);
-    if (flags < 0)
-        return PyErr_SetFromErrno(PyExc_OSError);
-    if (flags & O_NONBLOCK)
-        return PyErr_Format(PyExc_ValueError, "fd %d is non-blocking; serve needs a blocking "
-                                              "socket", fd);
-    if (batch < 1 || batch > BATCH_MAX)
-        return PyErr_Format(PyExc_ValueError, "batch must be 1..%d, got %d", BATCH_MAX, batch);
-    Batch *b = PyMem_Calloc(1, sizeof *b);
-    if (b == NULL)
-        return PyErr_NoMemory();
-    b->bufs = PyMem_Malloc((size_t)batch * DGRAM_MAX);
-    if (b->bufs == NULL) {
-        PyMem_Free(b);
-        return PyErr_NoMemory();
-    }
-    b->rrl = rrl == Py_None ? NULL : rrl; /* the caller's reference outlives serve() */
-    while (rc == 0) {
-        int n = receive(fd, b, batch);
-        struct timespec start, now = {0, 0};
-        if (obs != NULL && n > 0) {
-            clock_gettime(CLOCK_MONOTONIC, &start);
-            if (obs_log_on(obs))
-                clock_gettime(CLOCK_REALTIME, &now);
-        }
-        rc = n < 0 ? -1 : answer_batch(fd, b, n, cache_of, answer, send_failed, fast_of, obs,
-                                       &local, &now);
-        if (obs != NULL && n > 0)
-            obs_batch_done(obs, &start);
-    }
-    PyMem_Free(b->bufs);
-    PyMem_Free(b);
-    if (rc < 0)
-        return NULL;
-    Py_RETURN_NONE;
 }
 
 static unsigned int
@@ -542,17 +399,310 @@ scan_common(PyObject *module, PyObject *arg)
 }
 
 #include "_coldpath.h"
+#include "_fastidx.h"
+
+/* counters and the query log (_obs.h): obs is NULL when off */
+static void *obs_arg(PyObject *capsule);
+static int obs_log_on(void *obs);
+static int obs_answered(void *obs, int path, const unsigned char *q, Py_ssize_t qn,
+                        PyObject *resp, int with_id, const struct sockaddr_storage *ss,
+                        const struct sockaddr_storage *local, const struct timespec *now);
+static void obs_batch_done(void *obs, const struct timespec *start);
+
+/* serve()'s `watch`: what cache_of() and fast_of() returned, and the attributes they are
+   made from when they returned it (strong references, so an identity is never reused) */
+typedef struct {
+    int valid;
+    PyObject *engine, *wire_udp, *templates, *active; /* watch.engine, its attributes */
+    PyObject *cache, *state;                          /* cache_of(), fast_of() */
+} Watch;
+
+static void
+watch_clear(Watch *w)
+{
+    w->valid = 0;
+    Py_CLEAR(w->engine);
+    Py_CLEAR(w->wire_udp);
+    Py_CLEAR(w->templates);
+    Py_CLEAR(w->active);
+    Py_CLEAR(w->cache);
+    Py_CLEAR(w->state);
+}
+
+/* 1: watch.engine, its wire_udp, templates and maps.active are the objects they were at the
+   last call, so the cache and state that cache_of() and fast_of() returned then serve this
+   batch too (attribute reads, no Python code); 0: one changed, or an attribute is missing. */
+static int
+watch_same(PyObject *watch, Watch *w)
+{
+    static PyObject *names[5];
+    static const char *const text[5] = {"engine", "wire_udp", "templates", "maps", "active"};
+    PyObject *got[5] = {NULL};
+    for (int i = 0; i < 5; i++) {
+        if (names[i] == NULL && (names[i] = PyUnicode_InternFromString(text[i])) == NULL)
+            break;
+        got[i] = PyObject_GetAttr(i == 0 ? watch : i == 4 ? got[3] : got[0], names[i]);
+        if (got[i] == NULL)
+            break;
+    }
+    if (got[4] == NULL) { /* not an engine's server: the callbacks decide every batch */
+        PyErr_Clear();
+        for (int i = 0; i < 5; i++)
+            Py_XDECREF(got[i]);
+        watch_clear(w);
+        return 0;
+    }
+    Py_DECREF(got[3]);
+    int same = w->valid && got[0] == w->engine && got[1] == w->wire_udp &&
+               got[2] == w->templates && got[4] == w->active;
+    Py_XSETREF(w->engine, got[0]);
+    Py_XSETREF(w->wire_udp, got[1]);
+    Py_XSETREF(w->templates, got[2]);
+    Py_XSETREF(w->active, got[4]);
+    return same;
+}
+
+/* Answer one batch of n datagrams. 1: woken by shutdown; 0: go on; -1: a Python error is set
+   (the answers prepared before it have been sent). */
+static int
+answer_batch(int fd, Batch *b, int n, PyObject *cache_of, PyObject *answer,
+             PyObject *send_failed, PyObject *fast_of, void *obs,
+             const struct sockaddr_storage *local, const struct timespec *now,
+             PyObject *watch, Watch *w)
+{
+    int woken = n == 0, failed = 0;
+    PyObject *fast = NULL; /* the capsule of the compiled fast state for this batch, or NULL */
+    Fast *fc = NULL;
+    PyObject *cache = NULL; /* this batch only */
+    if (watch != NULL && n > 0 && watch_same(watch, w)) {
+        cache = w->cache;
+        Py_INCREF(cache);
+        if (w->state != NULL) {
+            fast = fast_for(w->state);
+            if (fast == NULL)
+                failed = 1;
+            else
+                fc = PyCapsule_GetPointer(fast, "geodns.fast");
+        }
+    } else if (fast_of != NULL && n > 0) {
+        w->valid = 0;
+        Py_CLEAR(w->state);
+        PyObject *st = PyObject_CallNoArgs(fast_of);
+        if (st == NULL)
+            failed = 1;
+        else if (state_ok(st)) { /* else None (no map yet): every miss goes to Python */
+            w->state = st;
+            Py_INCREF(st);
+            fast = fast_for(st);
+            if (fast == NULL)
+                failed = 1;
+            else
+                fc = PyCapsule_GetPointer(fast, "geodns.fast");
+        }
+        Py_XDECREF(st);
+    }
+    if (cache == NULL && !failed) {
+        cache = PyObject_CallNoArgs(cache_of);
+        if (cache != NULL && !PyDict_Check(cache)) {
+            PyErr_Format(PyExc_TypeError, "cache_of() must return a dict, not %.100s",
+                         Py_TYPE(cache)->tp_name);
+            Py_CLEAR(cache);
+        }
+        if (cache == NULL)
+            failed = 1;
+        else if (watch != NULL && n > 0 && !failed && w->engine != NULL) {
+            Py_INCREF(cache);
+            Py_XSETREF(w->cache, cache);
+            w->valid = 1; /* the next batch may reuse both */
+        }
+    }
+    for (int i = 0; i < n && !failed; i++) {
+        unsigned int len = b->in[i].msg_len;
+        PyObject *value = NULL; /* borrowed from the cache */
+        if (b->in[i].msg_hdr.msg_namelen == 0) { /* no sender: woken by shutdown */
+            woken = 1;
+            continue;
+        }
+        int declined = 0; /* the compiled state leaves it to Python */
+        /* Without counters, the compiled state first: it gives the bytes Python would build
+           now (the cache holds what Python built, for the same state or, after a region map
+           merge, with a narrower scope), and costs less than making and hashing the cache
+           key. Its answer is written behind the query in the datagram's own buffer. */
+        if (fc != NULL && fc->ok && obs == NULL && len >= HEADER_LEN) {
+            Plan p;
+            unsigned char *buf = b->in_iov[i].iov_base;
+            int r = fast_plan(fc, buf, (Py_ssize_t)len, &p);
+            if (r < 0) {
+                failed = 1;
+                break;
+            }
+            size_t at = ((size_t)len + 63) & ~(size_t)63;
+            if (r > 0 && at + (size_t)p.total <= DGRAM_MAX) {
+                fast_write(&p, buf, buf + at, fc->max_udp);
+                queue_raw(b, i, buf + at, (size_t)p.total);
+                continue;
+            }
+            declined = r == 0;
+        }
+        if (len >= HEADER_LEN) {
+            PyObject *key = PyBytes_FromStringAndSize(
+                (const char *)b->in_iov[i].iov_base + ID_LEN, (Py_ssize_t)(len - ID_LEN));
+            if (key == NULL) {
+                failed = 1;
+                break;
+            }
+            value = PyDict_GetItemWithError(cache, key);
+            Py_DECREF(key);
+            if (value == NULL && PyErr_Occurred()) {
+                failed = 1;
+                break;
+            }
+        }
+        if (value != NULL && PyBytes_CheckExact(value)) {
+            if (obs != NULL && obs_answered(obs, 0, b->in_iov[i].iov_base, len, value, 1,
+                                            &b->addr[i], local, now) < 0) {
+                failed = 1;
+                break;
+            }
+            queue(b, i, value, 1); /* borrowed: copied, or a reference taken */
+            continue;
+        }
+        if (fc != NULL && !declined) {
+            PyObject *built = build_fast(fc, b->in_iov[i].iov_base, (Py_ssize_t)len);
+            if (built == NULL) {
+                failed = 1;
+                break;
+            }
+            if (built != Py_None) {
+                if (obs != NULL && obs_answered(obs, 1, b->in_iov[i].iov_base, len, built, 0,
+                                                &b->addr[i], local, now) < 0)
+                    failed = 1;
+                queue(b, i, built, 0); /* the new reference is handed over */
+                if (failed)
+                    break;
+                continue;
+            }
+            Py_DECREF(built);
+        }
+        int queued = b->nout;
+        if (answer_in_python(b, i, answer) < 0)
+            failed = 1;
+        else if (obs != NULL &&
+                 obs_answered(obs, 2, b->in_iov[i].iov_base, len,
+                              b->nout > queued ? b->keep[queued] : NULL, 0, &b->addr[i],
+                              local, now) < 0)
+            failed = 1;
+    }
+    Py_XDECREF(cache);
+    Py_XDECREF(fast);
+    if (failed) {
+#if PY_VERSION_HEX >= 0x030C0000
+        PyObject *exc = PyErr_GetRaisedException();
+        send_queued(fd, b, send_failed);
+        PyErr_SetRaisedException(exc);
+#else
+        PyObject *type, *val, *tb;
+        PyErr_Fetch(&type, &val, &tb);
+        send_queued(fd, b, send_failed);
+        PyErr_Restore(type, val, tb);
+#endif
+        return -1;
+    }
+    send_queued(fd, b, send_failed);
+    return woken;
+}
+
+static PyObject *
+serve(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"fd", "cache_of", "answer", "send_failed", "batch", "fast_of",
+                               "rrl", "obs", "watch", NULL};
+    int fd, batch = BATCH_MAX, rc = 0;
+    PyObject *cache_of, *answer, *send_failed, *fast_of = Py_None, *rrl = Py_None;
+    PyObject *obs_capsule = Py_None, *watch = Py_None;
+    (void)module;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOOO|iOOOO:serve", keywords, &fd, &cache_of,
+                                     &answer, &send_failed, &batch, &fast_of, &rrl,
+                                     &obs_capsule, &watch))
+        return NULL;
+    if (rrl != Py_None && !PyObject_TypeCheck(rrl, &RrlType))
+        return PyErr_Format(PyExc_TypeError, "rrl must be an Rrl or None");
+    void *obs = obs_arg(obs_capsule);
+    if (obs == NULL && obs_capsule != Py_None)
+        return NULL;
+    struct sockaddr_storage local; /* the socket's own address, for the query log */
+    socklen_t local_len = sizeof local;
+    memset(&local, 0, sizeof local);
+    if (obs != NULL && getsockname(fd, (struct sockaddr *)&local, &local_len) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    if (fast_of == Py_None)
+        fast_of = NULL;
+    else if (!PyCallable_Check(fast_of))
+        return PyErr_Format(PyExc_TypeError, "fast_of must be callable or None");
+    if (!PyCallable_Check(cache_of) || !PyCallable_Check(answer) ||
+        !PyCallable_Check(send_failed)) {
+        PyErr_SetString(PyExc_TypeError, "cache_of, answer and send_failed must be callable");
+        return NULL;
+    }
+    if (fd < 0)
+        return PyErr_Format(PyExc_ValueError, "invalid file descriptor %d", fd);
+    /* a non-blocking socket would never see the shutdown that wakes the loop (recvmmsg gives
+       EAGAIN, not 0): it would spin instead of returning */
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    if (flags & O_NONBLOCK)
+        return PyErr_Format(PyExc_ValueError, "fd %d is non-blocking; serve needs a blocking "
+                                              "socket", fd);
+    if (batch < 1 || batch > BATCH_MAX)
+        return PyErr_Format(PyExc_ValueError, "batch must be 1..%d, got %d", BATCH_MAX, batch);
+    Batch *b = PyMem_Calloc(1, sizeof *b);
+    if (b == NULL)
+        return PyErr_NoMemory();
+    b->bufs = PyMem_Malloc((size_t)batch * BUF_STRIDE);
+    if (b->bufs == NULL) {
+        PyMem_Free(b);
+        return PyErr_NoMemory();
+    }
+    b->rrl = rrl == Py_None ? NULL : rrl; /* the caller's reference outlives serve() */
+    receive_init(b, batch);
+    Watch w = {0};
+    while (rc == 0) {
+        int n = receive(fd, b, batch);
+        struct timespec start, now = {0, 0};
+        if (obs != NULL && n > 0) {
+            clock_gettime(CLOCK_MONOTONIC, &start);
+            if (obs_log_on(obs))
+                clock_gettime(CLOCK_REALTIME, &now);
+        }
+        rc = n < 0 ? -1 : answer_batch(fd, b, n, cache_of, answer, send_failed, fast_of, obs,
+                                       &local, &now, watch == Py_None ? NULL : watch, &w);
+        if (obs != NULL && n > 0)
+            obs_batch_done(obs, &start);
+    }
+    watch_clear(&w);
+    PyMem_Free(b->bufs);
+    PyMem_Free(b);
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 #include "_obs.h"
 
 static PyMethodDef methods[] = {
     {"serve", (PyCFunction)(void (*)(void))serve, METH_VARARGS | METH_KEYWORDS,
-     "serve(fd, cache_of, answer, send_failed, batch=64, fast_of=None, rrl=None, obs=None)\n--\n\n"
+     "serve(fd, cache_of, answer, send_failed, batch=64, fast_of=None, rrl=None, obs=None, "
+     "watch=None)\n--\n\n"
      "Serve one blocking UDP socket until it is shut down (see the module's source for the "
      "rules)."},
     {"answer_common", answer_common, METH_VARARGS,
      "answer_common(data, state)\n--\n\n"
      "The UDP response to the usual query built from the engine's fast state, or None (see "
      "geodns/_coldpath.h)."},
+    {"_bench_plan", bench_plan, METH_VARARGS,
+     "_bench_plan(queries, state, chunk)\n--\n\n"
+     "The fastest chunk's nanoseconds per query of the compiled cold path (bench/)."},
     {"scan_common", scan_common, METH_O,
      "scan_common(data)\n--\n\n"
      "geodns.wire.parse_common's fields as a flat tuple, or None (see the module's source)."},

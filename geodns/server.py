@@ -255,7 +255,7 @@ class DnsServer:
         while not stopping():
             try:
                 serve(sock.fileno(), self._udp_cache, self._answer, self._udp_send_failed,
-                      fast_of=self._fast_state, rrl=self.c_rrl, obs=self.obs)
+                      fast_of=self._fast_state, rrl=self.c_rrl, obs=self.obs, watch=self)
             except OSError as exc:
                 if stopping():
                     return
@@ -264,11 +264,14 @@ class DnsServer:
                 log.exception("udp fast path failed; serving again in %.1f s", FAST_RETRY)
                 self._stopping.wait(FAST_RETRY)
 
+    # Called by the C loop for a batch only when ``self.engine``, its ``wire_udp``,
+    # ``templates`` or ``maps.active`` is not the object it was at the last call (``watch``):
+    # a reload, a health change, a new cache generation or a map merge is seen at the next batch.
     def _udp_cache(self) -> dict:
-        return self.engine.wire_udp  # read once per batch: a reload or health change is seen
+        return self.engine.wire_udp
 
     def _fast_state(self) -> tuple:
-        return self.engine.fast_state()  # per batch, like _udp_cache
+        return self.engine.fast_state()
 
     def _udp_send_failed(self, client: str, errno: int) -> None:
         log.debug("udp send to %s failed: %s", client, os.strerror(errno))

@@ -20,6 +20,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 
 import dns.message
 import dns.rcode
@@ -83,7 +84,8 @@ class Loop:
     """``_fastudp.serve`` on a bound socket in a thread, with counting callbacks."""
 
     def __init__(self, sock: socket.socket, cache_of: Callable[[], dict],
-                 answer: Callable[[bytes, str, bool], bytes | None]) -> None:
+                 answer: Callable[[bytes, str, bool], bytes | None],
+                 watch: object | None = None) -> None:
         self.sock = sock
         self.cache_calls = 0
         self.answered: list[bytes] = []  # datagrams handed to Python
@@ -104,7 +106,8 @@ class Loop:
         def run() -> None:
             try:
                 self.result = serve(sock.fileno(), cache, py_answer,
-                                    lambda ip, err: self.send_failures.append((ip, err)))
+                                    lambda ip, err: self.send_failures.append((ip, err)),
+                                    watch=watch)
             except BaseException as exc:  # noqa: BLE001 - the test inspects whatever serve raised
                 self.error = exc
 
@@ -195,6 +198,39 @@ def test_cache_is_read_again_for_every_batch(pair):
     wait_for(lambda: loop.answered, 3)
     assert loop.answered == [wire]
     loop.stop()
+
+
+@needs_c
+def test_watch_calls_cache_of_only_when_an_attribute_changed(pair):
+    """With ``watch`` (the server), cache_of() is called again only when watch.engine, its
+    wire_udp, templates or maps.active is another object than at the last call."""
+    server, client, _ = pair
+    wire = qwire("www.example.test", "A", 7)
+    owner = SimpleNamespace(engine=SimpleNamespace(
+        wire_udp={wire[2:]: b"first"}, templates={}, maps=SimpleNamespace(active=object())))
+    loop = Loop(server, lambda: owner.engine.wire_udp, lambda d, c, t: None, owner).start()
+
+    def answer() -> bytes:
+        client.send(wire)
+        return client.recv(100)[2:]
+
+    assert (answer(), loop.cache_calls) == (b"first", 1)
+    assert (answer(), loop.cache_calls) == (b"first", 1)  # nothing changed: no call
+    owner.engine.wire_udp = {wire[2:]: b"second"}  # a new cache generation
+    assert (answer(), loop.cache_calls) == (b"second", 2)
+    owner.engine.maps.active = object()  # a merged region map swapped in
+    assert (answer(), loop.cache_calls) == (b"second", 3)
+    owner.engine.templates = {}  # a health change
+    assert (answer(), loop.cache_calls) == (b"second", 4)
+    owner.engine = SimpleNamespace(wire_udp={wire[2:]: b"third"}, templates={},
+                                   maps=owner.engine.maps)  # a reload
+    assert (answer(), loop.cache_calls) == (b"third", 5)
+    assert (answer(), loop.cache_calls) == (b"third", 5)
+    owner.engine = SimpleNamespace(wire_udp={wire[2:]: b"fourth"})  # no maps: every batch
+    assert (answer(), loop.cache_calls) == (b"fourth", 6)
+    assert (answer(), loop.cache_calls) == (b"fourth", 7)
+    loop.stop()
+    assert loop.error is None and loop.result is None
 
 
 @needs_c

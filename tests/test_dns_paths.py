@@ -126,6 +126,38 @@ def test_fuzzed_query_set_engine(engine: Engine) -> None:
     assert compare_engine(engine, mutated) > 150  # again, with their templates stored
 
 
+def boundary_queries(engine: Engine, seed: int, count: int) -> list[bytes]:
+    """ECS addresses at region map boundaries (an entry's first address, the one before it),
+    the first and the last address of each family, and around the C search's blocks of 16
+    entries: full prefixes, so the map key is the address itself."""
+    rng = random.Random(seed)
+    active = engine.maps.active
+    v4, v6 = list(active.v4.starts), list(active.v6.starts)
+    picks4 = {0, 1, 15, 16, 17, len(v4) - 17, len(v4) - 16, len(v4) - 1}
+    picks6 = {0, 1, 15, 16, 17, len(v6) - 17, len(v6) - 16, len(v6) - 1}
+    picks4 |= {rng.randrange(len(v4)) for _ in range(count)}
+    picks6 |= {rng.randrange(len(v6)) for _ in range(count)}
+    addrs = [(str(IPv4Address(k)), 32) for i in picks4 if 0 <= i < len(v4)
+             for k in (v4[i], max(0, v4[i] - 1))]
+    addrs += [(str(IPv6Address(k << 64)), 64) for i in picks6 if 0 <= i < len(v6)
+              for k in (v6[i], max(0, v6[i] - 1))]
+    addrs += [("0.0.0.0", 32), ("255.255.255.255", 32), ("::", 64),
+              ("ffff:ffff:ffff:ffff::", 64)]
+    out = []
+    for i, (addr, plen) in enumerate(addrs):
+        msg = dns.message.make_query("www.example.test", rng.choice(["A", "AAAA"]), use_edns=0,
+                                     options=[dns.edns.ECSOption(addr, plen)], payload=1232)
+        msg.id = i & 0xFFFF
+        out.append(msg.to_wire())
+    return out
+
+
+def test_region_map_boundaries_engine(engine: Engine) -> None:
+    queries = boundary_queries(engine, 14, 400)
+    compare_engine(engine, queries)  # templates for the C path
+    assert compare_engine(engine, queries) > len(queries) // 2
+
+
 def exchange(port: int, queries: list[bytes]) -> dict[int, bytes]:
     """Send every datagram, then read what comes back (by ID) until the socket is quiet."""
     got: dict[int, bytes] = {}
