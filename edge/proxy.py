@@ -56,7 +56,7 @@ from functools import partial
 from edge.admin import Admin
 from edge.coalesce import Coalescer
 from edge.compress import Compressor
-from edge.disk.tiered import open_store
+from edge.disk.tiered import TieredStore, builder_id, open_store
 from edge.forward import (
     conditional_304,
     forward_headers,
@@ -143,7 +143,8 @@ class EdgeApp:
             cacheable_methods=frozenset(settings.cacheable_methods))
         self.compressor = Compressor(settings.compression, self.via)  # make_entry uses it
         self.store = open_store(MemoryStore(settings.cache_max_bytes, settings.max_variants),
-                                settings.disk_path, settings.disk_max_bytes, self.make_entry)
+                                settings.disk_path, settings.disk_max_bytes, self.make_entry,
+                                builder_id(self.via, self.policy, settings.compression))
         self.trusted = settings.trusted_forwarding_headers
         self._trusted_set = frozenset(self.trusted)
         self.coalescer: Coalescer[Entry] = Coalescer(settings.coalesce_max_waiters,
@@ -238,7 +239,7 @@ class EdgeApp:
             await self._pass(request, writer, "bypass", detail="request-no-store")
             return
         now = self.clock()
-        entry = self.store.get(key, lambda: self.origin_view(request), now)
+        entry = await self._stored(key, lambda: self.origin_view(request), now)
         if entry is not None and entry.hit_for_miss:
             if request.method == "HEAD" or request.header("range") is not None:
                 # known uncacheable: HEAD goes as HEAD, a Range with it (edge/ranged.py)
@@ -278,6 +279,15 @@ class EdgeApp:
             fwd = "request" if by_request else "stale"
             await self._deliver(request, writer, await self._fetch(request, key, entry, fwd))
 
+    async def _stored(self, key: str, view: Callable[[], Headers], now: float) -> Entry | None:
+        """What the store holds for this request: memory, else the disk (read off the event
+        loop, edge/disk/tiered.py)."""
+        store = self.store
+        entry = store.get(key, view, now)
+        if entry is None and isinstance(store, TieredStore):
+            entry = await store.from_disk(key, view, now)
+        return entry
+
     # -- fetching: join an in-flight fill, then the tier or its lease, then the origin ----------
     async def _fetch(self, request: Request, key: str, stale: Entry | None, fwd: str) -> Outcome:
         flight, joined = await self._join(request, key, stale, fwd)
@@ -314,12 +324,11 @@ class EdgeApp:
                 return None, self._failed(request, stale, fwd, exc, collapsed=True)
             if not waited:
                 break
-            if entry is not None:
-                mine = self.store.get(key, view, self.clock())
-                if mine is not None and not mine.hit_for_miss:
-                    self.metrics.inc("coalesced")
-                    return None, Outcome(self._member(fwd=fwd, collapsed=True), entry=mine)
-            if self.store.get(key, view, self.clock()) is not None:
+            mine = await self._stored(key, view, self.clock())
+            if entry is not None and mine is not None and not mine.hit_for_miss:
+                self.metrics.inc("coalesced")
+                return None, Outcome(self._member(fwd=fwd, collapsed=True), entry=mine)
+            if mine is not None:
                 break  # hit-for-miss (or an error) for this key: fetch alone
         return None, None
 

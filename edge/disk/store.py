@@ -22,9 +22,13 @@ Rules:
 - Nothing corrupt is served: a file whose header is malformed, whose length disagrees with its
   header or whose checksum fails is deleted and counted (``corrupt``), and the request is a
   miss that the origin fills again.
-- Reads happen on the caller's thread (like nginx without ``aio``), usually from the page
-  cache. The index is guarded by one lock, held for index updates only, never for file I/O
-  except while one key's directory is indexed.
+- Reads are split so that the event loop never touches a file: ``locate`` finds the file in
+  the index (no I/O once the key's directory is indexed; ``needs_index`` says when
+  ``index_key`` must run first, in a thread, during start-up), ``read`` reads, checks and
+  rebuilds it in one of the ``readers`` threads (``tiered.TieredStore.from_disk`` coalesces
+  concurrent reads of one file), ``current`` tells the loop whether a purge, a new fill or
+  an eviction came in between. The index is guarded by one lock, held for index updates
+  only, never for file I/O except while one key's directory is indexed.
 """
 
 from __future__ import annotations
@@ -38,15 +42,16 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge.disk import fileformat
+from edge.disk.fileformat import Record
 from edge.policy.vary import vary_fields, vary_key
 from edge.store import MAX_SPECS, Entry, HeadersSource
-from edge.tier.entrycodec import DecodedEntry, encode_entry
 
-__all__ = ["DiskStats", "DiskStore"]
+__all__ = ["DiskStats", "DiskStore", "FileMeta"]
 
 log = logging.getLogger("geoedge.edge.disk")
 _Key = tuple[str, str]
@@ -61,6 +66,9 @@ class _Meta:
     tags: frozenset[str]
     soft: bool = False
     pending: int = 0  # writes queued and not yet on disk
+
+
+FileMeta = _Meta  # what ``locate`` returns with a file's (key, variant)
 
 
 @dataclass(slots=True)
@@ -84,13 +92,16 @@ class _Held:
 
 
 class DiskStore:
-    def __init__(self, root: str | Path, max_bytes: int,
-                 rebuild: Callable[[DecodedEntry], Entry],
-                 max_pending_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(self, root: str | Path, max_bytes: int, rebuild: Callable[[Record], Entry],
+                 builder: bytes, max_pending_bytes: int = 64 * 1024 * 1024,
+                 read_threads: int = 2) -> None:
         self.root = Path(root)
         self.max_bytes = max_bytes
         self.max_pending_bytes = max_pending_bytes
         self._rebuild = rebuild
+        self.builder = builder  # fileformat's fingerprint of what derived the stored fields
+        # reads, decodes and rebuilds for the event loop (tiered.TieredStore.from_disk)
+        self.readers = ThreadPoolExecutor(read_threads, thread_name_prefix="disk-read")
         self._lock = threading.RLock()
         self._index: OrderedDict[_Key, _Meta] = OrderedDict()
         self._keys: dict[str, _Held] = {}
@@ -126,6 +137,7 @@ class DiskStore:
             self._writer.join(timeout)
         if self._loader is not None:
             self._loader.join(timeout)
+        self.readers.shutdown(wait=False, cancel_futures=True)
 
     def wait_loaded(self, timeout: float | None = None) -> bool:
         if self._loader is None:
@@ -152,9 +164,21 @@ class DiskStore:
     def size_bytes(self) -> int:
         return self._bytes
 
-    def get(self, key: str, request_headers: HeadersSource,
-            now: float) -> tuple[DecodedEntry, bool] | None:
-        """The stored entry for this request and whether it is soft-purged, or None."""
+    def needs_index(self, key: str) -> bool:
+        """Whether ``locate`` must wait for ``index_key`` (the loader has not reached the key's
+        directory yet): file I/O, for a thread."""
+        return not self.stats.loaded and (
+            fileformat.key_dir(self.root, key).name not in self._loaded_dirs)
+
+    def index_key(self, key: str) -> None:
+        """Index the files of one primary key now (the loader may not have reached them)."""
+        with self._lock:
+            self._ensure_dir(key)
+
+    def locate(self, key: str, request_headers: HeadersSource,
+               now: float) -> tuple[_Key, _Meta] | None:
+        """The file for this request, from the index alone (no file I/O once the key is
+        indexed, see ``needs_index``): its (key, variant) and index record, or None."""
         with self._lock:
             self._ensure_dir(key)
             held = self._keys.get(key)
@@ -179,23 +203,45 @@ class DiskStore:
             if meta.pending:  # the newest version is not on disk yet (memory has it)
                 return None
             self._index.move_to_end(k)
-            soft = meta.soft
+            return found
+
+    def read(self, k: _Key, meta: _Meta) -> Entry | None:
+        """Read, check and rebuild one located file (any thread); None when it is gone or
+        damaged (then deleted and counted in ``corrupt``) or no longer what was located."""
         path = fileformat.object_path(self.root, *k)
+        record: Record | None = None
         try:
-            decoded = fileformat.unpack(path.read_bytes())
+            record = fileformat.decode(path.read_bytes())
         except FileNotFoundError:
-            decoded = None
+            pass
         except (OSError, ValueError) as exc:
             log.warning("disk cache: %s: %s; deleted, the origin fills it again", path, exc)
-            self.stats.corrupt += 1
-            decoded = None
-        if decoded is None or (decoded.key, decoded.variant) != k:
             with self._lock:
+                self.stats.corrupt += 1
+        entry = None
+        if record is not None and (record.key, record.variant) == k:
+            entry = self._rebuild(record)
+            if (entry.key, entry.variant) != k:
+                entry = None  # the policy changed since it was stored: fill it anew
+        with self._lock:
+            if entry is None:
                 if self._index.get(k) is meta:
                     self._drop([k])
-            return None
-        self.stats.reads += 1
-        return decoded, soft or decoded.soft_purged
+                return None
+            self.stats.reads += 1
+            entry.soft_purged = entry.soft_purged or meta.soft
+        return entry
+
+    def current(self, k: _Key, meta: _Meta) -> bool:
+        """Whether ``meta`` is still what the index holds for ``k`` (no purge, replacement or
+        eviction since it was located)."""
+        return self._index.get(k) is meta
+
+    def get(self, key: str, request_headers: HeadersSource, now: float) -> Entry | None:
+        """The stored entry for this request (soft-purged or not), or None: ``locate`` and
+        ``read`` on the caller's thread (tests and tools; the proxy reads in ``readers``)."""
+        found = self.locate(key, request_headers, now)
+        return None if found is None else self.read(*found)
 
     # -- writing ----------------------------------------------------------------------------
     def put(self, entry: Entry, now: float) -> bool:
@@ -411,7 +457,7 @@ class DiskStore:
     def _write(self, k: _Key, entry: Entry, meta: _Meta) -> None:
         size = 0
         try:
-            data = fileformat.pack(encode_entry(entry))
+            data = fileformat.encode(entry, self.builder)
             size = len(data)
             self._atomic_write(fileformat.object_path(self.root, *k), data)
             self.stats.writes += 1
@@ -430,12 +476,10 @@ class DiskStore:
     def _soft(self, k: _Key) -> None:
         path = fileformat.object_path(self.root, *k)
         try:
-            decoded = fileformat.unpack(path.read_bytes())
+            data = path.read_bytes()
         except FileNotFoundError:
             return
-        entry = self._rebuild(decoded)
-        entry.soft_purged = True
-        self._atomic_write(path, fileformat.pack(encode_entry(entry)))
+        self._atomic_write(path, fileformat.with_soft(data))
 
     def _atomic_write(self, path: Path, data: bytes) -> None:
         tmp = self.root / "tmp" / uuid.uuid4().hex
@@ -452,7 +496,7 @@ class DiskStore:
 def _peek_file(path: Path) -> fileformat.Peeked:
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
-        head = f.read(fileformat.HEADER_BYTES + 8)
+        head = f.read(fileformat.PREFIX_BYTES)
         need = fileformat.head_bytes_needed(head)
         if need > len(head):
             head += f.read(need - len(head))
