@@ -369,3 +369,23 @@ def test_a_big_object_limit_fits_the_disk() -> None:
         **DEFAULT_EDGE, "disk_path": "/tmp/x", "disk_max_bytes": 4 << 30,
         "max_object_bytes": 2 << 30, "cache_max_bytes": 1 << 30}))
     assert topology.cdn.edge.max_object_bytes == 2 << 30
+
+
+def test_files_of_the_json_format_and_its_layout_are_deleted(tmp_path: Path) -> None:
+    """Before GD2: ``GD1`` files (JSON) in a directory per key. Read as misses, removed."""
+    s = started(tmp_path)
+    e = entry("/old")
+    s.put(e, NOW)
+    s.stop()
+    [path] = files(tmp_path)
+    assert path.parent.parent == tmp_path  # <k[:2]>/<k>-<v>.obj: no directory per key
+    path.write_bytes(b"GD1\n" + path.read_bytes()[4:])  # an old-format file where it is looked for
+    old_dir = path.parent / path.name.partition("-")[0]  # the old layout's key directory
+    old_dir.mkdir()
+    (old_dir / "e3b0c44298fc1c149afbf4c8996fb924.obj").write_bytes(b"GD1\nold")
+    lazy = store(tmp_path)
+    assert lazy.get(e.key, (), NOW) is None and lazy.stats.corrupt == 1
+    assert not path.exists()
+    again = started(tmp_path)
+    assert not old_dir.exists() and files(tmp_path) == []
+    again.stop()

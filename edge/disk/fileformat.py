@@ -33,10 +33,12 @@ Rules:
   reading its head and body) and checks that the file is exactly as long as they say; the
   digest is checked when the object is served, which reads the whole file anyway.
 - File names come from hashes of the primary key and of the variant key, so a request finds
-  its files without an index: ``<root>/<k[:2]>/<k>/<v>.obj`` (``k``, ``v``: hex SHA-256,
-  truncated to 32 digits). Writers build a file under ``<root>/tmp`` and rename it into place,
-  so a crash leaves either the old file, the new one or a stray temporary file (removed at
-  start), never a half-written object under a real name.
+  its files without an index: ``<root>/<k[:2]>/<k>-<v>.obj`` (``k``, ``v``: hex SHA-256,
+  truncated to 32 digits): 256 bucket directories, made once, and no directory per key (a
+  directory per object cost a ``mkdir`` on every fill). Writers build a file under
+  ``<root>/tmp`` and rename it into place, so a crash leaves either the old file, the new
+  one or a stray temporary file (removed at start), never a half-written object under a real
+  name.
 """
 
 from __future__ import annotations
@@ -52,8 +54,8 @@ from edge.policy.freshness import StoredMeta
 from edge.policy.headers import get_all
 from edge.store import Entry
 
-__all__ = ["HEADER_BYTES", "MAGIC", "PREFIX_BYTES", "Peeked", "Record", "decode", "encode",
-           "head_bytes_needed", "key_dir", "object_path", "peek", "with_soft"]
+__all__ = ["HEADER_BYTES", "MAGIC", "PREFIX_BYTES", "Peeked", "Record", "bucket", "decode",
+           "encode", "head_bytes_needed", "key_hash", "object_path", "peek", "with_soft"]
 
 MAGIC = b"GD2\n"
 OLD_MAGICS = (b"GD1\n",)  # earlier formats: read as a miss, the file deleted
@@ -72,14 +74,19 @@ def _hex(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
-def key_dir(root: Path, key: str) -> Path:
-    """The directory holding every variant of one primary key."""
-    k = _hex(key)
-    return root / k[:2] / k
+def key_hash(key: str) -> str:
+    """What every file name of one primary key starts with (then ``-``)."""
+    return _hex(key)
+
+
+def bucket(root: Path, k: str) -> Path:
+    """The directory holding the files of the primary key whose ``key_hash`` is ``k``."""
+    return root / k[:2]
 
 
 def object_path(root: Path, key: str, variant: str) -> Path:
-    return key_dir(root, key) / (_hex(variant) + SUFFIX)
+    k = _hex(key)
+    return root / k[:2] / f"{k}-{_hex(variant)}{SUFFIX}"
 
 
 def _digest(payload: bytes | memoryview) -> bytes:

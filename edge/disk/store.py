@@ -106,7 +106,7 @@ class DiskStore:
         self._index: OrderedDict[_Key, _Meta] = OrderedDict()
         self._keys: dict[str, _Held] = {}
         self._tags: dict[str, set[_Key]] = {}
-        self._loaded_dirs: set[str] = set()
+        self._loaded_keys: set[str] = set()  # key hashes whose files are indexed
         self._purges_while_loading: list[tuple[str, str, bool]] = []
         self._bytes = 0
         self._pending_bytes = 0
@@ -167,8 +167,7 @@ class DiskStore:
     def needs_index(self, key: str) -> bool:
         """Whether ``locate`` must wait for ``index_key`` (the loader has not reached the key's
         directory yet): file I/O, for a thread."""
-        return not self.stats.loaded and (
-            fileformat.key_dir(self.root, key).name not in self._loaded_dirs)
+        return not self.stats.loaded and fileformat.key_hash(key) not in self._loaded_keys
 
     def index_key(self, key: str) -> None:
         """Index the files of one primary key now (the loader may not have reached them)."""
@@ -362,23 +361,39 @@ class DiskStore:
 
     # -- loading ----------------------------------------------------------------------------
     def _ensure_dir(self, key: str) -> None:
+        """Index the files of ``key`` unless the loader (or an earlier call) did."""
         if self.stats.loaded:
             return
-        directory = fileformat.key_dir(self.root, key)
-        if directory.name not in self._loaded_dirs:
-            self._load_dir(directory)
+        k = fileformat.key_hash(key)
+        if k not in self._loaded_keys:
+            directory = fileformat.bucket(self.root, k)
+            try:
+                names = [n for n in os.listdir(directory) if n.startswith(k + "-")]
+            except FileNotFoundError:
+                names = []
+            except OSError as exc:
+                log.warning("disk cache: %s: %s", directory, exc)
+                names = []
+            self._load_files(directory, k, names)
 
     def _load_all(self) -> None:
         try:
             for top in sorted(os.scandir(self.root), key=lambda d: d.name):
                 if len(top.name) != 2 or not top.is_dir():
                     continue
-                for sub in os.scandir(top.path):
+                groups: dict[str, list[str]] = {}
+                for item in os.scandir(top.path):
+                    if item.is_dir(follow_symlinks=False):  # a key directory (before GD2)
+                        shutil.rmtree(item.path, ignore_errors=True)
+                        continue
+                    groups.setdefault(item.name.partition("-")[0], []).append(item.name)
+                directory = Path(top.path)
+                for k, names in groups.items():
                     if self._stopping.is_set():
                         return
                     with self._lock:
-                        if sub.name not in self._loaded_dirs:
-                            self._load_dir(Path(sub.path))
+                        if k not in self._loaded_keys:
+                            self._load_files(directory, k, names)
         except OSError as exc:
             log.warning("disk cache: loading %s stopped: %s", self.root, exc)
         finally:
@@ -388,15 +403,9 @@ class DiskStore:
             log.info("disk cache: %d objects (%d bytes) loaded from %s",
                      len(self._index), self._bytes, self.root)
 
-    def _load_dir(self, directory: Path) -> None:
-        self._loaded_dirs.add(directory.name)
-        try:
-            names = os.listdir(directory)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            log.warning("disk cache: %s: %s", directory, exc)
-            return
+    def _load_files(self, directory: Path, khash: str, names: list[str]) -> None:
+        """Index the files ``names`` of ``directory``, all of the key whose hash is ``khash``."""
+        self._loaded_keys.add(khash)
         for name in names:
             path = directory / name
             try:
@@ -486,11 +495,15 @@ class DiskStore:
         try:
             with open(tmp, "wb") as f:
                 f.write(data)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, path)
-        finally:
+            try:
+                os.replace(tmp, path)
+            except FileNotFoundError:  # the first file of its bucket: make the bucket once
+                path.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, path)
+        except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+            raise
 
 
 def _peek_file(path: Path) -> fileformat.Peeked:
