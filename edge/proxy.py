@@ -105,7 +105,8 @@ class Outcome:
     entry: Entry | None = None
     response: UpstreamResponse | None = None
     prefix: list[bytes] | None = None  # body bytes of ``response`` already read
-    head: bytes | None = None  # the head to send instead of ``entry.head`` (the fetcher's)
+    head: bytes | None = None  # the head to send instead of ``entry.head`` (the fetcher's,
+    # when the origin's fields differ from the stored ones)
     stored: bool = False  # ``entry`` was (re)stored by this fetch
     error: int | None = None
     refetch: bool = False  # the validation failed: fetch again unconditionally
@@ -495,8 +496,9 @@ class EdgeApp:
                                           response_time)
         # this client gets the response as the origin sent it (Set-Cookie, qualified
         # private fields included); later ones get the stored copy
-        own_head = self.compressor.own_head(request, entry.encoded, status, resp_headers) or (
-            serialize_stored_head(status, resp_headers, self.via, len(body)))
+        own_head = self.compressor.own_head(request, entry.encoded, status, resp_headers)
+        if own_head is None and entry.meta.headers != resp_headers:  # else: the stored head
+            own_head = serialize_stored_head(status, resp_headers, self.via, len(body))
         stored = entry.variant != "*" and self.store.put(entry, response_time)
         if stored:
             self.metrics.inc("stored")
@@ -636,7 +638,9 @@ class EdgeApp:
             self.tier.fill(outcome.entry)
         writer.status = resp.status
         self.metrics.inc("bytes_sent", len(body))
-        head = (outcome.head or b"") + (b"Connection: close\r\n" if writer.close else b"")
+        assert outcome.entry is not None
+        head = (outcome.head or outcome.entry.head) + (
+            b"Connection: close\r\n" if writer.close else b"")
         writer.send_raw(hit_bytes(head, 0, outcome.member.encode("latin-1"), body, True))
         await writer.finish()
         return True
