@@ -288,8 +288,13 @@ class DiskStore:
             return self._purge(list(self._tags.get(tag, ())), soft)
 
     def sweep(self, now: float) -> int:
+        """Drop the expired files (any thread: the lock is held to copy the index and to drop,
+        not while ~100,000 records are looked at)."""
         with self._lock:
-            return self._drop([k for k, m in self._index.items() if m.keep_until <= now])
+            records = list(self._index.items())
+        expired = [(k, m) for k, m in records if m.keep_until <= now]
+        with self._lock:
+            return self._drop([k for k, m in expired if self._index.get(k) is m])
 
     def clear(self) -> None:
         with self._lock:

@@ -20,7 +20,9 @@ Rules:
 - Writes go to both (the disk in its writer thread); ``put`` is True when either kept the
   entry, so an object too large for memory is still cached, on disk.
 - Purges, removals, sweeps and ``clear`` apply to both; the count returned is the larger of
-  the two (the disk holds what memory holds, and more).
+  the two (the disk holds what memory holds, and more), except for ``sweep``: the disk's
+  runs in a reader thread (its index may hold far more records than memory), and the count
+  is memory's.
 - ``len``, ``size_bytes`` and ``max_bytes`` are the memory store's; ``disk`` is there for
   the disk's own statistics.
 """
@@ -28,6 +30,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import enum
 import hashlib
@@ -151,7 +154,9 @@ class TieredStore:
         return max(self.memory.purge_tag(tag, soft), self.disk.purge_tag(tag, soft))
 
     def sweep(self, now: float) -> int:
-        return max(self.memory.sweep(now), self.disk.sweep(now))
+        with contextlib.suppress(RuntimeError):  # the store is closing: no more sweeps
+            self.disk.readers.submit(self.disk.sweep, now)
+        return self.memory.sweep(now)
 
     def clear(self) -> None:
         self.memory.clear()
