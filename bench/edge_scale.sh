@@ -28,6 +28,8 @@
 #   SCALE_PROFILE=<file> (geoedge under cProfile, stats written there at exit)
 #   SCALE_STEPS=all (or misses: step 1 only, e.g. to profile the miss path)
 #   SCALE_DISK=1 (0: geoedge without disk_path, to see what the disk store costs)
+#   SCALE_GC_FREEZE=0 (1: geoedge with gc.freeze() every 5 s, bench/edge/scale_gcfreeze.py:
+#     what CPython's full collections over ~100,000 cached entries cost the latency)
 #   GEOEDGE_VENV=<repo>/.venv
 set -euo pipefail
 
@@ -43,6 +45,7 @@ MEMORY=${SCALE_MEMORY_BYTES:-1073741824}
 PROFILE=${SCALE_PROFILE:-}
 STEPS=${SCALE_STEPS:-all}
 DISK=${SCALE_DISK:-1}
+GC_FREEZE=${SCALE_GC_FREEZE:-0}
 SERVER_CPU=${SCALE_SERVER_CPU:-0}
 CLIENT_CPU=${SCALE_CLIENT_CPU:-1}
 KEEP=${SCALE_KEEP:-0}
@@ -104,8 +107,9 @@ sed -e "s#@ORIGIN_NAME@#origin-1#g" -e "s#@ORIGIN_HOST@#127.0.0.1#g" \
         >"$WORK/topology.toml"
 [[ $DISK == 1 ]] || sed -i -e '/^disk_path = /d' -e '/^disk_max_bytes = /d' "$WORK/topology.toml"
 EDGE_CMD=("$GEOEDGE")
-[[ -z $PROFILE ]] || EDGE_CMD=("$PY" -m cProfile -o "$PROFILE" "$GEOEDGE")
-taskset -c "$SERVER_CPU" "${EDGE_CMD[@]}" edge --config "$WORK/topology.toml" --name us-east-1 \
+if [[ $GC_FREEZE == 1 ]]; then EDGE_CMD=("$HERE/scale_gcfreeze.py" "$GEOEDGE"); fi
+if [[ -n $PROFILE ]]; then EDGE_CMD=(-m cProfile -o "$PROFILE" "${EDGE_CMD[@]}"); fi
+taskset -c "$SERVER_CPU" "$PY" "${EDGE_CMD[@]}" edge --config "$WORK/topology.toml" --name us-east-1 \
     --listen "127.0.0.1:$EDGE_PORT" --log-level warning >"$WORK/edge.log" 2>&1 &
 PIDS+=($!)
 EDGE_PID=${PIDS[-1]}
