@@ -8,7 +8,7 @@
 # nginx proxy_cache (one worker, a 1 GiB cache: max_size=1g, keys_zone 64m) and one
 # `geoedge edge` process with disk_path, disk_max_bytes = 1 GiB and cache_max_bytes =
 # $SCALE_MEMORY_BYTES (default 1 GiB). The same cache size for both: nginx's 1 GiB on disk is
-# served from the OS page cache (the 100,000 files, ~470 MB, all stay there on this machine),
+# served from the OS page cache (the 100,000 files, ~800 MB of pages, stay there on this machine),
 # so its memory tier is as large as its disk tier; geoedge's memory store holds what its disk
 # holds likewise (write-through: every object is on disk too, for restarts). Set
 # SCALE_MEMORY_BYTES=268435456 (the default cache_max_bytes) to measure a memory tier smaller

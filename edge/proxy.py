@@ -95,6 +95,7 @@ SLOW_HEADERS = frozenset({b"cache-control", b"pragma", b"if-none-match", b"if-mo
                           b"if-match", b"if-unmodified-since", b"if-range", b"range"})
 USABLE = (Lookup.FRESH, Lookup.STALE, Lookup.STALE_WHILE_REVALIDATE)  # served as stored
 BODYLESS = ("GET", "HEAD")  # methods whose request body is discarded
+NO_TAGS: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -532,6 +533,7 @@ class EdgeApp:
         tags = frozenset(t for v in get_all(headers, "surrogate-key") for t in v.split())
         tags |= {t.strip() for v in get_all(headers, "cache-tag") for t in v.split(",")
                  if t.strip()}
+        tags = tags or NO_TAGS  # one object for every untagged entry (each is GC-tracked)
         return self.make_entry(key, meta, body, tags)
 
     def make_entry(self, key: str, meta: StoredMeta, body: bytes,

@@ -67,6 +67,7 @@ PREFIX_BYTES = HEADER_BYTES + _FIXED.size  # what ``head_bytes_needed`` must see
 SOFT, COMPRESSED = 0x01, 0x02
 MAX_META_BYTES = 16 * 1024 * 1024  # headers may reach 1 MiB (max_header_bytes); keys, tags
 SUFFIX = ".obj"
+NO_TAGS: frozenset[str] = frozenset()  # shared: every frozenset is tracked by the collector
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
@@ -235,7 +236,7 @@ def _parse(data: bytes, file_size: int, whole: bool) -> Record | Peeked:
     if len(texts) != 3 + n_tags or len(flat) != 2 * n_fields or (not n_fields and fields_len):
         raise ValueError("disk object: string counts disagree with the header")
     key, variant, method = texts[:3]
-    tags = frozenset(texts[3:])
+    tags = frozenset(texts[3:]) if n_tags else NO_TAGS
     names = flat[::2]
     if not all(map(_TOKEN.fullmatch, names)):
         raise ValueError("disk object: a header name is not a token")
