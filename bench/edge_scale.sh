@@ -5,10 +5,15 @@
 #
 # An origin nginx answers every /o/N and /m/N with the same 4 KiB file (max-age=3600) and
 # logs each request. In front of it, each pinned to CPU $SCALE_SERVER_CPU (default 0):
-# nginx proxy_cache (one worker, a 1 GiB cache) and one `geoedge edge` process with the same
-# 1 GiB: 256 MiB in memory (cache_max_bytes, the default) and disk_path with
-# disk_max_bytes = 1 GiB. wrk (pinned to $SCALE_CLIENT_CPU, default 1, -t1 -c64) runs, for
-# each server:
+# nginx proxy_cache (one worker, a 1 GiB cache: max_size=1g, keys_zone 64m) and one
+# `geoedge edge` process with disk_path, disk_max_bytes = 1 GiB and cache_max_bytes =
+# $SCALE_MEMORY_BYTES (default 1 GiB). The same cache size for both: nginx's 1 GiB on disk is
+# served from the OS page cache (the 100,000 files, ~800 MB of pages, stay there on this machine),
+# so its memory tier is as large as its disk tier; geoedge's memory store holds what its disk
+# holds likewise (write-through: every object is on disk too, for restarts). Set
+# SCALE_MEMORY_BYTES=268435456 (the default cache_max_bytes) to measure a memory tier smaller
+# than the object set, where ~10% of the Zipf hits come from disk.
+# wrk (pinned to $SCALE_CLIENT_CPU, default 1, -t1 -c64) runs, for each server:
 #   1. misses: /m/SERVER/1 .. $SCALE_MISSES (10,000), each once, through the cold cache; the
 #      rate is the count over the time between the origin's first and last of them;
 #   2. fill: /o/1 .. /o/$SCALE_OBJECTS (100,000) once each (not reported);
@@ -19,7 +24,13 @@
 # Prints requests/s, p50/p99/max latency and the ratio to nginx for each step.
 #
 # Environment: SCALE_DURATION=10 SCALE_OBJECTS=100000 SCALE_MISSES=10000
-#   SCALE_SERVER_CPU=0 SCALE_CLIENT_CPU=1 SCALE_KEEP=0 GEOEDGE_VENV=<repo>/.venv
+#   SCALE_MEMORY_BYTES=1073741824 SCALE_SERVER_CPU=0 SCALE_CLIENT_CPU=1 SCALE_KEEP=0
+#   SCALE_PROFILE=<file> (geoedge under cProfile, stats written there at exit)
+#   SCALE_STEPS=all (or misses: step 1 only, e.g. to profile the miss path)
+#   SCALE_DISK=1 (0: geoedge without disk_path, to see what the disk store costs)
+#   SCALE_GC_FREEZE=0 (1: geoedge with gc.freeze() every 5 s, bench/edge/scale_gcfreeze.py:
+#     what CPython's full collections over ~100,000 cached entries cost the latency)
+#   GEOEDGE_VENV=<repo>/.venv
 set -euo pipefail
 
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
@@ -30,6 +41,11 @@ GEOEDGE=$VENV/bin/geoedge
 DURATION=${SCALE_DURATION:-10}
 OBJECTS=${SCALE_OBJECTS:-100000}
 MISSES=${SCALE_MISSES:-10000}
+MEMORY=${SCALE_MEMORY_BYTES:-1073741824}
+PROFILE=${SCALE_PROFILE:-}
+STEPS=${SCALE_STEPS:-all}
+DISK=${SCALE_DISK:-1}
+GC_FREEZE=${SCALE_GC_FREEZE:-0}
 SERVER_CPU=${SCALE_SERVER_CPU:-0}
 CLIENT_CPU=${SCALE_CLIENT_CPU:-1}
 KEEP=${SCALE_KEEP:-0}
@@ -87,9 +103,13 @@ wait_http "$NGINX_PID" "http://127.0.0.1:$NGINX_PORT/healthz" "$WORK/scale-nginx
 
 sed -e "s#@ORIGIN_NAME@#origin-1#g" -e "s#@ORIGIN_HOST@#127.0.0.1#g" \
     -e "s#@ORIGIN_PORT@#$ORIGIN_PORT#g" "$HERE/topology.toml.in" |
-    sed -e "s#^\[edge\]\$#[edge]\ndisk_path = \"$WORK/geoedge-cache\"\ndisk_max_bytes = 1073741824#" \
+    sed -e "s#^\[edge\]\$#[edge]\ndisk_path = \"$WORK/geoedge-cache\"\ndisk_max_bytes = 1073741824\ncache_max_bytes = $MEMORY#" \
         >"$WORK/topology.toml"
-taskset -c "$SERVER_CPU" "$GEOEDGE" edge --config "$WORK/topology.toml" --name us-east-1 \
+[[ $DISK == 1 ]] || sed -i -e '/^disk_path = /d' -e '/^disk_max_bytes = /d' "$WORK/topology.toml"
+EDGE_CMD=("$GEOEDGE")
+if [[ $GC_FREEZE == 1 ]]; then EDGE_CMD=("$HERE/scale_gcfreeze.py" "$GEOEDGE"); fi
+if [[ -n $PROFILE ]]; then EDGE_CMD=(-m cProfile -o "$PROFILE" "${EDGE_CMD[@]}"); fi
+taskset -c "$SERVER_CPU" "$PY" "${EDGE_CMD[@]}" edge --config "$WORK/topology.toml" --name us-east-1 \
     --listen "127.0.0.1:$EDGE_PORT" --log-level warning >"$WORK/edge.log" 2>&1 &
 PIDS+=($!)
 EDGE_PID=${PIDS[-1]}
@@ -148,6 +168,7 @@ for server in nginx geoedge; do
     prefix=/m/$server/  # each server its own URLs: both start cold
     R[$server,miss]="$(pass "$port" "$MISSES" "$prefix") - - - $MISSES 0"
     log "$server misses: ${R[$server,miss]%% *} req/s"
+    [[ $STEPS == misses ]] && continue
     pass "$port" "$OBJECTS" /o/ >/dev/null
     log "$server filled $OBJECTS objects"
     o0=$(origin_requests)
@@ -156,6 +177,11 @@ for server in nginx geoedge; do
     ((o1 == o0)) || log "warning: $((o1 - o0)) origin requests during $server's hit run"
     log "$server Zipf hits: ${R[$server,hit]}"
 done
+if [[ $STEPS == misses ]]; then
+    printf '\nmisses only: nginx %s, geoedge %s req/s, load %s\n' "${R[nginx,miss]%% *}" \
+        "${R[geoedge,miss]%% *}" "$(cut -d' ' -f1 /proc/loadavg)"
+    exit 0
+fi
 half=$(awk -v r="${R[nginx,hit]%% *}" 'BEGIN { printf "%.0f", r / 2 }')
 delay=$(awk -v r="$half" 'BEGIN { printf "%d", 64 * 1000 / r }')
 ((delay >= 1)) || delay=1  # wrk's delay() has millisecond resolution
@@ -165,8 +191,8 @@ for server in nginx geoedge; do
     log "$server at ~$half req/s: ${R[$server,lat]}"
 done
 
-printf '\n%s objects of 4 KiB, 1 GiB caches, server CPU %s, wrk -t1 -c64 CPU %s, load %s\n' \
-    "$OBJECTS" "$SERVER_CPU" "$CLIENT_CPU" "$(cut -d' ' -f1 /proc/loadavg)"
+printf '\n%s objects of 4 KiB, 1 GiB caches (geoedge: %s bytes in memory), server CPU %s, wrk -t1 -c64 CPU %s, load %s\n' \
+    "$OBJECTS" "$MEMORY" "$SERVER_CPU" "$CLIENT_CPU" "$(cut -d' ' -f1 /proc/loadavg)"
 printf '%-28s %12s %12s %9s\n' step nginx geoedge ratio
 row() {  # label field(1=rps,2=p50,3=p99,4=max) key
     local n g

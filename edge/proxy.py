@@ -56,7 +56,7 @@ from functools import partial
 from edge.admin import Admin
 from edge.coalesce import Coalescer
 from edge.compress import Compressor
-from edge.disk.tiered import open_store
+from edge.disk.tiered import TieredStore, builder_id, open_store
 from edge.forward import (
     conditional_304,
     forward_headers,
@@ -95,6 +95,7 @@ SLOW_HEADERS = frozenset({b"cache-control", b"pragma", b"if-none-match", b"if-mo
                           b"if-match", b"if-unmodified-since", b"if-range", b"range"})
 USABLE = (Lookup.FRESH, Lookup.STALE, Lookup.STALE_WHILE_REVALIDATE)  # served as stored
 BODYLESS = ("GET", "HEAD")  # methods whose request body is discarded
+NO_TAGS: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -105,7 +106,8 @@ class Outcome:
     entry: Entry | None = None
     response: UpstreamResponse | None = None
     prefix: list[bytes] | None = None  # body bytes of ``response`` already read
-    head: bytes | None = None  # the head to send instead of ``entry.head`` (the fetcher's)
+    head: bytes | None = None  # the head to send instead of ``entry.head`` (the fetcher's,
+    # when the origin's fields differ from the stored ones)
     stored: bool = False  # ``entry`` was (re)stored by this fetch
     error: int | None = None
     refetch: bool = False  # the validation failed: fetch again unconditionally
@@ -143,7 +145,8 @@ class EdgeApp:
             cacheable_methods=frozenset(settings.cacheable_methods))
         self.compressor = Compressor(settings.compression, self.via)  # make_entry uses it
         self.store = open_store(MemoryStore(settings.cache_max_bytes, settings.max_variants),
-                                settings.disk_path, settings.disk_max_bytes, self.make_entry)
+                                settings.disk_path, settings.disk_max_bytes, self.make_entry,
+                                builder_id(self.via, self.policy, settings.compression))
         self.trusted = settings.trusted_forwarding_headers
         self._trusted_set = frozenset(self.trusted)
         self.coalescer: Coalescer[Entry] = Coalescer(settings.coalesce_max_waiters,
@@ -253,7 +256,7 @@ class EdgeApp:
             await self._pass(request, writer, "bypass", detail="request-no-store")
             return
         now = self.clock()
-        entry = self.store.get(key, lambda: self.origin_view(request), now)
+        entry = await self._stored(key, lambda: self.origin_view(request), now)
         if entry is not None and entry.hit_for_miss:
             if request.method == "HEAD" or request.header("range") is not None:
                 # known uncacheable: HEAD goes as HEAD, a Range with it (edge/ranged.py)
@@ -293,6 +296,15 @@ class EdgeApp:
             fwd = "request" if by_request else "stale"
             await self._deliver(request, writer, await self._fetch(request, key, entry, fwd))
 
+    async def _stored(self, key: str, view: Callable[[], Headers], now: float) -> Entry | None:
+        """What the store holds for this request: memory, else the disk (read off the event
+        loop, edge/disk/tiered.py)."""
+        store = self.store
+        entry = store.get(key, view, now)
+        if entry is None and isinstance(store, TieredStore):
+            entry = await store.from_disk(key, view, now)
+        return entry
+
     # -- fetching: join an in-flight fill, then the tier or its lease, then the origin ----------
     async def _fetch(self, request: Request, key: str, stale: Entry | None, fwd: str) -> Outcome:
         flight, joined = await self._join(request, key, stale, fwd)
@@ -329,12 +341,11 @@ class EdgeApp:
                 return None, self._failed(request, stale, fwd, exc, collapsed=True)
             if not waited:
                 break
-            if entry is not None:
-                mine = self.store.get(key, view, self.clock())
-                if mine is not None and not mine.hit_for_miss:
-                    self.metrics.inc("coalesced")
-                    return None, Outcome(self._member(fwd=fwd, collapsed=True), entry=mine)
-            if self.store.get(key, view, self.clock()) is not None:
+            mine = await self._stored(key, view, self.clock())
+            if entry is not None and mine is not None and not mine.hit_for_miss:
+                self.metrics.inc("coalesced")
+                return None, Outcome(self._member(fwd=fwd, collapsed=True), entry=mine)
+            if mine is not None:
                 break  # hit-for-miss (or an error) for this key: fetch alone
         return None, None
 
@@ -501,8 +512,9 @@ class EdgeApp:
                                           response_time)
         # this client gets the response as the origin sent it (Set-Cookie, qualified
         # private fields included); later ones get the stored copy
-        own_head = self.compressor.own_head(request, entry.encoded, status, resp_headers) or (
-            serialize_stored_head(status, resp_headers, self.via, len(body)))
+        own_head = self.compressor.own_head(request, entry.encoded, status, resp_headers)
+        if own_head is None and entry.meta.headers != resp_headers:  # else: the stored head
+            own_head = serialize_stored_head(status, resp_headers, self.via, len(body))
         stored = entry.variant != "*" and self.store.put(entry, response_time)
         if stored:
             self.metrics.inc("stored")
@@ -536,6 +548,7 @@ class EdgeApp:
         tags = frozenset(t for v in get_all(headers, "surrogate-key") for t in v.split())
         tags |= {t.strip() for v in get_all(headers, "cache-tag") for t in v.split(",")
                  if t.strip()}
+        tags = tags or NO_TAGS  # one object for every untagged entry (each is GC-tracked)
         return self.make_entry(key, meta, body, tags)
 
     def make_entry(self, key: str, meta: StoredMeta, body: bytes,
@@ -642,7 +655,9 @@ class EdgeApp:
             self.tier.fill(outcome.entry)
         writer.status = resp.status
         self.metrics.inc("bytes_sent", len(body))
-        head = (outcome.head or b"") + (b"Connection: close\r\n" if writer.close else b"")
+        assert outcome.entry is not None
+        head = (outcome.head or outcome.entry.head) + (
+            b"Connection: close\r\n" if writer.close else b"")
         writer.send_raw(hit_bytes(head, 0, outcome.member.encode("latin-1"), body, True))
         await writer.finish()
         return True

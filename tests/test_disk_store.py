@@ -16,12 +16,11 @@ import pytest
 
 from edge.disk import fileformat
 from edge.disk.store import DiskStore
-from edge.disk.tiered import rebuilder
+from edge.disk.tiered import builder_id, rebuilder
 from edge.main import start_edge
 from edge.policy.freshness import StoredMeta
 from edge.policy.vary import vary_key
 from edge.proxy import EdgeApp
-from edge.tier.entrycodec import encode_entry
 from edge.upstream import OriginPool
 from geoconfig.cdnconfig import EdgeSettings
 from geoconfig.topology import parse_topology
@@ -35,6 +34,11 @@ def app() -> EdgeApp:
     return EdgeApp("us-east-1", EdgeSettings(), OriginPool((), EdgeSettings()), lambda: NOW)
 
 
+def builder() -> bytes:
+    a = app()
+    return builder_id(a.via, a.policy, a.settings.compression)
+
+
 def entry(path: str = "/a", body: bytes = b"hello", max_age: int = 3600,
           extra: tuple[tuple[str, str], ...] = (), tags: frozenset[str] = frozenset()):
     meta = StoredMeta(200, (("Cache-Control", f"max-age={max_age}"), ("Content-Length",
@@ -44,7 +48,7 @@ def entry(path: str = "/a", body: bytes = b"hello", max_age: int = 3600,
 
 
 def store(root: Path, max_bytes: int = 1 << 30) -> DiskStore:
-    return DiskStore(root, max_bytes, rebuilder(app().make_entry))
+    return DiskStore(root, max_bytes, rebuilder(app().make_entry, builder()), builder())
 
 
 def started(root: Path, max_bytes: int = 1 << 30) -> DiskStore:
@@ -60,17 +64,16 @@ def files(root: Path) -> list[Path]:
 
 # -- the file format ------------------------------------------------------------------------------
 def test_pack_round_trip_and_every_truncation_and_flip_is_refused() -> None:
-    payload = encode_entry(entry(body=b"x" * 300))
-    data = fileformat.pack(payload)
-    assert fileformat.unpack(data).body == b"x" * 300
+    data = fileformat.encode(entry(body=b"x" * 300), builder())
+    assert fileformat.decode(data).body == b"x" * 300
     for n in range(len(data)):
         with pytest.raises(ValueError):
-            fileformat.unpack(data[:n])
-    for i in range(0, len(data), 7):
+            fileformat.decode(data[:n])
+    for i in range(len(data)):
         flipped = bytearray(data)
         flipped[i] ^= 0x01
         with pytest.raises(ValueError):
-            fileformat.unpack(bytes(flipped))
+            fileformat.decode(bytes(flipped))
 
 
 @pytest.mark.parametrize(("cut", "why"), [
@@ -78,7 +81,7 @@ def test_pack_round_trip_and_every_truncation_and_flip_is_refused() -> None:
     (-1, "one body byte short"),
 ])
 def test_peek_refuses_a_short_file(cut: int, why: str) -> None:
-    data = fileformat.pack(encode_entry(entry(body=b"y" * 100)))
+    data = fileformat.encode(entry(body=b"y" * 100), builder())
     short = data[:cut]
     with pytest.raises(ValueError):
         fileformat.peek(short, len(short))
@@ -86,8 +89,8 @@ def test_peek_refuses_a_short_file(cut: int, why: str) -> None:
 
 def test_peek_reads_the_index_fields_without_the_body() -> None:
     e = entry(body=b"z" * 50, tags=frozenset({"t1"}))
-    data = fileformat.pack(encode_entry(e))
-    need = fileformat.head_bytes_needed(data[:fileformat.HEADER_BYTES + 8])
+    data = fileformat.encode(e, builder())
+    need = fileformat.head_bytes_needed(data[:fileformat.PREFIX_BYTES])
     peeked = fileformat.peek(data[:need], len(data))
     assert (peeked.key, peeked.variant, peeked.tags, peeked.size) == (
         e.key, e.variant, frozenset({"t1"}), len(data))
@@ -103,8 +106,8 @@ def test_survives_a_restart_with_age_and_body(tmp_path: Path) -> None:
     again = started(tmp_path)
     found = again.get(e.key, (), NOW + 10)
     assert found is not None
-    decoded, soft = found
-    assert (decoded.body, soft, decoded.meta.response_time) == (b"kept", False, NOW)
+    assert (found.body, found.soft_purged, found.meta.response_time) == (b"kept", False, NOW)
+    assert (found.head, found.lifetime, found.size) == (e.head, e.lifetime, e.size)
     assert again.stats.loaded_files == 1
     again.stop()
 
@@ -116,7 +119,7 @@ def test_a_key_is_served_before_the_loader_reaches_it(tmp_path: Path) -> None:
     s.stop()
     lazy = store(tmp_path)  # not started: no loader ran, the index is empty
     found = lazy.get(e.key, (), NOW)
-    assert found is not None and found[0].body == b"hello"
+    assert found is not None and found.body == b"hello"
     assert not lazy.stats.loaded
 
 
@@ -197,7 +200,7 @@ def test_purges_hold_across_a_restart(tmp_path: Path, kind: str, value: str, sof
     again = started(tmp_path)
     found = again.get(purged.key, (), NOW)
     if soft:
-        assert found is not None and found[1] is True  # kept, but must be revalidated
+        assert found is not None and found.soft_purged  # kept, but must be revalidated
     else:
         assert found is None
     assert again.get(kept.key, (), NOW) is not None
@@ -238,7 +241,7 @@ def test_vary_variants_are_kept_apart(tmp_path: Path) -> None:
     again = started(tmp_path)
     for lang in ("en", "fr"):
         found = again.get(f"http://{HOST}/v", (("accept-language", lang),), NOW)
-        assert found is not None and found[0].body == lang.encode()
+        assert found is not None and found.body == lang.encode()
     assert again.get(f"http://{HOST}/v", (("accept-language", "de"),), NOW) is None
     again.stop()
 
@@ -366,3 +369,23 @@ def test_a_big_object_limit_fits_the_disk() -> None:
         **DEFAULT_EDGE, "disk_path": "/tmp/x", "disk_max_bytes": 4 << 30,
         "max_object_bytes": 2 << 30, "cache_max_bytes": 1 << 30}))
     assert topology.cdn.edge.max_object_bytes == 2 << 30
+
+
+def test_files_of_the_json_format_and_its_layout_are_deleted(tmp_path: Path) -> None:
+    """Before GD2: ``GD1`` files (JSON) in a directory per key. Read as misses, removed."""
+    s = started(tmp_path)
+    e = entry("/old")
+    s.put(e, NOW)
+    s.stop()
+    [path] = files(tmp_path)
+    assert path.parent.parent == tmp_path  # <k[:2]>/<k>-<v>.obj: no directory per key
+    path.write_bytes(b"GD1\n" + path.read_bytes()[4:])  # an old-format file where it is looked for
+    old_dir = path.parent / path.name.partition("-")[0]  # the old layout's key directory
+    old_dir.mkdir()
+    (old_dir / "e3b0c44298fc1c149afbf4c8996fb924.obj").write_bytes(b"GD1\nold")
+    lazy = store(tmp_path)
+    assert lazy.get(e.key, (), NOW) is None and lazy.stats.corrupt == 1
+    assert not path.exists()
+    again = started(tmp_path)
+    assert not old_dir.exists() and files(tmp_path) == []
+    again.stop()

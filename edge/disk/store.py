@@ -22,9 +22,13 @@ Rules:
 - Nothing corrupt is served: a file whose header is malformed, whose length disagrees with its
   header or whose checksum fails is deleted and counted (``corrupt``), and the request is a
   miss that the origin fills again.
-- Reads happen on the caller's thread (like nginx without ``aio``), usually from the page
-  cache. The index is guarded by one lock, held for index updates only, never for file I/O
-  except while one key's directory is indexed.
+- Reads are split so that the event loop never touches a file: ``locate`` finds the file in
+  the index (no I/O once the key's directory is indexed; ``needs_index`` says when
+  ``index_key`` must run first, in a thread, during start-up), ``read`` reads, checks and
+  rebuilds it in one of the ``readers`` threads (``tiered.TieredStore.from_disk`` coalesces
+  concurrent reads of one file), ``current`` tells the loop whether a purge, a new fill or
+  an eviction came in between. The index is guarded by one lock, held for index updates
+  only, never for file I/O except while one key's directory is indexed.
 """
 
 from __future__ import annotations
@@ -38,15 +42,16 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge.disk import fileformat
+from edge.disk.fileformat import Record
 from edge.policy.vary import vary_fields, vary_key
 from edge.store import MAX_SPECS, Entry, HeadersSource
-from edge.tier.entrycodec import DecodedEntry, encode_entry
 
-__all__ = ["DiskStats", "DiskStore"]
+__all__ = ["DiskStats", "DiskStore", "FileMeta"]
 
 log = logging.getLogger("geoedge.edge.disk")
 _Key = tuple[str, str]
@@ -61,6 +66,9 @@ class _Meta:
     tags: frozenset[str]
     soft: bool = False
     pending: int = 0  # writes queued and not yet on disk
+
+
+FileMeta = _Meta  # what ``locate`` returns with a file's (key, variant)
 
 
 @dataclass(slots=True)
@@ -84,18 +92,21 @@ class _Held:
 
 
 class DiskStore:
-    def __init__(self, root: str | Path, max_bytes: int,
-                 rebuild: Callable[[DecodedEntry], Entry],
-                 max_pending_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(self, root: str | Path, max_bytes: int, rebuild: Callable[[Record], Entry],
+                 builder: bytes, max_pending_bytes: int = 64 * 1024 * 1024,
+                 read_threads: int = 2) -> None:
         self.root = Path(root)
         self.max_bytes = max_bytes
         self.max_pending_bytes = max_pending_bytes
         self._rebuild = rebuild
+        self.builder = builder  # fileformat's fingerprint of what derived the stored fields
+        # reads, decodes and rebuilds for the event loop (tiered.TieredStore.from_disk)
+        self.readers = ThreadPoolExecutor(read_threads, thread_name_prefix="disk-read")
         self._lock = threading.RLock()
         self._index: OrderedDict[_Key, _Meta] = OrderedDict()
         self._keys: dict[str, _Held] = {}
         self._tags: dict[str, set[_Key]] = {}
-        self._loaded_dirs: set[str] = set()
+        self._loaded_keys: set[str] = set()  # key hashes whose files are indexed
         self._purges_while_loading: list[tuple[str, str, bool]] = []
         self._bytes = 0
         self._pending_bytes = 0
@@ -126,6 +137,7 @@ class DiskStore:
             self._writer.join(timeout)
         if self._loader is not None:
             self._loader.join(timeout)
+        self.readers.shutdown(wait=False, cancel_futures=True)
 
     def wait_loaded(self, timeout: float | None = None) -> bool:
         if self._loader is None:
@@ -152,9 +164,20 @@ class DiskStore:
     def size_bytes(self) -> int:
         return self._bytes
 
-    def get(self, key: str, request_headers: HeadersSource,
-            now: float) -> tuple[DecodedEntry, bool] | None:
-        """The stored entry for this request and whether it is soft-purged, or None."""
+    def needs_index(self, key: str) -> bool:
+        """Whether ``locate`` must wait for ``index_key`` (the loader has not reached the key's
+        directory yet): file I/O, for a thread."""
+        return not self.stats.loaded and fileformat.key_hash(key) not in self._loaded_keys
+
+    def index_key(self, key: str) -> None:
+        """Index the files of one primary key now (the loader may not have reached them)."""
+        with self._lock:
+            self._ensure_dir(key)
+
+    def locate(self, key: str, request_headers: HeadersSource,
+               now: float) -> tuple[_Key, _Meta] | None:
+        """The file for this request, from the index alone (no file I/O once the key is
+        indexed, see ``needs_index``): its (key, variant) and index record, or None."""
         with self._lock:
             self._ensure_dir(key)
             held = self._keys.get(key)
@@ -179,23 +202,45 @@ class DiskStore:
             if meta.pending:  # the newest version is not on disk yet (memory has it)
                 return None
             self._index.move_to_end(k)
-            soft = meta.soft
+            return found
+
+    def read(self, k: _Key, meta: _Meta) -> Entry | None:
+        """Read, check and rebuild one located file (any thread); None when it is gone or
+        damaged (then deleted and counted in ``corrupt``) or no longer what was located."""
         path = fileformat.object_path(self.root, *k)
+        record: Record | None = None
         try:
-            decoded = fileformat.unpack(path.read_bytes())
+            record = fileformat.decode(path.read_bytes())
         except FileNotFoundError:
-            decoded = None
+            pass
         except (OSError, ValueError) as exc:
             log.warning("disk cache: %s: %s; deleted, the origin fills it again", path, exc)
-            self.stats.corrupt += 1
-            decoded = None
-        if decoded is None or (decoded.key, decoded.variant) != k:
             with self._lock:
+                self.stats.corrupt += 1
+        entry = None
+        if record is not None and (record.key, record.variant) == k:
+            entry = self._rebuild(record)
+            if (entry.key, entry.variant) != k:
+                entry = None  # the policy changed since it was stored: fill it anew
+        with self._lock:
+            if entry is None:
                 if self._index.get(k) is meta:
                     self._drop([k])
-            return None
-        self.stats.reads += 1
-        return decoded, soft or decoded.soft_purged
+                return None
+            self.stats.reads += 1
+            entry.soft_purged = entry.soft_purged or meta.soft
+        return entry
+
+    def current(self, k: _Key, meta: _Meta) -> bool:
+        """Whether ``meta`` is still what the index holds for ``k`` (no purge, replacement or
+        eviction since it was located)."""
+        return self._index.get(k) is meta
+
+    def get(self, key: str, request_headers: HeadersSource, now: float) -> Entry | None:
+        """The stored entry for this request (soft-purged or not), or None: ``locate`` and
+        ``read`` on the caller's thread (tests and tools; the proxy reads in ``readers``)."""
+        found = self.locate(key, request_headers, now)
+        return None if found is None else self.read(*found)
 
     # -- writing ----------------------------------------------------------------------------
     def put(self, entry: Entry, now: float) -> bool:
@@ -243,8 +288,13 @@ class DiskStore:
             return self._purge(list(self._tags.get(tag, ())), soft)
 
     def sweep(self, now: float) -> int:
+        """Drop the expired files (any thread: the lock is held to copy the index and to drop,
+        not while ~100,000 records are looked at)."""
         with self._lock:
-            return self._drop([k for k, m in self._index.items() if m.keep_until <= now])
+            records = list(self._index.items())
+        expired = [(k, m) for k, m in records if m.keep_until <= now]
+        with self._lock:
+            return self._drop([k for k, m in expired if self._index.get(k) is m])
 
     def clear(self) -> None:
         with self._lock:
@@ -316,23 +366,39 @@ class DiskStore:
 
     # -- loading ----------------------------------------------------------------------------
     def _ensure_dir(self, key: str) -> None:
+        """Index the files of ``key`` unless the loader (or an earlier call) did."""
         if self.stats.loaded:
             return
-        directory = fileformat.key_dir(self.root, key)
-        if directory.name not in self._loaded_dirs:
-            self._load_dir(directory)
+        k = fileformat.key_hash(key)
+        if k not in self._loaded_keys:
+            directory = fileformat.bucket(self.root, k)
+            try:
+                names = [n for n in os.listdir(directory) if n.startswith(k + "-")]
+            except FileNotFoundError:
+                names = []
+            except OSError as exc:
+                log.warning("disk cache: %s: %s", directory, exc)
+                names = []
+            self._load_files(directory, k, names)
 
     def _load_all(self) -> None:
         try:
             for top in sorted(os.scandir(self.root), key=lambda d: d.name):
                 if len(top.name) != 2 or not top.is_dir():
                     continue
-                for sub in os.scandir(top.path):
+                groups: dict[str, list[str]] = {}
+                for item in os.scandir(top.path):
+                    if item.is_dir(follow_symlinks=False):  # a key directory (before GD2)
+                        shutil.rmtree(item.path, ignore_errors=True)
+                        continue
+                    groups.setdefault(item.name.partition("-")[0], []).append(item.name)
+                directory = Path(top.path)
+                for k, names in groups.items():
                     if self._stopping.is_set():
                         return
                     with self._lock:
-                        if sub.name not in self._loaded_dirs:
-                            self._load_dir(Path(sub.path))
+                        if k not in self._loaded_keys:
+                            self._load_files(directory, k, names)
         except OSError as exc:
             log.warning("disk cache: loading %s stopped: %s", self.root, exc)
         finally:
@@ -342,15 +408,9 @@ class DiskStore:
             log.info("disk cache: %d objects (%d bytes) loaded from %s",
                      len(self._index), self._bytes, self.root)
 
-    def _load_dir(self, directory: Path) -> None:
-        self._loaded_dirs.add(directory.name)
-        try:
-            names = os.listdir(directory)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            log.warning("disk cache: %s: %s", directory, exc)
-            return
+    def _load_files(self, directory: Path, khash: str, names: list[str]) -> None:
+        """Index the files ``names`` of ``directory``, all of the key whose hash is ``khash``."""
+        self._loaded_keys.add(khash)
         for name in names:
             path = directory / name
             try:
@@ -411,7 +471,7 @@ class DiskStore:
     def _write(self, k: _Key, entry: Entry, meta: _Meta) -> None:
         size = 0
         try:
-            data = fileformat.pack(encode_entry(entry))
+            data = fileformat.encode(entry, self.builder)
             size = len(data)
             self._atomic_write(fileformat.object_path(self.root, *k), data)
             self.stats.writes += 1
@@ -430,29 +490,31 @@ class DiskStore:
     def _soft(self, k: _Key) -> None:
         path = fileformat.object_path(self.root, *k)
         try:
-            decoded = fileformat.unpack(path.read_bytes())
+            data = path.read_bytes()
         except FileNotFoundError:
             return
-        entry = self._rebuild(decoded)
-        entry.soft_purged = True
-        self._atomic_write(path, fileformat.pack(encode_entry(entry)))
+        self._atomic_write(path, fileformat.with_soft(data))
 
     def _atomic_write(self, path: Path, data: bytes) -> None:
         tmp = self.root / "tmp" / uuid.uuid4().hex
         try:
             with open(tmp, "wb") as f:
                 f.write(data)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, path)
-        finally:
+            try:
+                os.replace(tmp, path)
+            except FileNotFoundError:  # the first file of its bucket: make the bucket once
+                path.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, path)
+        except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+            raise
 
 
 def _peek_file(path: Path) -> fileformat.Peeked:
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
-        head = f.read(fileformat.HEADER_BYTES + 8)
+        head = f.read(fileformat.PREFIX_BYTES)
         need = fileformat.head_bytes_needed(head)
         if need > len(head):
             head += f.read(need - len(head))

@@ -2,57 +2,124 @@
 
 Rules:
 
-- Reads try memory first; a memory miss that the disk holds is rebuilt with the proxy's
-  ``make_entry`` (the same Age and freshness as before the restart: ``meta.response_time``
-  is stored) and promoted into memory. The request's selecting headers come from the caller,
-  which computes them once per request (``EdgeApp.origin_view`` keeps them on the request).
+- ``get`` is the memory store's alone: synchronous, no file I/O, what the proxy's fast path
+  (``EdgeApp.fast``) sees. A memory miss the disk may hold is the slow path's:
+  ``await from_disk(...)`` locates the file in the disk index on the event loop, then reads,
+  checks and rebuilds it in one of the disk store's reader threads while the loop serves
+  other requests; concurrent look-ups of the same file wait for the same read. The request's
+  selecting headers come from the caller, which computes them once per request
+  (``EdgeApp.origin_view`` keeps them on the request).
+- What a read brings back is used only if the disk index still holds the very record that
+  was located (``DiskStore.current``): a purge, a new fill or an eviction that came in while
+  the file was read wins, and the look-up is a miss (or the new fill, from memory). A used
+  entry is promoted into memory with the same Age and freshness as before a restart
+  (``meta.response_time`` is stored), soft-purged if either the file or the index says so.
+- Entries are rebuilt from a file without the proxy when the file's builder fingerprint is
+  this edge's (``builder_id``: same Via name, caching policy and compression settings) and
+  it had no compressed variants; otherwise with the proxy's ``make_entry``, as a fill would.
 - Writes go to both (the disk in its writer thread); ``put`` is True when either kept the
   entry, so an object too large for memory is still cached, on disk.
 - Purges, removals, sweeps and ``clear`` apply to both; the count returned is the larger of
-  the two (the disk holds what memory holds, and more).
+  the two (the disk holds what memory holds, and more), except for ``sweep``: the disk's
+  runs in a reader thread (its index may hold far more records than memory), and the count
+  is memory's.
 - ``len``, ``size_bytes`` and ``max_bytes`` are the memory store's; ``disk`` is there for
   the disk's own statistics.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
+import enum
+import hashlib
 from collections.abc import Callable
 
-from edge.disk.store import DiskStore
+from edge.disk.fileformat import Record
+from edge.disk.store import DiskStore, FileMeta
 from edge.store import Entry, HeadersSource, MemoryStore
-from edge.tier.entrycodec import DecodedEntry
 
-__all__ = ["TieredStore", "rebuilder"]
+__all__ = ["TieredStore", "builder_id", "rebuilder"]
 
-def rebuilder(make_entry: Callable[..., Entry]) -> Callable[[DecodedEntry], Entry]:
-    def rebuild(decoded: DecodedEntry) -> Entry:
-        entry = make_entry(decoded.key, decoded.meta, decoded.body, decoded.surrogate_keys)
-        entry.soft_purged = decoded.soft_purged
+BUILDER_VERSION = 1  # bump when make_entry derives heads or lifetimes differently
+
+
+def _canonical(value: object) -> object:
+    """A repr-stable form: dataclasses by field, sets sorted (str hashes vary per process)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return (type(value).__name__, tuple((f.name, _canonical(getattr(value, f.name)))
+                                            for f in dataclasses.fields(value)))
+    if isinstance(value, set | frozenset):
+        return ("set", tuple(sorted((_canonical(v) for v in value), key=repr)))
+    if isinstance(value, tuple | list):
+        return tuple(_canonical(v) for v in value)
+    if isinstance(value, dict):
+        return ("dict", tuple(sorted(((repr(k), _canonical(v)) for k, v in value.items()),
+                                     key=lambda kv: kv[0])))
+    if isinstance(value, enum.Enum):
+        return repr(value)
+    return value
+
+
+def builder_id(*inputs: object) -> bytes:
+    """The 8-byte fingerprint of what derives an entry's stored fields (the proxy passes its
+    Via name, policy and compression settings)."""
+    text = repr((BUILDER_VERSION, *(_canonical(v) for v in inputs)))
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+
+
+def rebuilder(make_entry: Callable[..., Entry], builder: bytes) -> Callable[[Record], Entry]:
+    def rebuild(record: Record) -> Entry:
+        if record.builder == builder and not record.compressed:
+            return Entry(record.key, record.variant, record.vary, record.meta, record.body,
+                         record.head, record.lifetime, record.initial_age, record.keep_until,
+                         record.tags, soft_purged=record.soft, fast_until=record.fast_until)
+        entry = make_entry(record.key, record.meta, record.body, record.tags)
+        entry.soft_purged = record.soft
         return entry
     return rebuild
 
 
 class TieredStore:
-    def __init__(self, memory: MemoryStore, disk: DiskStore,
-                 rebuild: Callable[[DecodedEntry], Entry]) -> None:
+    def __init__(self, memory: MemoryStore, disk: DiskStore) -> None:
         self.memory = memory
         self.disk = disk
-        self._rebuild = rebuild
         self.max_bytes = memory.max_bytes
         self.max_variants = memory.max_variants
+        self._reads: dict[tuple[str, str], asyncio.Task[Entry | None]] = {}
 
     def get(self, key: str, request_headers: HeadersSource, now: float) -> Entry | None:
-        entry = self.memory.get(key, request_headers, now)
-        if entry is not None:
-            return entry
-        found = self.disk.get(key, request_headers, now)
+        """Memory only (never blocks on a file): see ``from_disk``."""
+        return self.memory.get(key, request_headers, now)
+
+    async def from_disk(self, key: str, request_headers: HeadersSource,
+                        now: float) -> Entry | None:
+        """The entry the disk holds for this request (a memory miss), read off the loop."""
+        disk = self.disk
+        loop = asyncio.get_running_loop()
+        if disk.needs_index(key):
+            await loop.run_in_executor(disk.readers, disk.index_key, key)
+        found = disk.locate(key, request_headers, now)
         if found is None:
             return None
-        decoded, soft = found
-        entry = self._rebuild(decoded)
-        entry.soft_purged = soft
-        if (entry.key, entry.variant) != (decoded.key, decoded.variant):
-            return None  # policy changed since it was stored: let the origin fill it anew
+        k = found[0]
+        task = self._reads.get(k)
+        if task is None:
+            task = self._reads[k] = loop.create_task(self._read(k, found[1], now))
+        # shielded: a waiter that goes away (client gone) does not cancel the others' read
+        return await asyncio.shield(task)
+
+    async def _read(self, k: tuple[str, str], meta: FileMeta, now: float) -> Entry | None:
+        disk = self.disk
+        try:
+            entry = await asyncio.get_running_loop().run_in_executor(
+                disk.readers, disk.read, k, meta)
+        finally:
+            self._reads.pop(k, None)
+        if entry is None or not disk.current(k, meta):
+            return None  # purged, refilled or evicted while it was read
+        entry.soft_purged = entry.soft_purged or meta.soft
         self.memory.put(entry, now)
         return entry
 
@@ -87,7 +154,9 @@ class TieredStore:
         return max(self.memory.purge_tag(tag, soft), self.disk.purge_tag(tag, soft))
 
     def sweep(self, now: float) -> int:
-        return max(self.memory.sweep(now), self.disk.sweep(now))
+        with contextlib.suppress(RuntimeError):  # the store is closing: no more sweeps
+            self.disk.readers.submit(self.disk.sweep, now)
+        return self.memory.sweep(now)
 
     def clear(self) -> None:
         self.memory.clear()
@@ -95,13 +164,13 @@ class TieredStore:
 
 
 def open_store(memory: MemoryStore, disk_path: str, disk_max_bytes: int,
-               make_entry: Callable[..., Entry]) -> MemoryStore | TieredStore:
+               make_entry: Callable[..., Entry], builder: bytes) -> MemoryStore | TieredStore:
     """The memory store alone, or memory in front of a disk store at ``disk_path`` (not started
-    yet: ``start_store``)."""
+    yet: ``start_store``); ``builder``: ``builder_id`` of what ``make_entry`` derives with."""
     if not disk_path:
         return memory
-    rebuild = rebuilder(make_entry)
-    return TieredStore(memory, DiskStore(disk_path, disk_max_bytes, rebuild), rebuild)
+    return TieredStore(memory, DiskStore(disk_path, disk_max_bytes,
+                                         rebuilder(make_entry, builder), builder))
 
 
 def start_store(store: MemoryStore | TieredStore) -> None:
