@@ -18,7 +18,20 @@ class BuildExt(build_ext):
     def run(self) -> None:
         for stale in (HERE / "geodns").glob("_fastudp*.so"):
             stale.unlink()
+        for stale in (HERE / "edge").glob("_nghttp2*.so"):
+            stale.unlink()
         super().run()
+
+
+def nghttp2_extension() -> list[Extension]:
+    """edge._nghttp2 (the HTTP/2 layer of edge/h2ng.py), only when libnghttp2's headers are
+    there (Debian: libnghttp2-dev); without them edge/h2server.py's h2-based layer serves."""
+    if not any((Path(d) / "nghttp2" / "nghttp2.h").exists()
+               for d in ("/usr/include", "/usr/local/include")):
+        return []
+    return [Extension("edge._nghttp2", sources=["edge/_nghttp2.c"], libraries=["nghttp2"],
+                      extra_compile_args=["-std=c99", "-O2", "-Wall", "-Wextra"],
+                      optional=True)]
 
 
 setup(
@@ -30,6 +43,7 @@ setup(
             depends=["geodns/_coldpath.h", "geodns/_rrl.h", "geodns/_obs.h"],
             extra_compile_args=["-std=c99", "-O2", "-Wall", "-Wextra"],
             optional=True,
-        )
+        ),
+        *nghttp2_extension(),
     ],
 )
