@@ -9,9 +9,9 @@
 # $H2_BENCH_SERVER_CPU, default 0): (a) nginx proxy_cache, one worker, HTTPS + HTTP/2
 # (bench/h2/cache-nginx.conf.in), (b) one geoedge edge with an HTTPS listener whose
 # connections are edge.h2server.H2Protocol (bench/h2/h2edge.py; its layer: H2_BENCH_IMPL).
-# Both use the same ECDSA P-256 certificate (made with trustme) and TLS 1.2/1.3. Both caches are warmed and checked
-# to answer hits; then `h2load -c $CLIENTS -m 100 -n N` (pinned to $H2_BENCH_CLIENT_CPU,
-# default 1) measures each (server, size), alternately, $ROUNDS times; N is sized by one
+# Both use the same ECDSA P-256 certificate (made with trustme) and TLS 1.2/1.3. Both caches
+# are warmed and checked to answer hits; then `h2load -c $CLIENTS -m 100 -n N` (pinned to
+# $H2_BENCH_CLIENT_CPU, default 1) measures each (server, size), alternately, $ROUNDS times; N is sized by one
 # unmeasured warm-up run each so that a run lasts about $DURATION seconds. The table shows the median round by requests/s,
 # the ratio to nginx, and requests per CPU-second of the server (from /proc), which is
 # steadier on a shared machine. The origin's access log must not grow while measuring.

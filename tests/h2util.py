@@ -133,7 +133,7 @@ class RawH2:
         self.reader, self.writer = reader, writer
         self.conn = h2.connection.H2Connection(h2.config.H2Configuration(
             client_side=True, header_encoding=None, validate_outbound_headers=False,
-            validate_inbound_headers=False))
+            normalize_outbound_headers=False, validate_inbound_headers=False))
         self.events: list[Any] = []
         self.eof = False
         self._after: bytes = b""  # frames after a GOAWAY, parsed here (h2 stops there)
