@@ -1,9 +1,12 @@
 /* edge._nghttp2: a CPython binding of one libnghttp2 *server* session (edge/h2ng.py uses it).
  *
  * Session(max_streams, max_header_list, initial_window, hard_header_bytes):
- *   recv(data) -> list of events     feed received bytes (nghttp2_session_mem_recv)
+ *   recv(data) -> (events, error)    feed received bytes (nghttp2_session_mem_recv); error:
+ *                                    None, or why nghttp2 could not go on (bad preface)
  *   send() -> (bytes, events|None)   outbound bytes (nghttp2_session_mem_send, all of them)
- *   submit(sid, status, fields, body, end, stop)   a response: HEADERS, then body (if any)
+ *   submit(sid, status, fields, body, end, stop[, start, quiet])   a response: HEADERS,
+ *                                    then body[start:] (if any); quiet: no CLOSE event
+ *                                    for this stream
  *                                    through a data provider that respects flow control
  *   write(sid, chunk, end)           more body for a submitted response
  *   pending(sid) -> int              body bytes not yet taken by nghttp2
@@ -42,7 +45,7 @@ typedef struct strm {
     PyObject **chunks;     /* response body not yet taken by nghttp2 */
     size_t head, n, cap, off;
     Py_ssize_t pending;
-    int eof, deferred, provider, rst_after, complete;
+    int eof, deferred, provider, rst_after, complete, quiet;
     struct strm *prev, *next;
 } strm;
 
@@ -204,6 +207,11 @@ static int on_stream_close(nghttp2_session *s, int32_t sid, uint32_t code, void 
     int complete = 0;
     if (st) {
         complete = st->complete;
+        if (st->quiet) {
+            nghttp2_session_set_stream_user_data(s, sid, NULL);
+            strm_free(self, st);
+            return 0;
+        }
         nghttp2_session_set_stream_user_data(s, sid, NULL);
         strm_free(self, st);
     }
@@ -390,9 +398,11 @@ static PyObject *Session_send(Session *self, PyObject *unused) {
 }
 
 static PyObject *Session_submit(Session *self, PyObject *args) {
-    int sid, status, end, stop;
+    int sid, status, end, stop, quiet = 0;
     PyObject *fields, *body;
-    if (!PyArg_ParseTuple(args, "iiOOpp", &sid, &status, &fields, &body, &end, &stop))
+    Py_ssize_t start = 0;
+    if (!PyArg_ParseTuple(args, "iiOOpp|np", &sid, &status, &fields, &body, &end, &stop,
+                          &start, &quiet))
         return NULL;
     PyObject *seq = PySequence_Fast(fields, "fields must be a sequence");
     if (!seq) return NULL;
@@ -430,8 +440,14 @@ static PyObject *Session_submit(Session *self, PyObject *args) {
         goto done;
     }
     if (stop && !nghttp2_session_get_stream_remote_close(self->s, sid)) st->rst_after = 0;
-    int has_body = body != Py_None && PyObject_Length(body) > 0;
-    if (PyErr_Occurred()) goto done;
+    st->quiet = quiet;
+    Py_ssize_t blen = body == Py_None ? 0 : PyObject_Length(body);
+    if (blen < 0) goto done;
+    if (start < 0 || start > blen) {
+        PyErr_SetString(PyExc_ValueError, "start out of the body");
+        goto done;
+    }
+    int has_body = blen > start;
     int rv;
     if (end && !has_body) {
         rv = nghttp2_submit_response(self->s, sid, nva, k, NULL);
@@ -439,9 +455,17 @@ static PyObject *Session_submit(Session *self, PyObject *args) {
         if (has_body) {
             PyObject *b = as_bytes(body);
             if (!b) goto done;
+            if (start > 0 && st->n > st->head) {  /* not first in the queue: a copy */
+                Py_SETREF(b, PyBytes_FromStringAndSize(PyBytes_AS_STRING(b) + start,
+                                                       blen - start));
+                if (!b) goto done;
+                start = 0;
+            }
             int r = strm_append(st, b);
             Py_DECREF(b);
             if (r < 0) goto done;
+            st->off = (size_t)start;  /* the body starts there in the first chunk */
+            st->pending -= start;
         }
         st->eof = end;
         st->provider = 1;

@@ -20,6 +20,7 @@ pure-Python ``h2``: each request offered to ``handler.fast()`` first, else to
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -29,8 +30,8 @@ from edge.connlimit import ConnectionLimiter, Verdict
 from edge.h2writer import STREAM_BUFFER, Fields, H2Writer, parse_http1
 from edge.httpserver import Handler, Limits, Request, reason
 from edge.policy.h2flood import FloodCounter
-from edge.policy.h2head import read_head
-from edge.policy.target import BadTarget, parse_target
+from edge.policy.h2head import H2Head, read_head
+from edge.policy.target import BadTarget, Target, parse_target
 
 if TYPE_CHECKING:
     from edge.h2server import H2Limits
@@ -43,6 +44,67 @@ NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, REFUSED_STREAM, CALM = 0x0, 0x1, 0x2, 
 FLOOD_KINDS = ("resets", "pings", "settings", "priority", "window_updates", "empty")
 REQUEST, DATA, END, CLOSE = _nghttp2.REQUEST, _nghttp2.DATA, _nghttp2.END, _nghttp2.CLOSE
 GOAWAY, FLOOD, BOMB = _nghttp2.GOAWAY, _nghttp2.FLOOD, _nghttp2.CALM
+
+
+# Parsed request heads and response heads, shared by connections: h2load-like clients (and
+# browsers) send the same header lists again and again, and a hit's head is the same for all
+# requests of one second. Bounded in entries and in the size of what is kept.
+CACHE_ENTRIES = 1024
+CACHE_HEAD_BYTES = 2048
+_CONTEXTS: dict[tuple[str, frozenset[bytes], Limits], int] = {}
+_REQUESTS: dict[tuple[int, tuple[tuple[bytes, bytes], ...]],
+                tuple[H2Head, Target | BadTarget | None]] = {}
+_NUMBERS = itertools.count(1)
+_RESPONSES: dict[bytes, tuple[int, Fields]] = {}
+
+
+def _context(scheme: str, flags: frozenset[bytes], limits: Limits) -> int:
+    """A small number for what read_head and parse_target depend on besides the fields."""
+    key = (scheme, flags, limits)
+    ctx = _CONTEXTS.get(key)
+    if ctx is None:
+        if len(_CONTEXTS) >= 64:
+            _CONTEXTS.clear()
+            _REQUESTS.clear()
+        ctx = _CONTEXTS[key] = next(_NUMBERS)
+    return ctx
+
+
+def _request_of(ctx: int, headers: list[tuple[bytes, bytes]], scheme: str,
+                flags: frozenset[bytes], lim: Limits) -> tuple[H2Head, Target | BadTarget | None]:
+    """read_head and parse_target of a header list (remembered for small ones)."""
+    key = (ctx, tuple(headers))
+    hit = _REQUESTS.get(key)
+    if hit is not None:
+        return hit
+    head = read_head(headers, flags, lim.max_header_bytes, lim.max_header_count,
+                     lim.max_url_bytes, lim.max_body_bytes)
+    parsed: Target | BadTarget | None = None
+    if not head.malformed:
+        host = head.authority if head.authority is not None else next(
+            (v for n, v in head.fields if n == "host"), None)
+        parsed = parse_target(head.method, head.path, host, scheme)
+    if sum(len(n) + len(v) for n, v in headers) <= CACHE_HEAD_BYTES:
+        if len(_REQUESTS) >= CACHE_ENTRIES:
+            _REQUESTS.clear()
+        _REQUESTS[key] = (head, parsed)
+    return head, parsed
+
+
+def _split_http1(raw: bytes) -> tuple[int, Fields, int]:
+    """parse_http1's status and fields of a pre-serialised response, and where its body
+    starts (remembered per head)."""
+    end = raw.find(b"\r\n\r\n") + 4
+    head = raw[:end]
+    hit = _RESPONSES.get(head)
+    if hit is None:
+        status, fields, _ = parse_http1(head)
+        if len(_RESPONSES) >= CACHE_ENTRIES:
+            _RESPONSES.clear()
+        if len(head) <= 4 * CACHE_HEAD_BYTES:
+            _RESPONSES[head] = (status, fields)
+        return status, fields, end
+    return hit[0], hit[1], end
 
 
 class NgStream:
@@ -147,6 +209,8 @@ class NgH2Protocol(asyncio.Protocol):
         self._idle_since = 0.0
         self._served = False
         self._goaway_sent = False
+        self._flags: frozenset[bytes] | None = None
+        self._ctx = 0
         lim = self.h2_limits
         self.sess = _nghttp2.Session(lim.max_streams, limits.max_header_bytes,
                                      lim.initial_window, lim.hard_header_bytes)
@@ -217,9 +281,17 @@ class NgH2Protocol(asyncio.Protocol):
         if data and not transport.is_closing():
             transport.write(data)
         if events:
+            streams = self.streams
             for event in events:
-                if event[0] == CLOSE:
-                    self._closed(event[1], event[3])
+                if event[0] == CLOSE and (stream := streams.pop(event[1], None)) is not None:
+                    stream.closed = True  # what done() and gone() do, inline: one per request
+                    if stream._waiter is not None:
+                        stream.wake(None if event[3] else ConnectionResetError("stream reset"))
+                    if stream.body_bytes:
+                        self._release_body(stream)
+            if not streams:
+                self._idle_since = self.loop.time()
+                self._maybe_done()
         if self.waiting:
             waiting, self.waiting = self.waiting, set()
             for stream in waiting:
@@ -254,11 +326,10 @@ class NgH2Protocol(asyncio.Protocol):
         self._maybe_done()
 
     def _maybe_done(self) -> None:
+        """After GOAWAY: once nghttp2 has no stream left (hits answered at once included) and
+        nothing to send, ``_flush`` closes the connection."""
         if self._goaway_sent and not self.streams and self.transport is not None:
             self._flush(force=True)
-            self.closing = True
-            if self.transport is not None:
-                self.transport.close()
 
     # -- timers -------------------------------------------------------------------------------
     def _arm(self) -> None:
@@ -334,37 +405,47 @@ class NgH2Protocol(asyncio.Protocol):
     # -- requests -----------------------------------------------------------------------------
     def _open(self, sid: int, headers: list[tuple[bytes, bytes]], end: bool,
               now: float) -> str | None:
-        stream = NgStream(self, sid, now)
         if self._goaway_sent:
             self.sess.reset(sid, REFUSED_STREAM)
             return None
-        self.streams[sid] = stream
         self._served = True
         if self.running >= self.h2_limits.max_streams:
-            stream.reset(REFUSED_STREAM)
+            self.streams[sid] = NgStream(self, sid, now)
+            self.streams[sid].reset(REFUSED_STREAM)
             return self._flood.note("resets", now)
-        lim = self.limits
-        head = read_head(headers, self.handler.flag_headers, lim.max_header_bytes,
-                         lim.max_header_count, lim.max_url_bytes, lim.max_body_bytes)
+        flags = self.handler.flag_headers
+        if flags is not self._flags:
+            self._flags = flags
+            self._ctx = _context(self.scheme, flags, self.limits)
+        head, parsed = _request_of(self._ctx, headers, self.scheme, flags, self.limits)
         if head.malformed:
             log.info("h2 %s stream %d: malformed request (%s)", self.client_ip, sid,
                      head.malformed)
-            stream.reset(PROTOCOL_ERROR)
+            self.sess.reset(sid, PROTOCOL_ERROR)
             return None
-        stream.status = head.status
-        host = head.authority if head.authority is not None else next(
-            (v for n, v in head.fields if n == "host"), None)
-        parsed = parse_target(head.method, head.path, host, self.scheme)
+        request = None
+        status = head.status
         if isinstance(parsed, BadTarget):
-            stream.status = stream.status or parsed.status
-        elif not stream.status:
-            stream.request = Request(head.method, parsed.path_query, "2", head.fields,
-                                     self.client_ip, True, b"", parsed.authority,
-                                     head.flagged, parsed.key, parsed.scheme)
-        if stream.status:
-            self._reject(stream, stream.status)
+            status = status or parsed.status
+        elif parsed is not None and not status:
+            request = Request(head.method, parsed.path_query, "2", list(head.fields),
+                              self.client_ip, True, b"", parsed.authority, head.flagged,
+                              parsed.key, parsed.scheme)
+            if end:  # a hit answered at once: no stream kept for it (no CLOSE comes back)
+                raw = self.handler.fast(request)
+                if raw is not None:
+                    code, fields, start = _split_http1(raw)
+                    self.sess.submit(sid, code, fields, raw, True, False, start, True)
+                    if not self.streams:
+                        self._idle_since = now
+                    return None
+        stream = self.streams[sid] = NgStream(self, sid, now)
+        stream.request = request
+        stream.status = status
+        if status:
+            self._reject(stream, status)
         elif end:
-            self._dispatch(stream)
+            self._dispatch(stream, fast=False)
         return None
 
     def _body(self, sid: int, data: bytes) -> None:
@@ -392,7 +473,7 @@ class NgH2Protocol(asyncio.Protocol):
         self._body_bytes -= stream.body_bytes
         stream.body_bytes = 0
 
-    def _dispatch(self, stream: NgStream) -> None:
+    def _dispatch(self, stream: NgStream, fast: bool = True) -> None:
         stream.complete = True
         request = stream.request
         if request is None:
@@ -401,10 +482,13 @@ class NgH2Protocol(asyncio.Protocol):
             request.body = b"".join(stream.body)
             stream.body.clear()
             self._release_body(stream)
-        raw = self.handler.fast(request)
+        raw = self.handler.fast(request) if fast else None
         if raw is not None:
-            status, headers, body = parse_http1(raw)
-            stream.respond(status, headers, body, True)
+            status, headers, start = _split_http1(raw)
+            if not stream.closed:
+                stream.submitted = True
+                if not self.sess.submit(stream.sid, status, headers, raw, True, False, start):
+                    stream.gone()
             return
         self.running += 1
         stream.task = self.loop.create_task(self._slow(stream, request))
