@@ -8,6 +8,8 @@ the cache, then to each layer, and the answers compared.
 
 from __future__ import annotations
 
+import os
+
 import h2.events
 import pytest
 from edgeutil import edge_env
@@ -99,3 +101,14 @@ async def test_both_layers_answer_the_same(layers):
             diffs.append((name, a, b))
     assert not diffs, diffs
     assert env.origin.count("/p") == 1  # the hits came from the one cache
+
+
+def test_the_nghttp2_layer_is_chosen_when_built():
+    import edge.h2server
+
+    if os.environ.get("CI"):  # CI must build and test it (libnghttp2-dev, .ci/run)
+        assert edge.h2server.NGHTTP2, "edge._nghttp2 was not built"
+    if edge.h2server.NGHTTP2:
+        assert edge.h2server.H2Protocol is h2_class("nghttp2")
+    else:
+        assert edge.h2server.H2Protocol is edge.h2server.H2LibProtocol
