@@ -15,6 +15,12 @@ pure-Python ``h2``: each request offered to ``handler.fast()`` first, else to
 - Flood counts come per received batch from C (RST_STREAM, PING, SETTINGS, PRIORITY,
   WINDOW_UPDATE, empty DATA, unknown frames) and go to the same ``FloodCounter``, before the
   batch's requests are looked at.
+- What repeats is computed once: ``read_head`` + ``parse_target`` per distinct header list
+  (up to ``CACHE_HEAD_BYTES``) and ``parse_http1`` per distinct hit head, ``CACHE_ENTRIES``
+  each (emptied when full). A hit that ``handler.fast()`` answers at once keeps no
+  ``NgStream`` (nghttp2 sends it and forgets it); its body goes from the hit's bytes.
+- A connection error nghttp2 meets (a bad preface, a frame out of place) ends the
+  connection with nghttp2's GOAWAY.
 """
 
 from __future__ import annotations
@@ -277,7 +283,13 @@ class NgH2Protocol(asyncio.Protocol):
         transport = self.transport
         if transport is None or (self._paused and not force):
             return
-        data, events = self.sess.send()
+        try:
+            data, events = self.sess.send()
+        except RuntimeError as exc:  # nghttp2 cannot go on (out of memory): end it
+            log.warning("h2 %s: %s", self.client_ip, exc)
+            self.closing = True
+            transport.close()
+            return
         if data and not transport.is_closing():
             transport.write(data)
         if events:
