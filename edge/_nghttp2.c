@@ -3,7 +3,8 @@
  * Session(max_streams, max_header_list, initial_window, hard_header_bytes):
  *   recv(data) -> (events, error)    feed received bytes (nghttp2_session_mem_recv); error:
  *                                    None, or why nghttp2 could not go on (bad preface)
- *   send() -> (bytes, events|None)   outbound bytes (nghttp2_session_mem_send, all of them)
+ *   send() -> (bytes, events|None)   outbound bytes (nghttp2_session_send, all of them; body
+ *                                    bytes copied once, from the chunks, by send_data)
  *   submit(sid, status, fields, body, end, stop[, start, quiet])   a response: HEADERS,
  *                                    then body[start:] (if any); quiet: no CLOSE event
  *                                    for this stream
@@ -59,7 +60,7 @@ typedef struct {
     long floods[F_N];
     strm *all;
     char *out;
-    size_t out_cap;
+    size_t out_cap, used;  /* what nghttp2_session_send gave, this send() */
 } Session;
 
 static void strm_clear_chunks(strm *st) {
@@ -240,16 +241,69 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *frame, void *u
     return 0;
 }
 
+/* Body bytes are not copied into nghttp2's frames: read_body only says how many go in this
+ * DATA frame (NO_COPY), send_data copies them from the chunks to the output buffer once. */
 static ssize_t read_body(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t length,
                          uint32_t *data_flags, nghttp2_data_source *source, void *user) {
-    (void)s; (void)sid; (void)user;
+    (void)s; (void)sid; (void)user; (void)buf;
     strm *st = source->ptr;
+    size_t avail = (size_t)st->pending;
+    size_t n = avail < length ? avail : length;
+    if (n == avail && st->eof) {
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+    } else if (n == 0) {
+        st->deferred = 1;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    *data_flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+    return (ssize_t)n;
+}
+
+static int out_room(Session *self, size_t more) {
+    if (self->used + more <= self->out_cap) return 0;
+    size_t cap = self->out_cap ? self->out_cap : 65536;
+    while (cap < self->used + more) cap *= 2;
+    char *o = PyMem_Realloc(self->out, cap);
+    if (!o) return -1;
+    self->out = o;
+    self->out_cap = cap;
+    return 0;
+}
+
+static ssize_t send_cb(nghttp2_session *s, const uint8_t *data, size_t length, int flags,
+                       void *user) {
+    Session *self = user;
+    (void)s; (void)flags;
+    if (out_room(self, length) < 0) { self->failed = 1; return NGHTTP2_ERR_CALLBACK_FAILURE; }
+    memcpy(self->out + self->used, data, length);
+    if (self->patch_goaway && length >= 17 && data[3] == NGHTTP2_GOAWAY) {
+        self->patch_goaway = 0;  /* error code: bytes 13..16 of the frame */
+        memcpy(self->out + self->used + 13, "\x00\x00\x00\x0b", 4);
+    }
+    self->used += length;
+    return (ssize_t)length;
+}
+
+static int send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t *framehd,
+                     size_t length, nghttp2_data_source *source, void *user) {
+    Session *self = user;
+    (void)s;
+    strm *st = source->ptr;
+    size_t pad = frame->data.padlen;
+    if (out_room(self, 9 + length + pad) < 0) {
+        self->failed = 1;
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
+    char *out = self->out + self->used;
+    memcpy(out, framehd, 9);
+    out += 9;
+    if (pad) *out++ = (char)(pad - 1);
     size_t n = 0;
     while (n < length && st->head < st->n) {
         PyObject *c = st->chunks[st->head];
-        size_t avail = (size_t)PyBytes_GET_SIZE(c) - st->off;
-        size_t take = avail < length - n ? avail : length - n;
-        memcpy(buf + n, PyBytes_AS_STRING(c) + st->off, take);
+        size_t left = (size_t)PyBytes_GET_SIZE(c) - st->off;
+        size_t take = left < length - n ? left : length - n;
+        memcpy(out + n, PyBytes_AS_STRING(c) + st->off, take);
         n += take;
         st->off += take;
         if (st->off == (size_t)PyBytes_GET_SIZE(c)) {
@@ -259,16 +313,10 @@ static ssize_t read_body(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t l
         }
     }
     st->pending -= (Py_ssize_t)n;
-    if (st->head == st->n) {
-        st->head = st->n = 0;
-        if (st->eof) {
-            *data_flags |= NGHTTP2_DATA_FLAG_EOF;
-        } else if (n == 0) {
-            st->deferred = 1;
-            return NGHTTP2_ERR_DEFERRED;
-        }
-    }
-    return (ssize_t)n;
+    if (st->head == st->n) st->head = st->n = 0;
+    if (pad > 1) memset(out + n, 0, pad - 1);
+    self->used += 9 + length + pad;
+    return 0;
 }
 
 /* -- helpers -------------------------------------------------------------------------------- */
@@ -355,32 +403,14 @@ static PyObject *Session_recv(Session *self, PyObject *arg) {
 
 static PyObject *Session_send(Session *self, PyObject *unused) {
     (void)unused;
-    size_t used = 0;
-    for (;;) {
-        const uint8_t *p;
-        ssize_t n = nghttp2_session_mem_send(self->s, &p);
-        if (n < 0) {
-            if (self->failed) { self->failed = 0; if (PyErr_Occurred()) return NULL; }
-            PyErr_Format(PyExc_RuntimeError, "nghttp2: %s", nghttp2_strerror((int)n));
-            return NULL;
-        }
-        if (n == 0) break;
-        if (used + (size_t)n > self->out_cap) {
-            size_t cap = self->out_cap ? self->out_cap : 65536;
-            while (cap < used + (size_t)n) cap *= 2;
-            char *o = PyMem_Realloc(self->out, cap);
-            if (!o) return PyErr_NoMemory();
-            self->out = o;
-            self->out_cap = cap;
-        }
-        memcpy(self->out + used, p, (size_t)n);
-        if (self->patch_goaway && n >= 17 && p[3] == NGHTTP2_GOAWAY) {
-            self->patch_goaway = 0;  /* error code: bytes 13..16 of the frame */
-            memcpy(self->out + used + 13, "\x00\x00\x00\x0b", 4);
-        }
-        used += (size_t)n;
+    self->used = 0;
+    int rv = nghttp2_session_send(self->s);
+    if (rv < 0) {
+        if (self->failed) { self->failed = 0; if (PyErr_Occurred()) return NULL; }
+        PyErr_Format(PyExc_RuntimeError, "nghttp2: %s", nghttp2_strerror(rv));
+        return NULL;
     }
-    PyObject *data = PyBytes_FromStringAndSize(self->out, (Py_ssize_t)used);
+    PyObject *data = PyBytes_FromStringAndSize(self->out, (Py_ssize_t)self->used);
     if (!data) return NULL;
     if (self->out_cap > 4 * 1024 * 1024) {  /* do not keep a burst's buffer */
         PyMem_Free(self->out);
@@ -570,6 +600,8 @@ static int Session_init(Session *self, PyObject *args, PyObject *kw) {
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
     nghttp2_session_callbacks_set_before_frame_send_callback(cb, before_frame_send);
     nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
+    nghttp2_session_callbacks_set_send_callback(cb, send_cb);
+    nghttp2_session_callbacks_set_send_data_callback(cb, send_data);
     if (nghttp2_option_new(&opt) != 0) {
         nghttp2_session_callbacks_del(cb);
         PyErr_NoMemory();
