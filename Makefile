@@ -15,7 +15,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml setup.py geodns/_fastudp.c geodns/_coldpath.h geodns/_fastidx.h \
-		geodns/_rrl.h geodns/_obs.h edge/_fasthttp.c
+		geodns/_rrl.h geodns/_obs.h edge/_fasthttp.c edge/_nghttp2.c
 	$(BIN)/pip install --quiet -e .
 	@touch $@
 

@@ -8,10 +8,10 @@
 # with Cache-Control: max-age=3600. In front of it, both pinned to one CPU (taskset -c
 # $H2_BENCH_SERVER_CPU, default 0): (a) nginx proxy_cache, one worker, HTTPS + HTTP/2
 # (bench/h2/cache-nginx.conf.in), (b) one geoedge edge with an HTTPS listener whose
-# connections are edge.h2server.H2Protocol (bench/h2/h2edge.py). Both use the same ECDSA
-# P-256 certificate (made with trustme) and TLS 1.2/1.3. Both caches are warmed and checked
-# to answer hits; then `h2load -c $CLIENTS -m 100 -n N` (pinned to $H2_BENCH_CLIENT_CPU,
-# default 1) measures each (server, size), alternately, $ROUNDS times; N is sized by one
+# connections are edge.h2server.H2Protocol (bench/h2/h2edge.py; its layer: H2_BENCH_IMPL).
+# Both use the same ECDSA P-256 certificate (made with trustme) and TLS 1.2/1.3. Both caches
+# are warmed and checked to answer hits; then `h2load -c $CLIENTS -m 100 -n N` (pinned to
+# $H2_BENCH_CLIENT_CPU, default 1) measures each (server, size), alternately, $ROUNDS times; N is sized by one
 # unmeasured warm-up run each so that a run lasts about $DURATION seconds. The table shows the median round by requests/s,
 # the ratio to nginx, and requests per CPU-second of the server (from /proc), which is
 # steadier on a shared machine. The origin's access log must not grow while measuring.
@@ -21,6 +21,8 @@
 #   H2_BENCH_ROUNDS=3     measured runs per (server, size); the median is reported
 #   H2_BENCH_CLIENTS=10   h2load connections (-c); streams per connection: H2_BENCH_STREAMS=100
 #   H2_BENCH_SERVER_CPU=0 H2_BENCH_CLIENT_CPU=1
+#   H2_BENCH_IMPL=auto    the edge's HTTP/2 layer: auto (nghttp2 when edge._nghttp2 is built),
+#                         h2lib (the pure-Python h2 library) or nghttp2
 #   H2_BENCH_KEEP=0       1: keep the temp dir (configs, logs, raw h2load output)
 #   GEOEDGE_VENV=<repo>/.venv
 set -euo pipefail
@@ -36,6 +38,7 @@ STREAMS=${H2_BENCH_STREAMS:-100}
 SERVER_CPU=${H2_BENCH_SERVER_CPU:-0}
 CLIENT_CPU=${H2_BENCH_CLIENT_CPU:-1}
 KEEP=${H2_BENCH_KEEP:-0}
+IMPL=${H2_BENCH_IMPL:-auto}
 EDGE_NAME=us-east-1
 TARGET_RATIO=0.7
 SIZES=(1k 64k)
@@ -52,6 +55,7 @@ done
 ((DURATION > 0 && DURATION <= 600)) || die "H2_BENCH_DURATION must be 1..600"
 ((ROUNDS > 0 && ROUNDS <= 20)) || die "H2_BENCH_ROUNDS must be 1..20"
 ((CLIENTS > 0 && STREAMS > 0)) || die "H2_BENCH_CLIENTS and H2_BENCH_STREAMS must be > 0"
+[[ $IMPL =~ ^(auto|h2lib|nghttp2)$ ]] || die "H2_BENCH_IMPL must be auto, h2lib or nghttp2"
 
 export PATH=$PATH:/usr/sbin:/sbin
 install_missing nginx:nginx-light h2load:nghttp2-client curl:curl taskset:util-linux
@@ -130,12 +134,14 @@ log "nginx proxy_cache h2 (pid $CACHE_PID, CPU $SERVER_CPU) on 127.0.0.1:$CACHE_
 sed -e "s#@ORIGIN_NAME@#origin-1#g" -e "s#@ORIGIN_HOST@#127.0.0.1#g" \
     -e "s#@ORIGIN_PORT@#$STATIC_PORT#g" "$ROOT/bench/edge/topology.toml.in" >"$WORK/static.toml"
 (cd "$ROOT" && exec taskset -c "$SERVER_CPU" "$PY" "$HERE/h2edge.py" "$WORK/static.toml" \
-    "$EDGE_NAME" "$WORK/cert.pem" "$WORK/key.pem") >"$WORK/edge.log" 2>&1 &
+    "$EDGE_NAME" "$WORK/cert.pem" "$WORK/key.pem" "$IMPL") >"$WORK/edge.log" 2>&1 &
 EDGE_PID=$!
 PIDS+=("$EDGE_PID")
 STOP_SIG[$EDGE_PID]=INT
 EDGE_PORT=$(wait_log "$EDGE_PID" "$WORK/edge.log" "h2 listening on [0-9]+" | awk '{print $4}')
-log "geoedge edge h2 (pid $EDGE_PID, CPU $SERVER_CPU) on 127.0.0.1:$EDGE_PORT"
+EDGE_IMPL=$(grep -m1 -oE "h2 listening on [0-9]+ \([A-Za-z0-9]+\)" "$WORK/edge.log" |
+    sed -E 's/.*\((.*)\)/\1/')
+log "geoedge edge h2 $EDGE_IMPL (pid $EDGE_PID, CPU $SERVER_CPU) on 127.0.0.1:$EDGE_PORT"
 
 declare -A PORT=([nginx]=$CACHE_PORT [geoedge]=$EDGE_PORT)
 declare -A PID=([nginx]=$CACHE_PID [geoedge]=$EDGE_PID)
@@ -225,5 +231,5 @@ for size in ("1k", "64k"):
     verdict = "meets" if ratio >= target else "below"
     print(f"# {size}: geoedge/nginx = {ratio:.2f} ({verdict} the {target}x goal)")
 EOF
-log "h2load -c $CLIENTS -m $STREAMS, about $DURATION s per run, rounds $ROUNDS; server CPU $SERVER_CPU, client CPU $CLIENT_CPU"
+log "h2load -c $CLIENTS -m $STREAMS, about $DURATION s per run, rounds $ROUNDS; server CPU $SERVER_CPU, client CPU $CLIENT_CPU; edge layer $EDGE_IMPL"
 log "load average before: $LOAD_BEFORE; after: $LOAD_AFTER"

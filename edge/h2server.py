@@ -1,4 +1,9 @@
-"""The edge's client-facing HTTP/2 server: an asyncio protocol around the ``h2`` library.
+"""The edge's client-facing HTTP/2 server: an asyncio protocol around the ``h2`` library,
+or around libnghttp2 (edge/h2ng.py) when the C extension edge/_nghttp2.c is built.
+
+``H2Protocol`` is ``edge.h2ng.NgH2Protocol`` when ``edge._nghttp2`` imports (setup.py builds
+it when libnghttp2's headers are there), else ``H2LibProtocol`` below; both keep the rules
+that follow, and the tests run on both.
 
 It drives the same ``Handler`` as the HTTP/1.1 server (edge/httpserver.py): each stream
 becomes a ``Request`` (the pseudo-headers validated and normalised by
@@ -44,7 +49,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h2.config
 import h2.connection
@@ -63,6 +68,9 @@ from edge.policy.h2flood import FloodCounter, FloodLimits
 from edge.policy.h2head import read_head
 from edge.policy.target import BadTarget, parse_target
 
+if TYPE_CHECKING:
+    from edge.h2ng import NgH2Protocol
+
 log = logging.getLogger("geoedge.edge.h2")
 
 CALM = h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
@@ -76,9 +84,9 @@ class H2Limits:
     floods: FloodLimits = field(default_factory=FloodLimits)
 
 
-class H2Protocol(asyncio.Protocol):
+class H2LibProtocol(asyncio.Protocol):
     def __init__(self, handler: Handler, limits: Limits,
-                 on_close: Callable[[H2Protocol], None] | None = None,
+                 on_close: Callable[[H2LibProtocol], None] | None = None,
                  limiter: ConnectionLimiter | None = None,
                  h2_limits: H2Limits | None = None) -> None:
         self.handler = handler
@@ -416,4 +424,16 @@ class H2Protocol(asyncio.Protocol):
         self._maybe_done()
 
 
-__all__ = ["H2Limits", "H2Protocol"]
+H2Protocol: type[H2LibProtocol] | type[NgH2Protocol]
+try:
+    from edge import _nghttp2  # noqa: F401  (built when libnghttp2's headers were found)
+except ImportError:
+    NGHTTP2 = False
+    H2Protocol = H2LibProtocol
+else:
+    from edge.h2ng import NgH2Protocol
+
+    NGHTTP2 = True
+    H2Protocol = NgH2Protocol
+
+__all__ = ["NGHTTP2", "H2LibProtocol", "H2Limits", "H2Protocol"]

@@ -26,9 +26,9 @@ import h2.exceptions
 from edge.httpserver import Request, ResponseWriter
 
 if TYPE_CHECKING:
-    from edge.h2server import H2Protocol
+    from edge.h2server import H2LibProtocol
 
-__all__ = ["H2Writer", "Stream", "parse_http1"]
+__all__ = ["STREAM_BUFFER", "Fields", "H2Writer", "Stream", "parse_http1"]
 
 STREAM_BUFFER = 256 * 1024  # bytes a stream may hold unsent before ``write`` waits
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection",
@@ -52,7 +52,7 @@ def parse_http1(raw: bytes) -> tuple[int, Fields, bytes]:
 
 
 class Stream:
-    def __init__(self, proto: H2Protocol, sid: int, opened: float) -> None:
+    def __init__(self, proto: H2LibProtocol, sid: int, opened: float) -> None:
         self.proto = proto
         self.sid = sid
         self.opened = opened

@@ -3,13 +3,17 @@ protocols, an h2c listener, httpx clients, and a raw h2 client for bad-input tes
 
 ``await tls_edge(env)`` starts, for the app of an ``edge_env`` edge, an HTTPS listener with
 ALPN ``h2`` (H2Protocol), one with ALPN ``http/1.1`` (HttpProtocol, scheme https) and a plain
-h2c listener (prior knowledge), all on 127.0.0.1 port 0.
+h2c listener (prior knowledge), all on 127.0.0.1 port 0. ``impl`` picks the HTTP/2 layer:
+"h2lib" (edge.h2server.H2LibProtocol, the ``h2`` library) or "nghttp2" (edge.h2ng, the C
+extension); tests run on both (``IMPLS``, ``h2_class``). Without the extension the nghttp2
+cases are skipped, except under CI (``CI`` set), where they fail: CI must build it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,14 +24,30 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import httpx
+import pytest
 import trustme
 from hyperframe.frame import DataFrame, Frame, HeadersFrame
 
-from edge.h2server import H2Limits, H2Protocol
+from edge.h2server import NGHTTP2, H2LibProtocol, H2Limits, H2Protocol
 from edge.httpserver import HttpProtocol
 from edge.main import limits_of
 
 WAIT = 5.0
+IMPLS = ["h2lib", "nghttp2"]
+
+
+def h2_class(impl: str) -> type[H2Protocol]:
+    """The HTTP/2 protocol class of ``impl`` (skipped, or failed under CI, when missing)."""
+    if impl == "h2lib":
+        return H2LibProtocol
+    if not NGHTTP2:
+        if os.environ.get("CI"):
+            pytest.fail("CI must build the C extension edge._nghttp2 (libnghttp2-dev, see "
+                        ".ci/run): the nghttp2 HTTP/2 layer went untested")
+        pytest.skip("edge._nghttp2 not built (no libnghttp2 headers)")
+    from edge.h2ng import NgH2Protocol
+
+    return NgH2Protocol
 _CA = trustme.CA()
 
 
@@ -69,7 +89,9 @@ class TlsEdge:
                 await asyncio.wait_for(s.wait_closed(), WAIT)
 
 
-async def tls_edge(env: Any, tmp_path: Any, h2_limits: H2Limits | None = None) -> TlsEdge:
+async def tls_edge(env: Any, tmp_path: Any, h2_limits: H2Limits | None = None,
+                   impl: str = "h2lib") -> TlsEdge:
+    cls = h2_class(impl)
     cert = _CA.issue_cert("localhost", "127.0.0.1")
     loop = asyncio.get_running_loop()
     app = env.app
@@ -84,7 +106,7 @@ async def tls_edge(env: Any, tmp_path: Any, h2_limits: H2Limits | None = None) -
 
     def h2_factory(scheme: str) -> Callable[[], H2Protocol]:
         def make() -> H2Protocol:
-            proto = H2Protocol(app, limits, on_close=conns.discard, h2_limits=h2_limits)
+            proto = cls(app, limits, on_close=conns.discard, h2_limits=h2_limits)
             proto.scheme = scheme
             conns.add(proto)
             return proto
@@ -111,7 +133,7 @@ class RawH2:
         self.reader, self.writer = reader, writer
         self.conn = h2.connection.H2Connection(h2.config.H2Configuration(
             client_side=True, header_encoding=None, validate_outbound_headers=False,
-            validate_inbound_headers=False))
+            normalize_outbound_headers=False, validate_inbound_headers=False))
         self.events: list[Any] = []
         self.eof = False
         self._after: bytes = b""  # frames after a GOAWAY, parsed here (h2 stops there)

@@ -1,5 +1,6 @@
-"""HTTP/2 (edge/h2server.py): the same caching behaviour as HTTP/1.1, over real TLS (a trustme
-CA) with httpx, plus curl --http2 and h2load, and bad input from a raw h2 client."""
+"""HTTP/2 (edge/h2server.py, edge/h2ng.py): the same caching behaviour as HTTP/1.1, over real
+TLS (a trustme CA) with httpx, plus curl --http2 and h2load, and bad input from a raw h2
+client; every test on both HTTP/2 layers (the ``h2`` library and libnghttp2)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import h2.errors
 import h2.events
 import pytest
 from edgeutil import edge_env, member
-from h2util import RawH2, get_headers, tls_edge
+from h2util import IMPLS, RawH2, get_headers, tls_edge
 
 __all__ = ["edge_env"]
 
@@ -21,10 +22,10 @@ PAGE = b"<html>" + b"multiplexed and cached " * 300 + b"</html>"
 CACHED = [("Content-Type", "text/html"), ("Cache-Control", "max-age=60"), ("ETag", '"e1"')]
 
 
-@pytest.fixture
-async def tls(edge_env, tmp_path):
+@pytest.fixture(params=IMPLS)
+async def tls(edge_env, tmp_path, request):
     env = await edge_env(max_object_bytes=4 * 1024 * 1024)
-    t = await tls_edge(env, tmp_path)
+    t = await tls_edge(env, tmp_path, impl=request.param)
     yield t
     await t.close()
 

@@ -35,6 +35,7 @@ from geoedge.client.fetch import (
     parse_url,
 )
 from tests.edgeutil import DEFAULT_EDGE, EDGE_NAME, FakeClock, TestOrigin, topology_dict
+from tests.h2util import IMPLS, h2_class
 
 CACHED = [("Cache-Control", "max-age=60")]
 pytestmark = pytest.mark.filterwarnings("ignore:Overriding the .event_loop_policy. fixture")
@@ -534,9 +535,16 @@ async def test_handshakes_under_way_are_capped(env: Env):
     assert out.returncode == 0 and out.stdout.endswith("alpha"), out.stderr
 
 
-async def test_http2_through_the_https_listener_picks_the_site_and_caches(env: Env):
+@pytest.mark.parametrize("impl", IMPLS)
+async def test_http2_through_the_https_listener_picks_the_site_and_caches(
+        env: Env, impl: str, monkeypatch: pytest.MonkeyPatch):
     """The real H2Protocol behind the real TLS listener (ALPN h2): each site by SNI/Host,
-    hits from the shared cache, HTTP/1.1 clients on the same port still served."""
+    hits from the shared cache, HTTP/1.1 clients on the same port still served; on both
+    HTTP/2 layers."""
+    import edge.main
+
+    cls = h2_class(impl)
+    monkeypatch.setattr(edge.main, "h2_protocol", lambda: cls)
     await env.start()
     async with env.client(http2=True) as c:
         got = []
