@@ -1,10 +1,11 @@
 # One image for every role: `geoedge dns`, `geoedge edge`, `geoedge origin`, and the client
 # (dig, curl and `geoedge`). docker-compose.yml runs it; `python -m geoedge.deploy.compose` writes both
 # that file and deploy/topology.toml from examples/demo.toml.
-# Build stage: the wheels, with geodns's optional C fast path compiled (gcc only lives here).
+# Build stage: the wheels, with the optional C extensions compiled (gcc and the nghttp2 headers
+# only live here): geodns's UDP fast path, the edge's head parser and its HTTP/2 layer.
 FROM python:3.11-slim-bookworm AS build
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && apt-get install -y --no-install-recommends gcc libc6-dev libnghttp2-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml setup.py README.md ./
@@ -15,7 +16,9 @@ COPY geodata ./geodata
 COPY edge ./edge
 COPY origin ./origin
 RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[tls]" \
-    && python -m zipfile -l /wheels/geoedge-*.whl | grep -q "geodns/_fastudp.*[.]so"
+    && python -m zipfile -l /wheels/geoedge-*.whl | grep -q "geodns/_fastudp.*[.]so" \
+    && python -m zipfile -l /wheels/geoedge-*.whl | grep -q "edge/_fasthttp.*[.]so" \
+    && python -m zipfile -l /wheels/geoedge-*.whl | grep -q "edge/_nghttp2.*[.]so"
 
 FROM python:3.11-slim-bookworm
 
@@ -25,7 +28,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_ROOT_USER_ACTION=ignore
 
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends bind9-dnsutils curl \
+    && apt-get install -y --no-install-recommends bind9-dnsutils curl libnghttp2-14 \
     && rm -rf /var/lib/apt/lists/*
 
 COPY --from=build /wheels /wheels
