@@ -407,6 +407,17 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserError:  # also wraps exceptions raised in our callbacks
             self._fail(self._error_status or 400)
 
+    def _send(self, transport: asyncio.Transport, out: list[bytes]) -> None:
+        """The answers of one read at once: over plain TCP one writev of their pieces; over
+        TLS joined first, since each piece written to the TLS transport would be a TLS record
+        (and an encryption call) of its own."""
+        if len(out) == 1:
+            transport.write(out[0])
+        elif self.scheme == "https":
+            transport.write(b"".join(out))
+        else:
+            transport.writelines(out)
+
     def _plain(self, data: bytes, parse: Callable[..., tuple[int, Request] | None]) -> int:
         """Parse and dispatch the plain GET/HEAD requests at the start of ``data`` with the C
         parser (edge/_fasthttp.c), which accepts only heads that llhttp and the Python path
@@ -451,11 +462,11 @@ class HttpProtocol(asyncio.Protocol):
             if parts is not None:
                 if request.keep_alive:
                     continue
-                transport.writelines(out)
+                self._send(transport, out)
                 transport.close()
                 return size
             if out:
-                transport.writelines(out)
+                self._send(transport, out)
                 out = []
             if wire > lim.max_buffered_bytes:
                 transport.pause_reading()
@@ -463,10 +474,7 @@ class HttpProtocol(asyncio.Protocol):
             self.loop.create_task(self._slow(request))
         transport = self.transport
         if out and transport is not None:
-            if len(out) == 1:
-                transport.write(out[0])
-            else:
-                transport.writelines(out)
+            self._send(transport, out)
         if handled and not self.busy and transport is not None:
             if self.queue or self._deferred or not transport.is_reading():
                 self._run_queue()
