@@ -314,6 +314,11 @@ static int send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t *fr
     }
     st->pending -= (Py_ssize_t)n;
     if (st->head == st->n) st->head = st->n = 0;
+    if (n < length) {  /* fewer body bytes than read_body promised: never send the rest of the
+                        * buffer (it holds earlier output); end the session instead */
+        self->failed = 1;
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
     if (pad > 1) memset(out + n, 0, pad - 1);
     self->used += 9 + length + pad;
     return 0;
