@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from demoutil import DEMO, DemoPorts, DemoProcess, alive, demo_config
+from demoutil import DEMO, DemoPorts, DemoProcess, alive, demo_config, fetch
 from redisutil import RedisServer
 
 from geoconfig.topology import load_topology, parse_topology
@@ -366,14 +366,7 @@ def poll(check, timeout: float = WAIT, step: float = 0.1):
 
 def get(address: str, port: int, path: str) -> tuple[int, str]:
     """(status, Cache-Status) of a GET through one edge."""
-    conn = http.client.HTTPConnection(address, port, timeout=10)
-    try:
-        conn.request("GET", path, headers={"Host": f"www.example.test:{port}"})
-        resp = conn.getresponse()
-        resp.read()
-        return resp.status, resp.getheader("Cache-Status", "")
-    finally:
-        conn.close()
+    return fetch(address, port, path, timeout=10, header="Cache-Status")
 
 
 def entry_keys(region: int, base: int, region_name: str) -> dict[str, int]:
