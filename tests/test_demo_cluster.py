@@ -455,9 +455,7 @@ def test_cluster_demo_end_to_end(cluster_demo) -> None:
             nodes = nodes_of(2, base, skip=port)
             return replica in roles(nodes)[0]
 
-        # the failover takes a few seconds on a quiet machine (cluster-node-timeout 2 s, then
-        # the election); under a loaded CI host it has taken longer than WAIT
-        assert poll(promoted, 3 * WAIT), nodes_of(2, base, skip=port)
+        assert poll(promoted), nodes_of(2, base, skip=port)
         proc.wait_for(rf"{victim}: the other nodes serve all slots", WAIT, since=mark)
         proc.wait_for(rf"ok  {victim} is back on", WAIT, since=mark)
         assert poll(lambda: healthy(2, base)), nodes_of(2, base)
