@@ -138,14 +138,9 @@ class Admin:
         return n
 
     async def purge_confirmed(self, kind: str, value: str, soft: bool) -> int:
-        """``purge``, then wait until every confirmer has applied it too. With a region
-        tier, the tier is purged (and the purge logged) first: a sibling worker that has
-        dropped its copy must not refill it from the tier's old one after we answered."""
-        region = self.region_purge
-        n = self.purge(kind, value, soft, notify=region is None)
+        """``purge``, then wait until every confirmer has applied it too."""
+        n = self.purge(kind, value, soft)
         key = normalise_uri(value) if kind == "url" else value
-        if region is not None:
-            await region(kind, key, soft, 0.0, None)
         for confirm in self.confirmers:
             await confirm(kind, key, soft)
         return n
@@ -194,10 +189,9 @@ class Admin:
         n = self.purge(kind, value, soft, notify=False)
         if kind == "url":
             value = normalise_uri(value)  # as purge() applied it
-        # the region's tier first (see purge_confirmed), then the other workers of this edge
-        region = await self.region_purge(kind, value, soft, float(wait), purge_id)
-        for confirm in self.confirmers:
+        for confirm in self.confirmers:  # the other workers of this edge
             await confirm(kind, value, soft)
+        region = await self.region_purge(kind, value, soft, float(wait), purge_id)
         answer: dict[str, Any] = {"purged": n, "soft": soft}
         if "wait" in doc:
             answer["region"] = region
