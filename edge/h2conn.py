@@ -12,11 +12,7 @@ and edge/h2ng.py (libnghttp2). The framing differs; these rules are one:
 - A handler runs per stream (``_slow``): an error before the response started is a 500 on the
   stream, after it a reset (INTERNAL_ERROR); a handler that sent nothing gets a 500.
 
-- Connections are admitted by the ``ConnectionLimiter`` like HTTP/1.1 ones; one refused gets
-  GOAWAY ENHANCE_YOUR_CALM and is closed.
-
-A layer provides ``_start_session`` (its connection preface: SETTINGS), ``_close_with``,
-``_reject``, ``_flush`` and ``_maybe_done``.
+A layer provides ``_close_with``, ``_reject``, ``_flush`` and ``_maybe_done``.
 """
 
 from __future__ import annotations
@@ -27,14 +23,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge.connlimit import ConnectionLimiter, Verdict
+from edge.connlimit import ConnectionLimiter
 from edge.h2writer import H2Writer
 from edge.httpserver import Handler, Limits, Request
 from edge.policy.h2flood import FloodCounter, FloodLimits
 
 log = logging.getLogger("geoedge.edge.h2")
 
-NO_ERROR, INTERNAL_ERROR, ENHANCE_YOUR_CALM = 0x0, 0x2, 0xB  # RFC 9113 §7 error codes
+NO_ERROR, INTERNAL_ERROR = 0x0, 0x2  # RFC 9113 §7 error codes
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +71,6 @@ class H2Connection(asyncio.Protocol):
         self._goaway_sent = False
 
     # -- what a layer provides ----------------------------------------------------------------
-    def _start_session(self) -> None:
-        """Queue the server's connection preface (sent by ``_flush``)."""
-
     def _close_with(self, code: int, message: str | None = None) -> None:
         raise NotImplementedError
 
@@ -91,23 +84,6 @@ class H2Connection(asyncio.Protocol):
         raise NotImplementedError
 
     # -- connection ---------------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.loop = asyncio.get_running_loop()
-        peer = transport.get_extra_info("peername")
-        if peer:
-            self.client_ip = peer[0]
-        self._start_session()
-        if self.limiter is not None:
-            verdict = self.limiter.admit(self.client_ip, self.loop.time())
-            if verdict is not Verdict.ADMIT and verdict is not Verdict.EXEMPT:
-                self._close_with(ENHANCE_YOUR_CALM)
-                return
-            self._counted = verdict is Verdict.ADMIT
-        self._flush()
-        self._idle_since = self.loop.time()
-        self._arm()
-
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         if self._counted and self.limiter is not None:

@@ -32,7 +32,7 @@ import logging
 from collections.abc import Callable
 
 from edge import _nghttp2
-from edge.connlimit import ConnectionLimiter
+from edge.connlimit import ConnectionLimiter, Verdict
 from edge.h2conn import NO_ERROR, H2Connection, H2Limits
 from edge.h2writer import STREAM_BUFFER, Fields, parse_http1
 from edge.httpserver import Handler, Limits, Request, reason
@@ -198,6 +198,22 @@ class NgH2Protocol(H2Connection):
                                      lim.initial_window, lim.hard_header_bytes)
 
     # -- connection ---------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.loop = asyncio.get_running_loop()
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.client_ip = peer[0]
+        if self.limiter is not None:
+            verdict = self.limiter.admit(self.client_ip, self.loop.time())
+            if verdict is not Verdict.ADMIT and verdict is not Verdict.EXEMPT:
+                self._close_with(CALM)
+                return
+            self._counted = verdict is Verdict.ADMIT
+        self._flush()
+        self._idle_since = self.loop.time()
+        self._arm()
+
     def resume_writing(self) -> None:
         self._paused = False
         if self.transport is not None and not self.closing:

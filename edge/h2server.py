@@ -45,6 +45,7 @@ Rules (RFC 9113, and what nginx does):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -58,7 +59,7 @@ import h2.settings
 import h2.stream
 from hyperframe.frame import GoAwayFrame
 
-from edge.connlimit import ConnectionLimiter
+from edge.connlimit import ConnectionLimiter, Verdict
 from edge.h2conn import H2Connection, H2Limits
 from edge.h2hpack import StatelessEncoder
 from edge.h2writer import Stream, parse_http1
@@ -91,7 +92,12 @@ class H2LibProtocol(H2Connection):
         self.conn.encoder = StatelessEncoder()  # type: ignore[assignment]
 
     # -- connection ---------------------------------------------------------------------------
-    def _start_session(self) -> None:
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.loop = asyncio.get_running_loop()
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.client_ip = peer[0]
         s = h2.settings.SettingCodes
         self.conn.local_settings = h2.settings.Settings(client=False, initial_values={
             s.MAX_CONCURRENT_STREAMS: self.h2_limits.max_streams,
@@ -101,6 +107,15 @@ class H2LibProtocol(H2Connection):
         })
         self.conn.initiate_connection()
         self.conn.decoder.max_header_list_size = self.h2_limits.hard_header_bytes
+        if self.limiter is not None:
+            verdict = self.limiter.admit(self.client_ip, self.loop.time())
+            if verdict is not Verdict.ADMIT and verdict is not Verdict.EXEMPT:
+                self._close_with(CALM)
+                return
+            self._counted = verdict is Verdict.ADMIT
+        self._flush()
+        self._idle_since = self.loop.time()
+        self._arm()
 
     def resume_writing(self) -> None:
         self._paused = False
