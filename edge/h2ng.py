@@ -17,9 +17,8 @@ pure-Python ``h2``: each request offered to ``handler.fast()`` first, else to
   batch's requests are looked at.
 - What repeats is computed once: ``read_head`` + ``parse_target`` per distinct header list
   (up to ``CACHE_HEAD_BYTES``) and ``parse_http1`` per distinct hit head, ``CACHE_ENTRIES``
-  each (emptied when full). A hit that ``handler.fast_parts()`` (or ``fast()``) answers at
-  once keeps no ``NgStream`` (nghttp2 sends it and forgets it); its body goes from the
-  stored bytes, never joined to its head first.
+  each (emptied when full). A hit that ``handler.fast()`` answers at once keeps no
+  ``NgStream`` (nghttp2 sends it and forgets it); its body goes from the hit's bytes.
 - A connection error nghttp2 meets (a bad preface, a frame out of place) ends the
   connection with nghttp2's GOAWAY.
 """
@@ -94,8 +93,11 @@ def _request_of(ctx: int, headers: list[tuple[bytes, bytes]], scheme: str,
     return head, parsed
 
 
-def _head_fields(head: bytes) -> tuple[int, Fields]:
-    """parse_http1's status and fields of a pre-serialised response head (remembered)."""
+def _split_http1(raw: bytes) -> tuple[int, Fields, int]:
+    """parse_http1's status and fields of a pre-serialised response, and where its body
+    starts (remembered per head)."""
+    end = raw.find(b"\r\n\r\n") + 4
+    head = raw[:end]
     hit = _RESPONSES.get(head)
     if hit is None:
         status, fields, _ = parse_http1(head)
@@ -103,8 +105,8 @@ def _head_fields(head: bytes) -> tuple[int, Fields]:
             _RESPONSES.clear()
         if len(head) <= 4 * CACHE_HEAD_BYTES:
             _RESPONSES[head] = (status, fields)
-        return status, fields
-    return hit
+        return status, fields, end
+    return hit[0], hit[1], end
 
 
 class NgStream:
@@ -189,8 +191,6 @@ class NgH2Protocol(H2Connection):
         super().__init__(handler, limits, on_close, limiter, h2_limits)
         self.streams: dict[int, NgStream] = {}
         self.waiting: set[NgStream] = set()  # writers waiting for their stream to drain
-        # the handler's hit as head and body apart (no joined copy to split again), if it has it
-        self._fast_parts = getattr(handler, "fast_parts", None)
         self._flags: frozenset[bytes] | None = None
         self._ctx = 0
         lim = self.h2_limits
@@ -365,10 +365,10 @@ class NgH2Protocol(H2Connection):
                               self.client_ip, True, b"", parsed.authority, head.flagged,
                               parsed.key, parsed.scheme)
             if end:  # a hit answered at once: no stream kept for it (no CLOSE comes back)
-                hit = self._hit(request)
-                if hit is not None:
-                    code, fields, body, start = hit
-                    self.sess.submit(sid, code, fields, body, True, False, start, True)
+                raw = self.handler.fast(request)
+                if raw is not None:
+                    code, fields, start = _split_http1(raw)
+                    self.sess.submit(sid, code, fields, raw, True, False, start, True)
                     if not self.streams:
                         self._idle_since = now
                     return None
@@ -390,22 +390,6 @@ class NgH2Protocol(H2Connection):
         stream.respond(status, [(b"content-type", b"text/plain"),
                                 (b"content-length", b"%d" % len(body))], body, True, stop=True)
 
-    def _hit(self, request: Request) -> tuple[int, Fields, bytes, int] | None:
-        """The handler's fast answer: status, fields, the bytes holding the body and where
-        the body starts in them; None: the full path decides."""
-        if self._fast_parts is not None:
-            parts = self._fast_parts(request)
-            if parts is None:
-                return None
-            status, fields = _head_fields(parts[0])
-            return status, fields, parts[1], 0
-        raw = self.handler.fast(request)
-        if raw is None:
-            return None
-        end = raw.find(b"\r\n\r\n") + 4
-        status, fields = _head_fields(raw[:end])
-        return status, fields, raw, end
-
     def _dispatch(self, stream: NgStream, fast: bool = True) -> None:
         stream.complete = True
         request = stream.request
@@ -415,12 +399,12 @@ class NgH2Protocol(H2Connection):
             request.body = b"".join(stream.body)
             stream.body.clear()
             self._release_body(stream)
-        hit = self._hit(request) if fast else None
-        if hit is not None:
-            status, headers, body, start = hit
+        raw = self.handler.fast(request) if fast else None
+        if raw is not None:
+            status, headers, start = _split_http1(raw)
             if not stream.closed:
                 stream.submitted = True
-                if not self.sess.submit(stream.sid, status, headers, body, True, False, start):
+                if not self.sess.submit(stream.sid, status, headers, raw, True, False, start):
                     stream.gone()
             return
         self.running += 1
