@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from demoutil import DEMO, DemoPorts, DemoProcess, alive, demo_config, fetch
+from demoutil import DEMO, DemoPorts, DemoProcess, alive, demo_config
 from redisutil import RedisServer
 
 from geoconfig.topology import load_topology, parse_topology
@@ -366,7 +366,14 @@ def poll(check, timeout: float = WAIT, step: float = 0.1):
 
 def get(address: str, port: int, path: str) -> tuple[int, str]:
     """(status, Cache-Status) of a GET through one edge."""
-    return fetch(address, port, path, timeout=10, header="Cache-Status")
+    conn = http.client.HTTPConnection(address, port, timeout=10)
+    try:
+        conn.request("GET", path, headers={"Host": f"www.example.test:{port}"})
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status, resp.getheader("Cache-Status", "")
+    finally:
+        conn.close()
 
 
 def entry_keys(region: int, base: int, region_name: str) -> dict[str, int]:
