@@ -101,10 +101,10 @@ def config(tmp_path: Path, redis_server: RedisServer) -> Iterator:  # noqa: F811
     yield make
 
 
-async def _get(port: int, path: str, host: str = HOST) -> tuple[int, bytes]:
+async def _get(port: int, path: str) -> tuple[int, bytes]:
     connector = aiohttp.TCPConnector(force_close=True)  # a new connection each time
     async with aiohttp.ClientSession(connector=connector) as s, asyncio.timeout(WAIT), s.get(
-            f"http://127.0.0.1:{port}{path}", headers={"Host": host}) as r:
+            f"http://127.0.0.1:{port}{path}", headers={"Host": HOST}) as r:
         return r.status, await r.read()
 
 
@@ -265,7 +265,7 @@ async def test_sighup_reloads_every_worker(config) -> None:
     edge = Edge(path, 2)
     try:
         port, _ = await _started(edge, 2)
-        assert await _get(port, "/before", "new.test") == (200, b"default")
+        assert await _get_host(port, "new.test", "/before") == (200, b"default")
         with path.open("rb") as f:
             data = tomllib.load(f)
         data["sites"] = [{"name": "new", "hosts": ["new.test"],
@@ -274,18 +274,24 @@ async def test_sighup_reloads_every_worker(config) -> None:
         edge.proc.send_signal(signal.SIGHUP)
         await edge.wait_for(r"reloaded \S+ \(SIGHUP\): 1 sites", 2)
         for i in range(12):  # new connections: the kernel spreads them over both workers
-            assert await _get(port, f"/n/{i}", "new.test") == (200, b"new site")
+            assert await _get_host(port, "new.test", f"/n/{i}") == (200, b"new site")
         path.write_text(path.read_text() + "\n[edge]\nnot_a_knob = 1\n")
         edge.proc.send_signal(signal.SIGHUP)
         await edge.wait_for(r"reload \(SIGHUP\) rejected", 2)
         for i in range(12):
-            assert await _get(port, f"/n/{i}", "new.test") == (200, b"new site")
+            assert await _get_host(port, "new.test", f"/n/{i}") == (200, b"new site")
         assert edge.proc.poll() is None
     finally:
         assert edge.stop() == 0
         await origin.stop()
         await other.stop()
 
+
+async def _get_host(port: int, host: str, path: str) -> tuple[int, bytes]:
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as s, asyncio.timeout(WAIT), s.get(
+            f"http://127.0.0.1:{port}{path}", headers={"Host": host}) as r:
+        return r.status, await r.read()
 
 
 async def test_each_worker_acknowledges_the_purge_log(config, redis_server) -> None:  # noqa: F811
