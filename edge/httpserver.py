@@ -437,10 +437,16 @@ class HttpProtocol(asyncio.Protocol):
             offset, request = got
             wire = request.wire_bytes
             handled = True
-            self._one_more(request)
+            self._requests += 1
+            if self._requests >= lim.keepalive_requests:
+                request.keep_alive = False
             transport = self.transport
             if self.busy or self.queue or transport is None:  # behind others: in order
-                self._enqueue(request)
+                self.queue.append(request)
+                self._queued_bytes += wire
+                if transport is not None and (len(self.queue) > 32 or (
+                        self._queued_bytes > lim.max_buffered_bytes)):
+                    transport.pause_reading()
                 continue
             if self._parts:  # head and body apart: written together (writev), not joined
                 parts = self.handler.fast_parts(request)  # type: ignore[attr-defined]
@@ -584,27 +590,18 @@ class HttpProtocol(asyncio.Protocol):
         self._reset_message()
         if not request.keep_alive:  # llhttp takes nothing after it: nor does the C parser
             self._parse = None
-        self._one_more(request)
-        self._enqueue(request)
+        self._requests += 1
+        if self._requests >= self.limits.keepalive_requests:
+            request.keep_alive = False
+        self.queue.append(request)
+        self._queued_bytes += wire
+        if self.transport is not None and (
+                len(self.queue) > 32 or self._queued_bytes > self.limits.max_buffered_bytes):
+            self.transport.pause_reading()  # a client pipelining too far ahead waits
         if not self.busy:
             self._run_queue()
 
     # -- dispatch -----------------------------------------------------------------------------
-    def _one_more(self, request: Request) -> None:
-        """The connection's ``keepalive_requests``-th request says Connection: close."""
-        self._requests += 1
-        if self._requests >= self.limits.keepalive_requests:
-            request.keep_alive = False
-
-    def _enqueue(self, request: Request) -> None:
-        """Queue a request behind the ones in progress; a client pipelining too far ahead
-        (over 32 requests or ``max_buffered_bytes``) is not read until the queue drains."""
-        self.queue.append(request)
-        self._queued_bytes += request.wire_bytes
-        if self.transport is not None and (
-                len(self.queue) > 32 or self._queued_bytes > self.limits.max_buffered_bytes):
-            self.transport.pause_reading()
-
     def _run_queue(self) -> None:
         while self.queue and not self.busy and self.transport is not None:
             request = self.queue.popleft()
