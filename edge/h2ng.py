@@ -29,20 +29,24 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from edge import _nghttp2
 from edge.connlimit import ConnectionLimiter, Verdict
-from edge.h2conn import NO_ERROR, H2Connection, H2Limits
-from edge.h2writer import STREAM_BUFFER, Fields, parse_http1
+from edge.h2writer import STREAM_BUFFER, Fields, H2Writer, parse_http1
 from edge.httpserver import Handler, Limits, Request, reason
+from edge.policy.h2flood import FloodCounter
 from edge.policy.h2head import H2Head, read_head
 from edge.policy.target import BadTarget, Target, parse_target
+
+if TYPE_CHECKING:
+    from edge.h2server import H2Limits
 
 __all__ = ["NgH2Protocol", "NgStream"]
 
 log = logging.getLogger("geoedge.edge.h2")
 
-PROTOCOL_ERROR, REFUSED_STREAM, CALM = 0x1, 0x7, 0xB
+NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, REFUSED_STREAM, CALM = 0x0, 0x1, 0x2, 0x7, 0xB
 FLOOD_KINDS = ("resets", "pings", "settings", "priority", "window_updates", "empty")
 REQUEST, DATA, END, CLOSE = _nghttp2.REQUEST, _nghttp2.DATA, _nghttp2.END, _nghttp2.CLOSE
 GOAWAY, FLOOD, BOMB = _nghttp2.GOAWAY, _nghttp2.FLOOD, _nghttp2.CALM
@@ -183,14 +187,34 @@ class NgStream:
         self.proto._forget(self)
 
 
-class NgH2Protocol(H2Connection):
+class NgH2Protocol(asyncio.Protocol):
     def __init__(self, handler: Handler, limits: Limits,
                  on_close: Callable[[NgH2Protocol], None] | None = None,
                  limiter: ConnectionLimiter | None = None,
                  h2_limits: H2Limits | None = None) -> None:
-        super().__init__(handler, limits, on_close, limiter, h2_limits)
+        from edge.h2server import H2Limits
+
+        self.handler = handler
+        self.limits = limits
+        self.on_close = on_close
+        self.limiter = limiter
+        self.h2_limits = h2_limits or H2Limits()
+        self.scheme = "https"  # set to "http" for h2c on a plain socket
+        self.client_ip = "0.0.0.0"
+        self.transport: asyncio.Transport | None = None
+        self.closing = False
+        self._counted = False
+        self._paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
         self.streams: dict[int, NgStream] = {}
         self.waiting: set[NgStream] = set()  # writers waiting for their stream to drain
+        self.running = 0
+        self._flood = FloodCounter(self.h2_limits.floods)
+        self._body_bytes = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._idle_since = 0.0
+        self._served = False
+        self._goaway_sent = False
         self._flags: frozenset[bytes] | None = None
         self._ctx = 0
         lim = self.h2_limits
@@ -214,12 +238,45 @@ class NgH2Protocol(H2Connection):
         self._idle_since = self.loop.time()
         self._arm()
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        if self._counted and self.limiter is not None:
+            self._counted = False
+            self.limiter.release(self.client_ip)
+        if self._timer is not None:
+            self._timer.cancel()
+        for stream in list(self.streams.values()):
+            stream.gone()
+        self._wake_drain(ConnectionResetError("client went away"))
+        self.transport = None
+        if self.on_close:
+            self.on_close(self)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
     def resume_writing(self) -> None:
         self._paused = False
         if self.transport is not None and not self.closing:
             self.transport.resume_reading()
         self._wake_drain(None)
         self._flush()
+
+    def _wake_drain(self, exc: Exception | None) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_exception(exc) if exc is not None else w.set_result(None)
+
+    async def drain(self) -> None:
+        if self.transport is None:
+            raise ConnectionResetError("client went away")
+        if self._paused:
+            waiter = self.loop.create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
 
     def _flush(self, force: bool = False) -> None:
         """Serialise what nghttp2 has to send (not while the transport is full)."""
@@ -287,6 +344,28 @@ class NgH2Protocol(H2Connection):
             self._flush(force=True)
 
     # -- timers -------------------------------------------------------------------------------
+    def _arm(self) -> None:
+        lim = self.limits
+        step = min(lim.header_timeout, lim.keepalive_timeout, lim.request_timeout)
+        self._timer = self.loop.call_later(max(step / 4, 0.05), self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        if self.transport is None:
+            return
+        now = self.loop.time()
+        if not self.streams:
+            limit = self.limits.keepalive_timeout if self._served else self.limits.header_timeout
+            if now - self._idle_since >= limit:
+                self._close_with(NO_ERROR)
+                return
+        for stream in list(self.streams.values()):
+            if not stream.complete and now - stream.opened >= self.limits.request_timeout:
+                self._reject(stream, 408)
+        self._flush()
+        if self.transport is not None:
+            self._arm()
+
     # -- frames -------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -381,6 +460,18 @@ class NgH2Protocol(H2Connection):
             self._dispatch(stream, fast=False)
         return None
 
+    def _body(self, sid: int, data: bytes) -> None:
+        stream = self.streams.get(sid)
+        if stream is None or stream.complete or not data:
+            return
+        stream.body_bytes += len(data)
+        self._body_bytes += len(data)
+        if stream.body_bytes > self.limits.max_body_bytes or (
+                self._body_bytes > self.limits.max_body_bytes):
+            self._reject(stream, 413)
+            return
+        stream.body.append(data)
+
     def _reject(self, stream: NgStream, status: int) -> None:
         """An error answered by the server layer on this stream only; a client still sending
         gets RST_STREAM NO_ERROR after it (RFC 9113 §8.1)."""
@@ -389,6 +480,10 @@ class NgH2Protocol(H2Connection):
         body = f"{status} {reason(status)}\n".encode()
         stream.respond(status, [(b"content-type", b"text/plain"),
                                 (b"content-length", b"%d" % len(body))], body, True, stop=True)
+
+    def _release_body(self, stream: NgStream) -> None:
+        self._body_bytes -= stream.body_bytes
+        stream.body_bytes = 0
 
     def _dispatch(self, stream: NgStream, fast: bool = True) -> None:
         stream.complete = True
@@ -409,6 +504,27 @@ class NgH2Protocol(H2Connection):
             return
         self.running += 1
         stream.task = self.loop.create_task(self._slow(stream, request))
+
+    async def _slow(self, stream: NgStream, request: Request) -> None:
+        writer = H2Writer(stream, request)  # type: ignore[arg-type]
+        try:
+            await self.handler.handle(request, writer)
+            await writer.finish()
+        except ConnectionError:
+            stream.gone()
+        except Exception:  # last-resort guard, logged: one bad request never hangs a client
+            log.exception("%s %s failed", request.method, request.target)
+            if not writer.started:
+                writer.started = True
+                stream.respond(500, [(b"content-type", b"text/plain")], b"500\n", True)
+            else:
+                stream.reset(INTERNAL_ERROR)
+        finally:
+            self.running -= 1
+        if not writer.started and not stream.closed:
+            stream.respond(500, [(b"content-type", b"text/plain")], b"500\n", True)
+        self._flush()
+        self._maybe_done()
 
     # -- stream ends --------------------------------------------------------------------------
     def _closed(self, sid: int, complete: bool) -> None:

@@ -48,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import h2.config
@@ -60,10 +61,10 @@ import h2.stream
 from hyperframe.frame import GoAwayFrame
 
 from edge.connlimit import ConnectionLimiter, Verdict
-from edge.h2conn import H2Connection, H2Limits
 from edge.h2hpack import StatelessEncoder
-from edge.h2writer import Stream, parse_http1
+from edge.h2writer import H2Writer, Stream, parse_http1
 from edge.httpserver import Handler, Limits, Request, reason
+from edge.policy.h2flood import FloodCounter, FloodLimits
 from edge.policy.h2head import read_head
 from edge.policy.target import BadTarget, parse_target
 
@@ -75,13 +76,39 @@ log = logging.getLogger("geoedge.edge.h2")
 CALM = h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
 
 
-class H2LibProtocol(H2Connection):
+@dataclass(frozen=True, slots=True)
+class H2Limits:
+    max_streams: int = 100  # SETTINGS_MAX_CONCURRENT_STREAMS, and running handlers
+    hard_header_bytes: int = 256 * 1024  # a larger header block ends the connection
+    initial_window: int = 65535  # our receive window per stream (request bodies)
+    floods: FloodLimits = field(default_factory=FloodLimits)
+
+
+class H2LibProtocol(asyncio.Protocol):
     def __init__(self, handler: Handler, limits: Limits,
                  on_close: Callable[[H2LibProtocol], None] | None = None,
                  limiter: ConnectionLimiter | None = None,
                  h2_limits: H2Limits | None = None) -> None:
-        super().__init__(handler, limits, on_close, limiter, h2_limits)
+        self.handler = handler
+        self.limits = limits
+        self.on_close = on_close
+        self.limiter = limiter
+        self.h2_limits = h2_limits or H2Limits()
+        self.scheme = "https"  # set to "http" for h2c on a plain socket
+        self.client_ip = "0.0.0.0"
+        self.transport: asyncio.Transport | None = None
+        self.closing = False
+        self._counted = False
+        self._paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
         self.streams: dict[int, Stream] = {}
+        self.running = 0  # handler tasks not yet finished (reset streams included)
+        self._flood = FloodCounter(self.h2_limits.floods)
+        self._body_bytes = 0  # request body bytes buffered on the connection
+        self._timer: asyncio.TimerHandle | None = None
+        self._idle_since = 0.0
+        self._served = False  # a request arrived (the preface deadline is over)
+        self._goaway_sent = False
         # fields are checked by edge.policy.h2head and built here (lower-case, without
         # connection-specific ones): h2's own checks, a third of a hit's CPU, are off
         config = h2.config.H2Configuration(client_side=False, header_encoding=None,
@@ -117,11 +144,44 @@ class H2LibProtocol(H2Connection):
         self._idle_since = self.loop.time()
         self._arm()
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        if self._counted and self.limiter is not None:
+            self._counted = False
+            self.limiter.release(self.client_ip)
+        if self._timer is not None:
+            self._timer.cancel()
+        for stream in self.streams.values():
+            stream.gone()
+        self._wake_drain(ConnectionResetError("client went away"))
+        self.transport = None
+        if self.on_close:
+            self.on_close(self)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()  # no more frames (and their answers) until it drains
+
     def resume_writing(self) -> None:
         self._paused = False
         if self.transport is not None and not self.closing:
             self.transport.resume_reading()
         self._wake_drain(None)
+
+    def _wake_drain(self, exc: Exception | None) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_exception(exc) if exc is not None else w.set_result(None)
+
+    async def drain(self) -> None:
+        if self.transport is None:
+            raise ConnectionResetError("client went away")
+        if self._paused:
+            waiter = self.loop.create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
 
     def _flush(self) -> None:
         data = self.conn.data_to_send()
@@ -159,6 +219,27 @@ class H2LibProtocol(H2Connection):
             self.transport.close()
 
     # -- timers -------------------------------------------------------------------------------
+    def _arm(self) -> None:
+        lim = self.limits
+        step = min(lim.header_timeout, lim.keepalive_timeout, lim.request_timeout)
+        self._timer = self.loop.call_later(max(step / 4, 0.05), self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        if self.transport is None:
+            return
+        now = self.loop.time()
+        if not self.streams:
+            limit = self.limits.keepalive_timeout if self._served else self.limits.header_timeout
+            if now - self._idle_since >= limit:
+                self._close_with(h2.errors.ErrorCodes.NO_ERROR)
+                return
+        for stream in list(self.streams.values()):
+            if not stream.complete and now - stream.opened >= self.limits.request_timeout:
+                self._reject(stream, 408)
+        self._flush()
+        self._arm()
+
     # -- frames -------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -194,10 +275,7 @@ class H2LibProtocol(H2Connection):
         if isinstance(event, ev.RequestReceived):
             return self._open(event.stream_id, event.headers, now)
         if isinstance(event, ev.DataReceived):
-            if event.flow_controlled_length:
-                self.conn.acknowledge_received_data(event.flow_controlled_length,
-                                                    event.stream_id)
-            self._body(event.stream_id, event.data)
+            self._body(event.stream_id, event.data, event.flow_controlled_length)
             if not event.data and not event.stream_ended:
                 return note("empty", now)
         elif isinstance(event, ev.StreamEnded | ev.TrailersReceived):
@@ -263,6 +341,20 @@ class H2LibProtocol(H2Connection):
             self._reject(stream, stream.status)
         return None
 
+    def _body(self, sid: int, data: bytes, flow: int) -> None:
+        if flow:
+            self.conn.acknowledge_received_data(flow, sid)
+        stream = self.streams.get(sid)
+        if stream is None or stream.complete or not data:
+            return
+        stream.body_bytes += len(data)
+        self._body_bytes += len(data)
+        if stream.body_bytes > self.limits.max_body_bytes or (
+                self._body_bytes > self.limits.max_body_bytes):
+            self._reject(stream, 413)
+            return
+        stream.body.append(data)
+
     def _reject(self, stream: Stream, status: int) -> None:
         """An error answered by the server layer on this stream only."""
         stream.complete = True
@@ -274,6 +366,10 @@ class H2LibProtocol(H2Connection):
         body = f"{status} {reason(status)}\n".encode()
         stream.respond(status, [(b"content-type", b"text/plain"),
                                 (b"content-length", b"%d" % len(body))], body, True)
+
+    def _release_body(self, stream: Stream) -> None:
+        self._body_bytes -= stream.body_bytes
+        stream.body_bytes = 0
 
     def _dispatch(self, stream: Stream) -> None:
         stream.complete = True
@@ -291,6 +387,27 @@ class H2LibProtocol(H2Connection):
         self.running += 1
         task = self.loop.create_task(self._slow(stream, request))
         stream.task = task
+
+    async def _slow(self, stream: Stream, request: Request) -> None:
+        writer = H2Writer(stream, request)
+        try:
+            await self.handler.handle(request, writer)
+            await writer.finish()
+        except ConnectionError:
+            stream.gone()
+        except Exception:  # last-resort guard, logged: one bad request never hangs a client
+            log.exception("%s %s failed", request.method, request.target)
+            if not writer.started:
+                writer.started = True
+                stream.respond(500, [(b"content-type", b"text/plain")], b"500\n", True)
+            else:
+                stream.reset(h2.errors.ErrorCodes.INTERNAL_ERROR)
+        finally:
+            self.running -= 1
+        if not writer.started and not stream.closed:
+            stream.respond(500, [(b"content-type", b"text/plain")], b"500\n", True)
+        self._flush()
+        self._maybe_done()
 
     # -- used by streams -------------------------------------------------------------------------
     def _window(self, sid: int) -> None:
