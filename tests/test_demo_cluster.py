@@ -15,6 +15,7 @@ import random
 import re
 import signal
 import socket
+import subprocess
 import threading
 import time
 import tomllib
@@ -23,7 +24,7 @@ from pathlib import Path
 import pytest
 import redis
 from demoutil import DEMO, DemoPorts, DemoProcess, alive, demo_config
-from redisutil import RedisServer
+from redisutil import RedisServer, free_port, redis_binary
 
 from geoconfig.topology import load_topology, parse_topology
 from geoconfig.validate import ConfigError
@@ -50,9 +51,10 @@ def test_plan_with_the_flag_runs_six_cluster_nodes_per_region() -> None:
     node = redis_nodes[7]  # redis-eu-west-2
     assert node.argv == (
         "/usr/bin/redis-server", "--bind", "127.0.2.10", "--port", "6380", "--save", "",
-        "--appendonly", "no", "--dir", "/tmp/d/redis-eu-west-2", "--loglevel", "warning",
+        "--appendonly", "no", "--dir", "/tmp/d/redis-eu-west-2", "--loglevel", "notice",
         "--protected-mode", "no", "--cluster-enabled", "yes", "--cluster-config-file",
-        "nodes.conf", "--cluster-node-timeout", "2000", "--cluster-announce-ip", "127.0.2.10")
+        "nodes.conf", "--cluster-node-timeout", "2000", "--cluster-replica-validity-factor",
+        "0", "--cluster-announce-ip", "127.0.2.10")
     assert (node.probe.kind, node.probe.host, node.probe.port) == ("redis", "127.0.2.10", 6380)
     configs = {s.role: s.argv[s.argv.index("--config") + 1] for s in services
                if s.role != "redis"}
@@ -263,6 +265,74 @@ def test_join_by_hand_without_redis_cli() -> None:
             s.cleanup()
 
 
+def test_a_replica_is_promoted_however_long_its_master_has_been_gone(tmp_path: Path) -> None:
+    """The demo's nodes (cluster_argv) with the timings shrunk: node-timeout 0.5 s and a replica
+    ping every second put Redis's default validity window at 0.5 x 10 + 1 = 6 s. A master is
+    killed while one of the two others is stopped (no majority: no election can win), and
+    only once the replica's link has been down for longer than that window is the stopped
+    master resumed. The replica must still be promoted (cluster-replica-validity-factor 0);
+    with the default it never is, and the killed master's slots stay unserved."""
+    binary = redis_binary()
+    ports = []
+    while len(ports) < cluster.NODES:
+        if (port := free_port()) not in ports:
+            ports.append(port)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for port in ports:
+            workdir = tmp_path / str(port)
+            workdir.mkdir()
+            argv = cluster.cluster_argv(binary, "127.0.0.1", port, str(workdir))
+            procs.append(subprocess.Popen(
+                [*argv, "--cluster-node-timeout", "500", "--repl-ping-replica-period", "1"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir))
+        nodes = [("127.0.0.1", p) for p in ports]
+        assert poll(lambda: all(_pings(a) for a in nodes), 10)
+        asyncio.run(clusterjoin.create(nodes, None, WAIT))
+        assert asyncio.run(clusterjoin.health(nodes)) == ""
+        # nodes[0..2] are the masters, nodes[3 + i] is nodes[i]'s replica (clusterjoin)
+        victim, stopped, voter, replica = procs[0], procs[1], nodes[2], nodes[3]
+
+        def link() -> dict:
+            with _client(replica) as c:
+                return c.info("replication")
+
+        assert poll(lambda: link().get("master_link_status") == "up", 10), link()
+        stopped.send_signal(signal.SIGSTOP)
+        victim.kill()
+        victim.wait(10)
+
+        assert poll(lambda: link().get("master_link_down_since_seconds", 0) > 8, 20), link()
+        stopped.send_signal(signal.SIGCONT)
+
+        assert poll(lambda: link()["role"] == "master", 20, step=0.2), link()
+
+        def state() -> str:
+            with _client(voter) as c:
+                return c.execute_command("CLUSTER INFO")["cluster_state"]
+
+        assert poll(lambda: state() == "ok", 10), state()  # every slot served again
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.kill()
+                proc.wait(10)
+
+
+def _client(address: cluster.Address) -> redis.Redis:
+    return redis.Redis(host=address[0], port=address[1], socket_timeout=2.0,
+                       socket_connect_timeout=2.0, decode_responses=True)
+
+
+def _pings(address: cluster.Address) -> bool:
+    try:
+        with _client(address) as c:
+            return bool(c.ping())
+    except (redis.RedisError, OSError):
+        return False
+
+
 # --- the real demo ------------------------------------------------------------------------------
 
 def _free(port: int) -> bool:
@@ -388,6 +458,18 @@ def entry_keys(region: int, base: int, region_name: str) -> dict[str, int]:
     return found
 
 
+def failover_report(proc: DemoProcess, region: int, base: int, skip: int) -> str:
+    """What a failed failover left: the region's view of its nodes and its nodes' logs."""
+    logs = Path(re.search(r"\(logs in (\S+)\)", proc.output)[1])
+    name = REGIONS[region - 1]
+    parts = [f"CLUSTER NODES: {nodes_of(region, base, skip=skip)}"]
+    for i in range(cluster.NODES):
+        log = logs / f"redis-{name}-{i + 1}.log"
+        tail = log.read_text(errors="replace").splitlines()[-25:] if log.exists() else []
+        parts.append(f"--- {log}:\n" + "\n".join(tail))
+    return "\n".join(parts)
+
+
 @pytest.fixture
 def cluster_demo(tmp_path: Path):
     config, ports, base = cluster_demo_config(tmp_path)
@@ -462,7 +544,7 @@ def test_cluster_demo_end_to_end(cluster_demo) -> None:
             nodes = nodes_of(2, base, skip=port)
             return replica in roles(nodes)[0]
 
-        assert poll(promoted), nodes_of(2, base, skip=port)
+        assert poll(promoted, 60), failover_report(proc, 2, base, port)
         proc.wait_for(rf"{victim}: the other nodes serve all slots", WAIT, since=mark)
         proc.wait_for(rf"ok  {victim} is back on", WAIT, since=mark)
         assert poll(lambda: healthy(2, base)), nodes_of(2, base)

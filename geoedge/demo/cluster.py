@@ -35,6 +35,12 @@ NODES = 2 * MASTERS  # one replica per master
 SLOTS = 16384
 BUS_OFFSET = 10000  # Redis Cluster's bus port is the client port + 10000
 NODE_TIMEOUT_MS = 2000  # cluster-node-timeout: a master silent this long is failed over
+# cluster-replica-validity-factor: 0, a replica always stands for election. With Redis's default
+# (10) a replica whose link to its master has been down for more than node-timeout x 10 +
+# repl-ping-replica-period (32 s here) never fails over, so one slow election on a loaded
+# machine left the slots unserved for good. The tier is a cache: serving the replica's copy,
+# however old, beats serving nothing (its entries still carry their own freshness).
+REPLICA_VALIDITY_FACTOR = 0
 
 Address = tuple[str, int]
 
@@ -52,9 +58,11 @@ def cluster_argv(binary: str, host: str, port: int, workdir: str) -> tuple[str, 
     """A cluster-enabled redis-server on ``host:port`` keeping ``nodes.conf`` in workdir. It
     announces ``host``: its bus connections leave from 127.0.0.1, where it does not listen."""
     return (binary, "--bind", host, "--port", str(port), "--save", "", "--appendonly", "no",
-            "--dir", workdir, "--loglevel", "warning", "--protected-mode", "no",
+            "--dir", workdir, "--loglevel", "notice", "--protected-mode", "no",
             "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-            "--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--cluster-announce-ip", host)
+            "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+            "--cluster-replica-validity-factor", str(REPLICA_VALIDITY_FACTOR),
+            "--cluster-announce-ip", host)
 
 
 def slot_ranges(masters: int = MASTERS) -> list[tuple[int, int]]:

@@ -296,7 +296,9 @@ def _cluster_services(region: str, network: str) -> dict[str, Any]:
         out[node.rpartition(":")[0]] = {
             "image": REDIS_IMAGE,
             "command": ["redis-server", "--cluster-enabled", "yes", "--cluster-config-file",
-                        "nodes.conf", "--cluster-node-timeout", "5000", "--save", "",
+                        "nodes.conf", "--cluster-node-timeout", "5000",
+                        # a replica always stands for election (a cache: its copy beats none)
+                        "--cluster-replica-validity-factor", "0", "--save", "",
                         "--appendonly", "no"],
             "networks": {network: {}},
             "healthcheck": {"test": ["CMD", "redis-cli", "ping"], **HEALTHCHECK},
