@@ -25,6 +25,9 @@ Rules:
   given ``"wait": seconds`` (0-60), waits for every edge of the region to acknowledge it
   (``"id"``: the purge's id, so that the same purge sent to several edges is logged once);
   with ``wait`` given the answer has ``"region": {"logged": id | null, "edges": {name: bool}}``.
+- A purge is answered only once it holds everywhere this edge can reach: the local store,
+  then the region's tier (when it has a purge log), then the edge's other workers (in that
+  order: a worker that has dropped its copy would otherwise refill it from the tier's old one).
 - The admin API is given what it reports on and purges (the edge's name and settings, its
   store, metrics, key function, origin pool, and its shared tier when there is one), never the
   proxy itself: this module does not import edge/proxy.py.
@@ -138,9 +141,15 @@ class Admin:
         return n
 
     async def purge_confirmed(self, kind: str, value: str, soft: bool) -> int:
-        """``purge``, then wait until every confirmer has applied it too."""
-        n = self.purge(kind, value, soft)
+        """``purge``, then wait until every confirmer has applied it too. With a region
+        purge log the region's tier is purged (and the purge logged) before that, and before
+        the answer: a sibling worker that has dropped its copy must not refill it from the
+        tier's old one after the client was told it is gone."""
+        region = self.region_purge
+        n = self.purge(kind, value, soft, notify=region is None)
         key = normalise_uri(value) if kind == "url" else value
+        if region is not None:
+            await region(kind, key, soft, 0.0, None)
         for confirm in self.confirmers:
             await confirm(kind, key, soft)
         return n
@@ -189,9 +198,10 @@ class Admin:
         n = self.purge(kind, value, soft, notify=False)
         if kind == "url":
             value = normalise_uri(value)  # as purge() applied it
-        for confirm in self.confirmers:  # the other workers of this edge
-            await confirm(kind, value, soft)
+        # the region's tier first (see purge_confirmed), then the other workers of this edge
         region = await self.region_purge(kind, value, soft, float(wait), purge_id)
+        for confirm in self.confirmers:
+            await confirm(kind, value, soft)
         answer: dict[str, Any] = {"purged": n, "soft": soft}
         if "wait" in doc:
             answer["region"] = region

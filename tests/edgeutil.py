@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -410,6 +411,20 @@ async def edge_env() -> AsyncIterator[Callable[..., Awaitable[EdgeEnv]]]:
         await env.edge.stop()
     for o in loose:
         await o.stop()
+
+
+async def until(pred: Callable[[], Any], within: float = WAIT, step: float = 0.01) -> bool:
+    """Poll ``pred`` (plain or async) until it is true; False after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        got = pred()
+        if asyncio.iscoroutine(got):
+            got = await got
+        if got:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(step)
 
 
 # -- raw HTTP/1.1 parsing for socket-level tests --------------------------------------------------

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import pytest
 from aiohttp import web
-from edgeutil import TOKEN, edge_env, member
+from edgeutil import TOKEN, WAIT, edge_env, member, until
 
 __all__ = ["edge_env"]
 
@@ -150,6 +151,46 @@ async def test_admin_methods_and_paths(edge_env):
     assert stats["draining"] is False
     assert [o["name"] for o in stats["origins"]] == ["origin-1"]
     assert env.origin.count() == 0  # the admin paths never reach the origin
+
+
+# -- the order of a purge's steps ----------------------------------------------------------------
+@pytest.mark.parametrize("how", ["PURGE", "api", "api-wait"])
+async def test_a_purge_is_answered_after_the_region_tier_then_the_other_workers(edge_env, how):
+    """The region's tier is purged before the other workers are asked, and both before the
+    answer: a worker that had dropped its copy could otherwise refill it from the tier's old
+    one after the client was told it is gone."""
+    env = await edge_env()
+    await fill(env, "/a")
+    steps: list[str] = []
+    tier_may_finish = asyncio.Event()
+
+    async def region_purge(kind, value, soft, wait, purge_id):
+        steps.append(f"tier {kind} {value} wait={wait:g}")
+        await tier_may_finish.wait()
+        steps.append("tier done")
+        return {"logged": "1-0"}
+
+    async def confirm(kind, value, soft):
+        steps.append(f"worker {kind} {value}")
+
+    env.app.admin.region_purge = region_purge
+    env.app.admin.confirmers.append(confirm)
+    if how == "PURGE":
+        request = env.purge("/a")
+    else:
+        request = env.admin("purge", {"url": "/a", **({"wait": 1} if how == "api-wait" else {})})
+    wait = 1 if how == "api-wait" else 0
+    answer = asyncio.ensure_future(request)
+    try:
+        await until(lambda: steps, WAIT)
+        await asyncio.sleep(0)  # room for a worker to be asked too early
+        early = (answer.done(), list(steps))
+    finally:
+        tier_may_finish.set()
+        r = await answer
+    assert early == (False, [f"tier url {env.url('/a')} wait={wait}"])
+    assert r.status == 200 and r.json()["purged"] == 1
+    assert steps[1:] == ["tier done", f"worker url {env.url('/a')}"]
 
 
 # -- soft purge ------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ import aiohttp
 import pytest
 import redis
 from aiohttp import web
-from edgeutil import DEMO, FakeClock, Resp, TestOrigin
+from edgeutil import DEMO, FakeClock, Resp, TestOrigin, until
 from multidict import CIMultiDict
 from redis.cluster import RedisCluster as SyncCluster
 from redis.crc import key_slot
@@ -80,20 +80,6 @@ class WallClock(FakeClock):
 
     def http_date(self, offset: float = 0.0) -> str:
         return format_http_date(self() + offset)
-
-
-async def until(pred: Callable[[], Any], within: float, step: float = 0.01) -> bool:
-    """Poll ``pred`` (plain or async) until it is true; False after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        got = pred()
-        if asyncio.iscoroutine(got):
-            got = await got
-        if got:
-            return True
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(step)
 
 
 @dataclass

@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp
 import pytest
 import redis
-from edgeutil import DEMO, FakeClock, Resp, TestOrigin
+from edgeutil import DEMO, FakeClock, Resp, TestOrigin, until
 from multidict import CIMultiDict
 from redisutil import RedisServer
 
@@ -62,19 +62,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-async def until(pred: Callable[[], Any], within: float = WAIT, step: float = 0.02) -> bool:
-    deadline = time.monotonic() + within
-    while True:
-        got = pred()
-        if asyncio.iscoroutine(got):
-            got = await got
-        if got:
-            return True
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(step)
 
 
 # -- pure rules -----------------------------------------------------------------------------------
