@@ -24,6 +24,7 @@ bad file is logged and the running configuration stays.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import resource
@@ -34,6 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from edge import heap
 from edge.accesslog import AccessLog, LoggedHandler, open_access_log
 from edge.admin import Admin
 from edge.connlimit import ConnectionLimiter
@@ -353,8 +355,11 @@ async def _serve(topology: Topology, name: str, listen: tuple[str, int] | None,
     # the signal handlers before the "serving" line: whoever waits for that line may signal
     loop = asyncio.get_running_loop()
     assert running.router is not None
+    # start-up's objects and the stores' indexes out of the full collections' walk, now and
+    # after each reload (edge/heap.py)
+    settle = functools.partial(heap.settle, *running.app.store.long_lived())
     reloader = Reloader(topology.source, topology, running.router, running.acceptor,
-                        alpn_protocols(), load)
+                        alpn_protocols(), load, applied=settle)
     watcher = loop.create_task(reloader.watch())
     hup: set[asyncio.Task[bool]] = set()
 
@@ -370,6 +375,7 @@ async def _serve(topology: Topology, name: str, listen: tuple[str, int] | None,
     access = running.access  # SIGUSR1 (log rotation) never kills an edge, with a log or not
     loop.add_signal_handler(signal.SIGUSR1, access.reopen if access is not None else
                             lambda: log.info("SIGUSR1: no access log to reopen"))
+    settle()
     log.info("serving edge %s on %s port %d (%d origins, lb %s)", name, running.host,
              running.port, len(topology.cdn.origins), topology.cdn.edge.lb)
     for extra in running.also:

@@ -79,7 +79,7 @@ from edge.policy.vary import vary_fields, vary_key
 from edge.ranged import range_pass_wanted, ranged_response
 from edge.respond import DateCache, hit_bytes, serialize_stored_head, with_date
 from edge.shield import Shield
-from edge.store import Entry, MemoryStore
+from edge.store import SWEEP_LIMIT, Entry, MemoryStore
 from edge.tier.region import RegionTier
 from edge.upstream import OriginPool, UpstreamError, UpstreamResponse, UpstreamTimeout
 from geoconfig.cdnconfig import EdgeSettings
@@ -168,10 +168,13 @@ class EdgeApp:
         self.flag_headers = SLOW_HEADERS
 
     async def housekeeping(self, interval: float = 5.0) -> None:
-        """Drop expired entries now and then (lookups drop the ones they meet)."""
+        """Drop expired entries now and then (lookups drop the ones they meet), a bounded
+        batch at a time (edge/store.py, SWEEP_LIMIT) with the loop free in between."""
         while True:
             await asyncio.sleep(interval)
-            self.store.sweep(self.clock())
+            now = self.clock()
+            while self.store.sweep(now) >= SWEEP_LIMIT:
+                await asyncio.sleep(0)
 
     def _untrusted(self) -> bool:
         """The purge log follower is behind: what is stored may have been purged since."""

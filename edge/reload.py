@@ -56,13 +56,17 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
 class Reloader:
     def __init__(self, path: str, topology: Topology, router: SiteRouter,
                  acceptor: TlsAcceptor | None, alpn: tuple[str, ...],
-                 load: Callable[[str], Topology] = load_topology) -> None:
+                 load: Callable[[str], Topology] = load_topology,
+                 applied: Callable[[], None] = lambda: None) -> None:
+        """``applied`` is called after each reload that took effect (the process entry
+        settles its heap then: edge/heap.py)."""
         self.path = path
         self.topology = topology
         self.router = router
         self.acceptor = acceptor
         self.alpn = alpn
         self.load = load
+        self.applied = applied
         self.reloads = 0  # applied
         self.rejected = 0
         self._stamps = self._watched()
@@ -106,6 +110,7 @@ class Reloader:
             self._stamps = self._watched()
             self.reloads += 1
             log.warning("reloaded %s (%s): %d sites", self.path, why, len(topology.cdn.sites))
+            self.applied()
             return True
 
     def _contexts(self, cdn: CdnSettings) -> Contexts | None:

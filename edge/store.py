@@ -23,6 +23,9 @@ Rules:
 - Purge: by primary key (every variant), by key prefix, by surrogate key; ``soft`` marks the
   entries stale (they must be revalidated before use, and may still serve stale-if-error)
   instead of dropping them.
+- Lookups drop the expired entries they meet; ``sweep`` drops the others, looking only at
+  the keys due by then (edge/expiry.py), at most ``SWEEP_LIMIT`` per call, never at the
+  whole store. Stored entries are untracked by the garbage collector (edge/heap.py).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from dataclasses import dataclass, field
 
 from cachetools import Cache, LRUCache
 
+from edge.expiry import ExpiryQueue
+from edge.heap import untrack
 from edge.policy.freshness import StoredMeta
 from edge.policy.vary import vary_fields, vary_key
 
@@ -40,13 +45,16 @@ from edge.policy.vary import vary_fields, vary_key
 # entry costs beyond the bytes of its body, head, key, variant key and header text. The
 # Entry and StoredMeta objects, the bytes/str object headers, the LRU's three dictionaries
 # (data, sizes, order) and the variant index: 1,350 to 1,650 bytes (more while entries are
-# evicted and replaced); each stored header field (a tuple and two str objects): about 160.
-ENTRY_OVERHEAD = 1650
+# evicted and replaced), and up to two items of the expiry queue (edge/expiry.py, rebuilt at
+# twice the live entries: ~100 bytes each); each stored header field (a tuple and two str
+# objects): about 160.
+ENTRY_OVERHEAD = 1850
 FIELD_OVERHEAD = 160
 Headers = tuple[tuple[str, str], ...]
 HeadersSource = Headers | Callable[[], Headers]  # the selecting headers, or how to get them
 MAX_VARIANTS = 64
 MAX_SPECS = 4  # distinct Vary field lists kept per primary key
+SWEEP_LIMIT = 4096  # keys a sweep looks at per call (a few ms of the event loop)
 
 
 @dataclass(slots=True)
@@ -88,6 +96,14 @@ class Entry:
         return self.initial_age + max(0.0, now - self.meta.response_time)
 
 
+def _untrack_entry(entry: Entry) -> None:
+    untrack(entry, entry.meta, entry.surrogate_keys)
+    if entry.encoded:
+        untrack(entry.encoded)
+        for variant in entry.encoded.values():
+            untrack(variant, variant.meta, variant.surrogate_keys)
+
+
 class _Variants:
     """What one primary key holds: its Vary field lists (most recent first) and its variant
     keys (oldest first)."""
@@ -111,12 +127,15 @@ class _LRU(LRUCache):  # type: ignore[type-arg]
         self._evicted(k)
         return k, entry
 
-    def expired(self, now: float) -> list[tuple[str, str]]:
-        """The keys of the entries past ``keep_until``, read without marking them used
-        (LRUCache's own item access moves each entry it reads to the recent end: a sweep
-        through it reset the LRU order to insertion order, at ~4 us an entry)."""
+    def peek(self, k: tuple[str, str]) -> Entry | None:
+        """The entry without marking it used (LRUCache's own item access moves what it
+        reads to the recent end: a sweep through it reset the LRU order)."""
+        return Cache.__getitem__(self, k) if k in self else None
+
+    def live(self) -> list[tuple[float, tuple[str, str]]]:
+        """(keep_until, key) of every entry, without marking any used."""
         get = Cache.__getitem__
-        return [k for k in list(self) if get(self, k).keep_until <= now]
+        return [(get(self, k).keep_until, k) for k in list(self)]
 
 
 class MemoryStore:
@@ -126,6 +145,12 @@ class MemoryStore:
         self._cache = _LRU(max_bytes, self._forget)
         self._variants: dict[str, _Variants] = {}
         self._tags: dict[str, set[tuple[str, str]]] = {}
+        self._expiry = ExpiryQueue()  # what a sweep looks at (edge/expiry.py)
+
+    def long_lived(self) -> list[object]:
+        """The containers that live as long as the store (edge/heap.py settles them)."""
+        inner = [v for v in vars(self._cache).values() if isinstance(v, dict)]  # cachetools'
+        return [self._variants, self._tags, self._expiry.container, *inner]
 
     # -- reading ------------------------------------------------------------------------------
     def _lookup(self, k: tuple[str, str], now: float) -> Entry | None:
@@ -187,9 +212,13 @@ class MemoryStore:
         self._cache[k] = entry
         if k not in self._cache:
             return False
+        _untrack_entry(entry)  # in no cycle: out of the full collections' walk (edge/heap.py)
+        if self._expiry.add(entry.keep_until, k, len(self._cache)):
+            self._expiry.rebuild(self._cache.live())
         held = self._variants.get(entry.key)
         if held is None:
             held = self._variants[entry.key] = _Variants()
+            untrack(held, held.specs)
         if not held.specs or held.specs[0] != entry.spec:
             with contextlib.suppress(ValueError):
                 held.specs.remove(entry.spec)
@@ -227,11 +256,15 @@ class MemoryStore:
         keys = self._tags.get(tag, set()) if soft else self._tags.pop(tag, set())
         return self._drop(list(keys), soft)
 
-    def sweep(self, now: float) -> int:
-        """Drop every expired entry; the number dropped."""
-        return self._drop(self._cache.expired(now), soft=False)
+    def sweep(self, now: float, limit: int = SWEEP_LIMIT) -> int:
+        """Drop what expired by ``now`` among the next ``limit`` keys due (edge/expiry.py);
+        the number dropped. The LRU order is left as it is."""
+        peek = self._cache.peek
+        return self._drop([k for k in self._expiry.due(now, limit)
+                           if (e := peek(k)) is not None and e.keep_until <= now], soft=False)
 
     def clear(self) -> None:
+        self._expiry.clear()
         self._cache.clear()
         self._variants.clear()
         self._tags.clear()

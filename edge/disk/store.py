@@ -48,8 +48,10 @@ from pathlib import Path
 
 from edge.disk import fileformat
 from edge.disk.fileformat import Record
+from edge.expiry import ExpiryQueue
+from edge.heap import untrack
 from edge.policy.vary import vary_fields, vary_key
-from edge.store import MAX_SPECS, Entry, HeadersSource
+from edge.store import MAX_SPECS, SWEEP_LIMIT, Entry, HeadersSource
 
 __all__ = ["DiskStats", "DiskStore", "FileMeta"]
 
@@ -104,6 +106,7 @@ class DiskStore:
         self.readers = ThreadPoolExecutor(read_threads, thread_name_prefix="disk-read")
         self._lock = threading.RLock()
         self._index: OrderedDict[_Key, _Meta] = OrderedDict()
+        self._expiry = ExpiryQueue()  # what a sweep looks at (edge/expiry.py)
         self._keys: dict[str, _Held] = {}
         self._tags: dict[str, set[_Key]] = {}
         self._loaded_keys: set[str] = set()  # key hashes whose files are indexed
@@ -287,24 +290,35 @@ class DiskStore:
             self._note_purge("tag", tag, soft)
             return self._purge(list(self._tags.get(tag, ())), soft)
 
-    def sweep(self, now: float) -> int:
-        """Drop the expired files (any thread: the lock is held to copy the index and to drop,
-        not while ~100,000 records are looked at)."""
+    def sweep(self, now: float, limit: int = SWEEP_LIMIT) -> int:
+        """Drop the files expired by ``now`` among the next ``limit`` keys due (any thread;
+        only the keys due are looked at: edge/expiry.py)."""
         with self._lock:
-            records = list(self._index.items())
-        expired = [(k, m) for k, m in records if m.keep_until <= now]
-        with self._lock:
-            return self._drop([k for k, m in expired if self._index.get(k) is m])
+            index = self._index
+            return self._drop([k for k in self._expiry.due(now, limit)
+                               if (m := index.get(k)) is not None and m.keep_until <= now])
+
+    def long_lived(self) -> list[object]:
+        """The index containers, which live as long as the store (edge/heap.py)."""
+        return [self._index, self._keys, self._tags, self._loaded_keys,
+                self._expiry.container]
 
     def clear(self) -> None:
         with self._lock:
             self._drop(list(self._index))
+            self._expiry.clear()
 
     # -- index (callers hold the lock) --------------------------------------------------------
     def _list(self, k: _Key, meta: _Meta) -> None:
         self._index[k] = meta
+        untrack(meta, meta.tags)  # in no cycle: out of the full collections' walk
+        if self._expiry.add(meta.keep_until, k, len(self._index)):
+            self._expiry.rebuild([(m.keep_until, key) for key, m in self._index.items()])
         self._bytes += meta.size
-        held = self._keys.setdefault(k[0], _Held())
+        held = self._keys.get(k[0])
+        if held is None:
+            held = self._keys[k[0]] = _Held()
+            untrack(held, held.specs)
         held.variants[k[1]] = None
         if meta.spec in held.specs:
             held.specs.remove(meta.spec)

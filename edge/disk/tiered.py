@@ -158,6 +158,9 @@ class TieredStore:
             self.disk.readers.submit(self.disk.sweep, now)
         return self.memory.sweep(now)
 
+    def long_lived(self) -> list[object]:
+        return [*self.memory.long_lived(), *self.disk.long_lived()]
+
     def clear(self) -> None:
         self.memory.clear()
         self.disk.clear()
