@@ -157,7 +157,8 @@ def main() -> int:
     origin_port, cache_port, closed_port = free_ports(3)
     render(HERE / "origin-nginx.conf.in", work / "origin.conf", work, PORT=str(origin_port))
     render(HERE / "cache-nginx.conf.in", work / "cache.conf", work, PORT=str(cache_port),
-           STATIC_PORT=str(origin_port), API_PORT=str(closed_port))
+           STATIC_PORT=str(origin_port), API_PORT=str(closed_port),
+           ACCESS_LOG="access_log off;")  # as the edge: bench/edge.sh's default
     topology = work / "topology.toml"
     topology.write_text((HERE / "topology.toml.in").read_text()
                         .replace("@ORIGIN_NAME@", "static").replace("@ORIGIN_HOST@", "127.0.0.1")
