@@ -10,6 +10,7 @@ purge that comes in while the file is read must win.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from edge.disk import fileformat
 from edge.disk.tiered import TieredStore
 from edge.main import start_edge
 from geoconfig.topology import parse_topology
@@ -27,10 +29,12 @@ HOST = "www.example.test"
 
 
 class HeldReads:
-    """Wraps ``DiskStore.read``: each call says it started, then waits for ``release``."""
+    """Wraps ``DiskStore.read``: each call says it started, then waits for ``release``. The
+    page-cache read on the loop is turned off (as when the page cache lacks the file)."""
 
     def __init__(self, store: TieredStore) -> None:
         self.inner = store.disk.read
+        store.disk.read_cached = lambda k, meta: False  # type: ignore[method-assign]
         self.calls = 0
         self.started = threading.Event()
         self.release = threading.Event()
@@ -138,3 +142,64 @@ async def test_a_purge_during_the_read_wins(edge: Any) -> None:
     status, body, cache_status = await cold
     assert (status, body) == (200, b"cold" * 500) and "fwd=" in cache_status
     assert origin.count("/cold") == 2  # what was read after the purge was not served
+
+
+def _evict_from_page_cache(store: TieredStore, key: str) -> None:
+    """Drop a stored file's pages from the page cache (written back first: only clean pages
+    can be dropped), as after a restart or memory pressure."""
+    path = fileformat.object_path(store.disk.root, key, "")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+class CountedReads:
+    """Counts the reads done in the reader threads (``DiskStore.read``)."""
+
+    def __init__(self, store: TieredStore) -> None:
+        self.inner, self.calls = store.disk.read, 0
+        store.disk.read = self.read  # type: ignore[method-assign]
+
+    def read(self, *args: Any) -> Any:
+        self.calls += 1
+        return self.inner(*args)
+
+
+@pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="no RWF_NOWAIT on this platform")
+async def test_a_small_file_in_the_page_cache_is_read_on_the_loop(edge: Any) -> None:
+    running, origin = edge
+    store = running.app.store
+    threads = CountedReads(store)
+    status, body, cache_status = await get(running.port, "/cold")
+    assert (status, body) == (200, b"cold" * 500) and "hit" in cache_status
+    assert (store.disk.stats.cached_reads, threads.calls) == (1, 0)
+    assert origin.count("/cold") == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="no RWF_NOWAIT on this platform")
+async def test_a_file_the_page_cache_lacks_is_read_in_a_thread(edge: Any) -> None:
+    running, origin = edge
+    store = running.app.store
+    _evict_from_page_cache(store, f"http://{HOST}/cold")
+    threads = CountedReads(store)
+    status, body, cache_status = await get(running.port, "/cold")
+    assert (status, body) == (200, b"cold" * 500) and "hit" in cache_status
+    assert (store.disk.stats.cached_reads, threads.calls) == (0, 1)
+    assert origin.count("/cold") == 1
+
+
+async def test_a_damaged_file_read_on_the_loop_is_deleted_and_fetched_again(edge: Any) -> None:
+    running, origin = edge
+    store = running.app.store
+    path = fileformat.object_path(store.disk.root, f"http://{HOST}/cold", "")
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # the body's last byte: the checksum no longer matches
+    path.write_bytes(bytes(data))
+    status, body, cache_status = await get(running.port, "/cold")
+    assert (status, body) == (200, b"cold" * 500) and "fwd=" in cache_status
+    assert store.disk.stats.corrupt == 1 and origin.count("/cold") == 2
+    if hasattr(os, "RWF_NOWAIT"):
+        assert store.disk.stats.cached_reads == 1  # it was the loop's read that found it

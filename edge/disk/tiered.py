@@ -5,10 +5,11 @@ Rules:
 - ``get`` is the memory store's alone: synchronous, no file I/O, what the proxy's fast path
   (``EdgeApp.fast``) sees. A memory miss the disk may hold is the slow path's:
   ``await from_disk(...)`` locates the file in the disk index on the event loop, then reads,
-  checks and rebuilds it in one of the disk store's reader threads while the loop serves
-  other requests; concurrent look-ups of the same file wait for the same read. The request's
-  selecting headers come from the caller, which computes them once per request
-  (``EdgeApp.origin_view`` keeps them on the request).
+  checks and rebuilds it: on the loop when it is small and all in the page cache
+  (``DiskStore.read_cached``), otherwise in one of the disk store's reader threads while the
+  loop serves other requests; concurrent look-ups of the same file wait for the same read.
+  The request's selecting headers come from the caller, which computes them once per
+  request (``EdgeApp.origin_view`` keeps them on the request).
 - What a read brings back is used only if the disk index still holds the very record that
   was located (``DiskStore.current``): a purge, a new fill or an eviction that came in while
   the file was read wins, and the look-up is a miss (or the new fill, from memory). A used
@@ -113,8 +114,10 @@ class TieredStore:
     async def _read(self, k: tuple[str, str], meta: FileMeta, now: float) -> Entry | None:
         disk = self.disk
         try:
-            entry = await asyncio.get_running_loop().run_in_executor(
-                disk.readers, disk.read, k, meta)
+            entry = disk.read_cached(k, meta)  # on the loop when the page cache has it all
+            if entry is False:
+                entry = await asyncio.get_running_loop().run_in_executor(
+                    disk.readers, disk.read, k, meta)
         finally:
             self._reads.pop(k, None)
         if entry is None or not disk.current(k, meta):
