@@ -79,6 +79,9 @@ class Edge:
             self.proc.send_signal(signal.SIGINT)
         try:
             return self.proc.wait(WAIT * 2)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the edge did not stop in {WAIT * 2:g} s after SIGINT; "
+                                 f"its log:\n{self.text()}") from None
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()

@@ -57,6 +57,7 @@ from edge.tier.keys import SharedSettings
 log = logging.getLogger("geoedge.edge.purgelog")
 
 BLOCK = 1.0  # seconds an XREAD waits for new entries
+CANCEL_AGAIN = 0.5  # seconds between two cancels of a follower that has not ended (_cancel)
 MAX_LAG = 3.0  # seconds after an XREAD started during which the edge counts as in sync
 MAX_LEN = 100_000  # purges kept in the log
 ACK_POLL = 0.02  # seconds between acknowledgement checks while waiting
@@ -127,6 +128,7 @@ class PurgeLog:
         self.counts = {"appended": 0, "applied": 0, "resyncs": 0, "errors": 0}
         self._client: Any = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.synced = asyncio.Event()  # set after the first successful round trip
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -145,11 +147,10 @@ class PurgeLog:
         self._task = asyncio.create_task(self._follow(), name="purge-log")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        self._stopping = True
+        task, self._task = self._task, None
+        if task is not None:
+            await _cancel(task)
         if self._client is not None:
             with contextlib.suppress(*FAILURES):
                 await self._client.aclose()
@@ -239,11 +240,11 @@ class PurgeLog:
 
     async def _follow(self) -> None:
         attempt = 0
-        while True:
+        while not self._stopping:
             try:
                 await self._resync()
                 await self._ack()
-                while True:
+                while not self._stopping:
                     started = time.monotonic()
                     reply = await self._client.xread({self.stream: self.cursor}, count=512,
                                                      block=int(BLOCK * 1000))
@@ -254,6 +255,8 @@ class PurgeLog:
                     self.synced.set()
                     attempt = 0
             except FAILURES as exc:
+                if self._stopping:  # a cancel that reached us as a failure (_cancel)
+                    return
                 self.counts["errors"] += 1
                 log.debug("purge log follower: %r", exc)
                 self.synced.clear()
@@ -281,6 +284,20 @@ class PurgeLog:
 
     def snapshot(self) -> dict[str, Any]:
         return {**self.counts, "cursor": self.cursor}
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    """Cancel the follower and wait until it has ended. A cancel can be lost inside the
+    Redis client's blocking read (seen under load, redis-py 8.2 on Python 3.11: the task
+    stayed "cancelling" in a new XREAD, and the edge never stopped), reaching the follower
+    as a failure it retries or not at all. So ``stop`` sets ``_stopping`` first, which ends
+    the loop after its current read or failure, and cancels again every ``CANCEL_AGAIN``
+    seconds until the task is done."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=CANCEL_AGAIN)
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.warning("purge log follower ended with %r", exc)
 
 
 __all__ = ["BLOCK", "MAX_LAG", "PurgeLog", "parse_id"]
