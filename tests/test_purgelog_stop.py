@@ -1,5 +1,5 @@
-"""The purge log follower stops even when its Redis client loses a cancel (edge/tier/purgelog.py,
-``_cancel``): seen under load with redis-py 8.2, where a worker never stopped."""
+"""Tier tasks stop even when the Redis client loses a cancel (edge/tier/conn.py,
+``cancel_until_done``): seen under load with redis-py 8.2, where a worker never stopped."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import time
 
+from edge.tier.conn import cancel_until_done
 from edge.tier.keys import SharedSettings
 from edge.tier.purgelog import PurgeLog
 from tests.edgeutil import WAIT, until
@@ -44,3 +45,16 @@ async def test_stop_ends_a_follower_whose_client_loses_the_cancel() -> None:
     async with asyncio.timeout(WAIT):
         await log.stop()
     assert task.done() and log._client is None
+
+
+async def test_cancel_until_done_cancels_again_a_task_that_swallowed_the_cancel() -> None:
+    async def stubborn() -> None:
+        with contextlib.suppress(asyncio.CancelledError):  # the first cancel is lost
+            await asyncio.sleep(WAIT)
+        await asyncio.sleep(WAIT)  # the next one ends it
+
+    task = asyncio.create_task(stubborn())
+    await asyncio.sleep(0)  # let it start
+    async with asyncio.timeout(WAIT):
+        assert await cancel_until_done(task) is None
+    assert task.cancelled()

@@ -11,10 +11,16 @@ Rules:
 - Sockets time out after ``settings.timeout`` and redis-py never retries by itself: the
   caller (edge/tier/protocol.py) times, counts and retries.
 - Nothing here counts, logs or swallows errors: a Redis problem raises one of ``FAILURES``.
+- A task waiting on the Redis client is stopped with :func:`cancel_until_done`: a cancel can
+  be lost inside the client's read (seen under load with redis-py 8.2 on Python 3.11: the
+  task stayed "cancelling" in a new blocking read and the edge never stopped), so it is
+  cancelled again every ``CANCEL_AGAIN`` seconds until it has ended; the loops it runs also
+  check a stopping flag of their owner, which ends them after their current call.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -31,6 +37,7 @@ from redis.exceptions import TimeoutError as RedisTimeout
 from edge.tier.keys import SharedSettings
 
 FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError)
+CANCEL_AGAIN = 0.5  # seconds between two cancels of a task that has not ended
 TIMEOUTS = (TimeoutError, RedisTimeout)
 RELEASE_SCRIPT = RedisBackend.RELEASE_SCRIPT  # delete the key only while it holds the token
 POOL_SIZE = 64  # connections per edge to a standalone Redis
@@ -183,3 +190,12 @@ def log_client(settings: SharedSettings, socket_timeout: float) -> Any:
                           ssl=u.scheme == "rediss", socket_timeout=socket_timeout,
                           socket_connect_timeout=max(settings.timeout, 0.5),
                           retry=Retry(NoBackoff(), 0))
+
+
+async def cancel_until_done(task: asyncio.Task[Any]) -> BaseException | None:
+    """Cancel ``task`` (again every ``CANCEL_AGAIN`` s) until it has ended; what it raised
+    other than the cancel, if anything."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=CANCEL_AGAIN)
+    return None if task.cancelled() else task.exception()

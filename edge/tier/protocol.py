@@ -39,7 +39,14 @@ from edge.breaker import BreakerState, CircuitBreaker
 from edge.policy.headers import Headers
 from edge.policy.vary import vary_key
 from edge.tier import keys as layout
-from edge.tier.conn import FAILURES, RELEASE_SCRIPT, TIMEOUTS, Conn, connect
+from edge.tier.conn import (
+    FAILURES,
+    RELEASE_SCRIPT,
+    TIMEOUTS,
+    Conn,
+    cancel_until_done,
+    connect,
+)
 from edge.tier.keys import (
     PURGE_SCRIPT,
     STORE_SCRIPT,
@@ -72,11 +79,13 @@ class SharedTier:
         self.listening = asyncio.Event()
         self._conn: Conn | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
         self._waiters: dict[str, set[asyncio.Event]] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
         """Connect and start the listener and probe tasks; never raises for a Redis outage."""
+        self._stopping = False
         s = self.settings
         self._conn = connect(s)
         budget = max(s.timeout, 1.0)
@@ -90,12 +99,13 @@ class SharedTier:
                 await self.listening.wait()
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        self._stopping = True
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        for task in tasks:
+            if (exc := await cancel_until_done(task)) is not None:
+                log.warning("shared tier: %s ended with %r", task.get_name(), exc)
         if self._conn is not None:
             with contextlib.suppress(*FAILURES):
                 await self._conn.close()
@@ -332,14 +342,14 @@ class SharedTier:
     # -- background tasks ---------------------------------------------------------------------
     async def _probe(self) -> None:
         """While the breaker is not closed, PING once it lets a trial through."""
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.settings.breaker_reset / 4)
             if self.breaker.state(self.clock()) is BreakerState.HALF_OPEN:
                 await self._op(lambda c: c.ping(), False)
 
     async def _listen(self) -> None:
         attempt = 0
-        while True:
+        while not self._stopping:
             assert self._conn is not None
             client = self._conn.listener_client(attempt)
             pubsub = client.pubsub()

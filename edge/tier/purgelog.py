@@ -51,13 +51,12 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from edge.tier.conn import FAILURES, log_client
+from edge.tier.conn import FAILURES, cancel_until_done, log_client
 from edge.tier.keys import SharedSettings
 
 log = logging.getLogger("geoedge.edge.purgelog")
 
 BLOCK = 1.0  # seconds an XREAD waits for new entries
-CANCEL_AGAIN = 0.5  # seconds between two cancels of a follower that has not ended (_cancel)
 MAX_LAG = 3.0  # seconds after an XREAD started during which the edge counts as in sync
 MAX_LEN = 100_000  # purges kept in the log
 ACK_POLL = 0.02  # seconds between acknowledgement checks while waiting
@@ -135,6 +134,7 @@ class PurgeLog:
     async def start(self) -> None:
         """Take the log's end as our position and start following; a Redis that is down is
         not an error (the follower keeps trying)."""
+        self._stopping = False
         self._client = log_client(self.settings, BLOCK + max(self.settings.timeout, 1.0))
         try:
             async with asyncio.timeout(max(self.settings.timeout, 1.0)):
@@ -149,8 +149,8 @@ class PurgeLog:
     async def stop(self) -> None:
         self._stopping = True
         task, self._task = self._task, None
-        if task is not None:
-            await _cancel(task)
+        if task is not None and (exc := await cancel_until_done(task)) is not None:
+            log.warning("purge log follower ended with %r", exc)
         if self._client is not None:
             with contextlib.suppress(*FAILURES):
                 await self._client.aclose()
@@ -255,7 +255,7 @@ class PurgeLog:
                     self.synced.set()
                     attempt = 0
             except FAILURES as exc:
-                if self._stopping:  # a cancel that reached us as a failure (_cancel)
+                if self._stopping:  # a lost cancel (edge/tier/conn.py cancel_until_done)
                     return
                 self.counts["errors"] += 1
                 log.debug("purge log follower: %r", exc)
@@ -284,20 +284,6 @@ class PurgeLog:
 
     def snapshot(self) -> dict[str, Any]:
         return {**self.counts, "cursor": self.cursor}
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    """Cancel the follower and wait until it has ended. A cancel can be lost inside the
-    Redis client's blocking read (seen under load, redis-py 8.2 on Python 3.11: the task
-    stayed "cancelling" in a new XREAD, and the edge never stopped), reaching the follower
-    as a failure it retries or not at all. So ``stop`` sets ``_stopping`` first, which ends
-    the loop after its current read or failure, and cancels again every ``CANCEL_AGAIN``
-    seconds until the task is done."""
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=CANCEL_AGAIN)
-    if not task.cancelled() and (exc := task.exception()) is not None:
-        log.warning("purge log follower ended with %r", exc)
 
 
 __all__ = ["BLOCK", "MAX_LAG", "PurgeLog", "parse_id"]
