@@ -54,7 +54,7 @@ def test_plan_with_the_flag_runs_six_cluster_nodes_per_region() -> None:
         "--appendonly", "no", "--dir", "/tmp/d/redis-eu-west-2", "--loglevel", "notice",
         "--protected-mode", "no", "--cluster-enabled", "yes", "--cluster-config-file",
         "nodes.conf", "--cluster-node-timeout", "2000", "--cluster-replica-validity-factor",
-        "0", "--cluster-announce-ip", "127.0.2.10")
+        "0", "--repl-diskless-sync-delay", "0", "--cluster-announce-ip", "127.0.2.10")
     assert (node.probe.kind, node.probe.host, node.probe.port) == ("redis", "127.0.2.10", 6380)
     configs = {s.role: s.argv[s.argv.index("--config") + 1] for s in services
                if s.role != "redis"}
@@ -230,6 +230,22 @@ def test_cluster_problem(text: str, problem: str) -> None:
 ])
 def test_handed_over(text: str, address: cluster.Address, done: bool) -> None:
     assert cluster.handed_over(cluster.parse_nodes(text), address) is done
+
+
+@pytest.mark.parametrize(("fields", "problem"), [
+    ({"role": "master", "connected_slaves": 1}, ""),
+    ({"role": "master", "connected_slaves": 0}, ""),  # its replica's own view says why
+    ({"role": "slave", "master_link_status": "up", "master_sync_in_progress": 0}, ""),
+    ({"role": "slave", "master_link_status": "down", "master_sync_in_progress": 0},
+     "replica not linked to its master"),
+    ({"role": "slave", "master_link_status": "down", "master_sync_in_progress": 1},
+     "replica not linked to its master"),
+    ({"role": "slave", "master_link_status": "up", "master_sync_in_progress": 1},
+     "replica still copying its master"),
+    ({"role": "slave"}, "replica not linked to its master"),
+])
+def test_replication_problem(fields: dict, problem: str) -> None:
+    assert cluster.replication_problem(fields) == problem
 
 
 def test_slot_ranges_cover_every_slot_once() -> None:
@@ -512,6 +528,13 @@ def test_cluster_demo_end_to_end(cluster_demo) -> None:
     before = nodes_of(2, base)
     victim_id = before[f"127.0.2.10:{port}"]["node_id"]
     replica = next(a for a, n in before.items() if n["master_id"] == victim_id)
+
+    def replica_holds_it() -> bool:  # replication is asynchronous: the kill comes after it
+        with region_client(2, int(replica.rsplit(":", 1)[1])) as c:
+            c.execute_command("READONLY")
+            return bool(c.exists(key))
+
+    assert poll(replica_holds_it), "the replica never got the entry"
     failures: list[str] = []
     served = [0]
     done = threading.Event()

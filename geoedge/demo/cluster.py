@@ -16,15 +16,18 @@ Rules:
   directory cannot be carried into the demo's state directory, and is refused by the caller.
 - :func:`parse_nodes` reads ``CLUSTER NODES``; :func:`problem` says what keeps a cluster
   from being "3 masters + 3 replicas, all 16384 slots covered, every link up" ("" when
-  nothing does); :func:`handed_over` says whether a node's slots belong to others now (its
-  replica was promoted), which is when a crashed master may be restarted: it then rejoins as
-  the new master's replica instead of coming back empty with its old slots.
+  nothing does), :func:`replication_problem` what keeps a replica from holding its master's
+  copy (its link down, its first copy in progress); :func:`handed_over` says whether a
+  node's slots belong to others now (its replica was promoted), which is when a crashed
+  master may be restarted: it then rejoins as the new master's replica instead of coming
+  back empty with its old slots.
 - Pure: text in, values out; no sockets, no clock.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from geoconfig.topology import Topology
@@ -41,6 +44,9 @@ NODE_TIMEOUT_MS = 2000  # cluster-node-timeout: a master silent this long is fai
 # machine left the slots unserved for good. The tier is a cache: serving the replica's copy,
 # however old, beats serving nothing (its entries still carry their own freshness).
 REPLICA_VALIDITY_FACTOR = 0
+# So a cluster counts as healthy only once each replica holds its master's copy
+# (replication_problem; repl-diskless-sync-delay 0: the first copy starts at once instead of
+# waiting 5 s for more replicas, of which each master has one).
 
 Address = tuple[str, int]
 
@@ -62,7 +68,7 @@ def cluster_argv(binary: str, host: str, port: int, workdir: str) -> tuple[str, 
             "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
             "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
             "--cluster-replica-validity-factor", str(REPLICA_VALIDITY_FACTOR),
-            "--cluster-announce-ip", host)
+            "--repl-diskless-sync-delay", "0", "--cluster-announce-ip", host)
 
 
 def slot_ranges(masters: int = MASTERS) -> list[tuple[int, int]]:
@@ -175,6 +181,19 @@ def problem(nodes: list[Node], expected: list[Address]) -> str:
     replicas = [n.master for n in nodes if not n.is_master]
     if sorted(replicas) != sorted(masters):
         return "not one replica per master"
+    return ""
+
+
+def replication_problem(fields: Mapping[str, object]) -> str:
+    """What ``INFO replication`` (its fields) says keeps a node from being ready: a replica
+    whose link to its master is not up, or that is still loading its first copy (a replica
+    promoted then would take over its master's slots without the data). "" when ready."""
+    if fields.get("role") != "slave":
+        return ""
+    if fields.get("master_link_status") != "up":
+        return "replica not linked to its master"
+    if str(fields.get("master_sync_in_progress", 0)) != "0":
+        return "replica still copying its master"
     return ""
 
 

@@ -24,7 +24,14 @@ import time
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from geoedge.demo.cluster import Address, handed_over, parse_nodes, problem, slot_ranges
+from geoedge.demo.cluster import (
+    Address,
+    handed_over,
+    parse_nodes,
+    problem,
+    replication_problem,
+    slot_ranges,
+)
 
 POLL = 0.1  # seconds between looks at the cluster
 SOCKET_TIMEOUT = 2.0
@@ -43,23 +50,24 @@ def _client(address: Address) -> aioredis.Redis:
                           socket_connect_timeout=SOCKET_TIMEOUT, decode_responses=True)
 
 
-async def _view(address: Address) -> tuple[str, str]:
-    """(CLUSTER INFO, CLUSTER NODES) as this node sees them."""
+async def _view(address: Address) -> tuple[str, str, dict[str, object]]:
+    """(CLUSTER INFO, CLUSTER NODES, INFO replication) as this node sees them."""
     client = _client(address)
     try:
         info = await client.execute_command("CLUSTER", "INFO")
         nodes = await client.execute_command("CLUSTER", "NODES")
+        replication = await client.info("replication")
     finally:
         await client.aclose()
-    return str(info), str(nodes)
+    return str(info), str(nodes), dict(replication)
 
 
 async def health(nodes: list[Address]) -> str:
     """"" when every node sees a healthy cluster, else what the first unhappy one sees."""
     for address in nodes:
         try:
-            info, listed = await _view(address)
-            seen = problem(parse_nodes(listed), nodes)
+            info, listed, replication = await _view(address)
+            seen = problem(parse_nodes(listed), nodes) or replication_problem(replication)
         except (RedisError, OSError, ValueError) as exc:
             return f"{_name(address)}: {exc}"
         if "cluster_state:ok" not in info:
@@ -138,7 +146,7 @@ async def wait_handed_over(address: Address, peers: list[Address], timeout: floa
     while time.monotonic() < deadline:
         for peer in peers:
             try:
-                _, listed = await _view(peer)
+                _, listed, _ = await _view(peer)
                 if handed_over(parse_nodes(listed), address):
                     return True
             except (RedisError, OSError, ValueError):
