@@ -220,12 +220,13 @@ class DiskStore:
         """Read, check and rebuild one located file (any thread); None when it is gone or
         damaged (then deleted and counted in ``corrupt``) or no longer what was located."""
         path = fileformat.object_path(self.root, *k)
+        data: bytes | None = None
         try:
-            data: bytes | OSError | None = path.read_bytes()
+            data = path.read_bytes()
         except FileNotFoundError:
-            data = None
+            pass
         except OSError as exc:
-            data = exc
+            self._damaged(path, exc)
         return self._finish(k, meta, path, data)
 
     def read_cached(self, k: _Key, meta: _Meta) -> Entry | Literal[False] | None:
@@ -254,18 +255,19 @@ class DiskStore:
         self.stats.cached_reads += 1
         return self._finish(k, meta, path, bytes(buf))
 
-    def _finish(self, k: _Key, meta: _Meta, path: Path,
-                data: bytes | OSError | None) -> Entry | None:
+    def _damaged(self, path: Path, exc: Exception) -> None:
+        log.warning("disk cache: %s: %s; deleted, the origin fills it again", path, exc)
+        with self._lock:
+            self.stats.corrupt += 1
+
+    def _finish(self, k: _Key, meta: _Meta, path: Path, data: bytes | None) -> Entry | None:
+        """Check and rebuild what was read (None: nothing could be)."""
         record: Record | None = None
-        try:
-            if isinstance(data, OSError):
-                raise data
-            if data is not None:
+        if data is not None:
+            try:
                 record = fileformat.decode(data)
-        except (OSError, ValueError) as exc:
-            log.warning("disk cache: %s: %s; deleted, the origin fills it again", path, exc)
-            with self._lock:
-                self.stats.corrupt += 1
+            except ValueError as exc:
+                self._damaged(path, exc)
         entry = None
         if record is not None and (record.key, record.variant) == k:
             entry = self._rebuild(record)
